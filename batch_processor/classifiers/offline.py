@@ -1,0 +1,238 @@
+"""The offline classifier: deterministic, no network, no key; the default.
+
+Sentiment comes from VADER (a validated lexicon for short social and support text), language
+from py3langid (a pre-trained n-gram model), and category and urgency from the weighted cue
+phrases of the support taxonomy below. It is meant as a sound baseline and for running the
+product with no LLM at all; the LLM classifier refines the same schema.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import py3langid
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+from ..models import Category, Classification, Sentiment, SentimentLabel, Urgency
+
+#: Cue phrases per category, each with a weight; matched on word boundaries, case-insensitive.
+CATEGORY_CUES: dict[Category, dict[str, float]] = {
+    Category.BILLING: {
+        "invoice": 2,
+        "bill": 2,
+        "billing": 2,
+        "charged": 2,
+        "charge": 1.5,
+        "payment": 1.5,
+        "credit card": 1.5,
+        "overcharged": 3,
+        "subscription fee": 2,
+        "price": 1,
+        "receipt": 1.5,
+    },
+    Category.TECHNICAL_ISSUE: {
+        "error": 2,
+        "crash": 2,
+        "crashes": 2,
+        "bug": 2,
+        "not working": 2,
+        "doesn't work": 2,
+        "broken": 1.5,
+        "slow": 1,
+        "connection": 1.5,
+        "outage": 2.5,
+        "down": 1,
+        "internet": 1.5,
+        "app": 1,
+        "install": 1.5,
+        "update": 1,
+        "freezes": 2,
+        "router": 1.5,
+    },
+    Category.ACCOUNT_ACCESS: {
+        "password": 2.5,
+        "log in": 2,
+        "login": 2,
+        "locked out": 3,
+        "sign in": 2,
+        "2fa": 2.5,
+        "two-factor": 2.5,
+        "account": 1,
+        "username": 2,
+        "reset": 1.5,
+        "verification code": 2,
+    },
+    Category.SHIPPING_DELIVERY: {
+        "delivery": 2,
+        "shipping": 2,
+        "shipped": 2,
+        "package": 2,
+        "tracking": 2.5,
+        "courier": 2,
+        "arrived": 1.5,
+        "never arrived": 3,
+        "delayed": 1.5,
+        "order": 1,
+    },
+    Category.REFUND_RETURN: {
+        "refund": 3,
+        "return": 2,
+        "money back": 3,
+        "reimburse": 2.5,
+        "exchange": 1.5,
+        "damaged": 1.5,
+        "defective": 2,
+    },
+    Category.CANCELLATION: {
+        "cancel": 3,
+        "cancellation": 3,
+        "unsubscribe": 2.5,
+        "close my account": 3,
+        "terminate": 2,
+        "stop my subscription": 3,
+    },
+    Category.PRODUCT_INQUIRY: {
+        "does it support": 2.5,
+        "is it compatible": 2.5,
+        "how do i": 1.5,
+        "which plan": 2,
+        "available": 1,
+        "specifications": 2,
+        "features": 1.5,
+        "difference between": 2,
+    },
+    Category.COMPLAINT: {
+        "unacceptable": 2.5,
+        "terrible": 2,
+        "worst": 2.5,
+        "disappointed": 2,
+        "complaint": 3,
+        "rude": 2.5,
+        "manager": 1.5,
+        "ridiculous": 2,
+        "awful": 2,
+    },
+    Category.FEATURE_REQUEST: {
+        "feature request": 3,
+        "would be great if": 2.5,
+        "please add": 2.5,
+        "suggestion": 2,
+        "wish": 1.5,
+        "could you add": 2.5,
+        "dark mode": 2,
+    },
+}
+
+URGENCY_CUES: dict[Urgency, tuple[str, ...]] = {
+    Urgency.CRITICAL: (
+        "security breach",
+        "hacked",
+        "fraud",
+        "stolen",
+        "lawyer",
+        "legal action",
+        "data leak",
+        "whole team",
+        "production is down",
+        "everyone is affected",
+    ),
+    Urgency.HIGH: (
+        "urgent",
+        "asap",
+        "immediately",
+        "right now",
+        "emergency",
+        "locked out",
+        "charged twice",
+        "cannot access",
+        "can't access",
+        "still not",
+        "third time",
+    ),
+}
+
+MIN_WORDS_FOR_LANGUAGE = 3
+
+
+def _compile(phrases: Mapping[str, float] | tuple[str, ...]) -> list[tuple[re.Pattern[str], str]]:
+    return [(re.compile(rf"\b{re.escape(p)}\b", re.IGNORECASE), p) for p in phrases]
+
+
+class OfflineClassifier:
+    """Deterministic classification with VADER, py3langid and the support taxonomy's cues."""
+
+    name = "offline"
+    version = "1.0"
+
+    def __init__(self) -> None:
+        self._vader = SentimentIntensityAnalyzer()
+        self._category_cues = {
+            category: [(pattern, phrase, cues[phrase]) for pattern, phrase in _compile(cues)]
+            for category, cues in CATEGORY_CUES.items()
+        }
+        self._urgency_cues = {urgency: _compile(cues) for urgency, cues in URGENCY_CUES.items()}
+
+    async def classify(self, text: str, metadata: Mapping[str, Any]) -> Classification:
+        """Classify one conversation; the same text always gets the same result."""
+        sentiment = self._sentiment(text)
+        category, confidence, themes = self._category(text, sentiment)
+        return Classification(
+            sentiment=sentiment,
+            category=category,
+            urgency=self._urgency(text, sentiment, metadata),
+            language=self._language(text),
+            confidence=confidence,
+            themes=themes,
+        )
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    def _sentiment(self, text: str) -> Sentiment:
+        compound = float(self._vader.polarity_scores(text)["compound"])
+        if compound >= 0.05:
+            label = SentimentLabel.POSITIVE
+        elif compound <= -0.05:
+            label = SentimentLabel.NEGATIVE
+        else:
+            label = SentimentLabel.NEUTRAL
+        return Sentiment(label=label, score=round(compound, 4))
+
+    def _category(self, text: str, sentiment: Sentiment) -> tuple[Category, float, list[str]]:
+        scores: dict[Category, float] = {}
+        themes: list[str] = []
+        for category, cues in self._category_cues.items():
+            for pattern, phrase, weight in cues:
+                if pattern.search(text):
+                    scores[category] = scores.get(category, 0.0) + weight
+                    themes.append(phrase)
+        if sentiment.score <= -0.6:
+            scores[Category.COMPLAINT] = scores.get(Category.COMPLAINT, 0.0) + 1.0
+        if not scores:
+            return Category.GENERAL_INQUIRY, 0.3, []
+        # Ties go to the taxonomy's order, so the result never depends on dict iteration.
+        order = list(Category)
+        best = max(scores, key=lambda c: (scores[c], -order.index(c)))
+        # Confidence grows with the winner's share of all cue weight and with its own strength.
+        share = scores[best] / sum(scores.values())
+        strength = min(1.0, scores[best] / 4)
+        confidence = round(min(0.95, 0.4 + 0.6 * share * strength), 3)
+        return best, confidence, sorted(set(themes))[:10]
+
+    def _urgency(self, text: str, sentiment: Sentiment, metadata: Mapping[str, Any]) -> Urgency:
+        for urgency in (Urgency.CRITICAL, Urgency.HIGH):
+            if any(pattern.search(text) for pattern, _ in self._urgency_cues[urgency]):
+                return urgency
+        if str(metadata.get("priority", "")).lower() in {"high", "urgent"}:
+            return Urgency.HIGH
+        if sentiment.score <= -0.5 or text.count("!") >= 3:
+            return Urgency.MEDIUM
+        return Urgency.LOW if sentiment.label is not SentimentLabel.NEGATIVE else Urgency.MEDIUM
+
+    def _language(self, text: str) -> str:
+        if len(text.split()) < MIN_WORDS_FOR_LANGUAGE:
+            return "und"
+        code, _ = py3langid.classify(text)
+        return str(code) if re.fullmatch(r"[a-z]{2}", str(code)) else "und"

@@ -1,0 +1,120 @@
+"""The one exception hierarchy of batch_processor; its type decides what is retried.
+
+Every failure the pipeline handles is one of these, each tagged with one of the user's error
+categories (seed 004). Whether an operation is retried is decided by ``error.retryable`` alone::
+
+    BatchProcessorError                 (base, never raised directly)
+    ├── TransientError       TRANSIENT       retried: timeouts, lost connections, 5xx
+    ├── RateLimitError       RATE_LIMIT      retried: 429, honour ``retry_after``
+    ├── ResourceError        RESOURCE        retried: disk full, memory, server busy
+    ├── ConfigurationError   CONFIGURATION   not retried: stops the run (bad URI, auth, settings)
+    ├── DataError            DATA            not retried: the document is marked failed
+    └── PermanentError       PERMANENT       not retried: the document is marked failed
+
+Code outside this module raises these (the MongoDB and classifier modules translate their
+libraries' exceptions), so that no other module needs to know pymongo's or openai's errors.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCategory(StrEnum):
+    """The user's error categories; stored with every failed document and dead-letter entry."""
+
+    TRANSIENT = "TRANSIENT"
+    RATE_LIMIT = "RATE_LIMIT"
+    RESOURCE = "RESOURCE"
+    CONFIGURATION = "CONFIGURATION"
+    DATA = "DATA"
+    PERMANENT = "PERMANENT"
+
+
+class BatchProcessorError(Exception):
+    """Base of every error batch_processor raises on purpose."""
+
+    category: ErrorCategory = ErrorCategory.PERMANENT
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: Seconds the remote side asked us to wait before the next attempt, if it said.
+        self.retry_after = retry_after
+
+
+class TransientError(BatchProcessorError):
+    """A failure that may well succeed if tried again shortly (network, timeout, 5xx)."""
+
+    category = ErrorCategory.TRANSIENT
+    retryable = True
+
+
+class RateLimitError(BatchProcessorError):
+    """The remote side refused for now (429); ``retry_after`` says how long to wait if known."""
+
+    category = ErrorCategory.RATE_LIMIT
+    retryable = True
+
+
+class ResourceError(BatchProcessorError):
+    """A local or remote resource is exhausted (disk full, memory, server overloaded)."""
+
+    category = ErrorCategory.RESOURCE
+    retryable = True
+
+
+class ConfigurationError(BatchProcessorError):
+    """The run cannot work as configured (bad URI, credentials, settings): stop, do not retry."""
+
+    category = ErrorCategory.CONFIGURATION
+
+
+class DataError(BatchProcessorError):
+    """The document cannot be classified as it is (missing, empty or invalid text)."""
+
+    category = ErrorCategory.DATA
+
+
+class PermanentError(BatchProcessorError):
+    """An error that will not go away by retrying; the document is marked failed."""
+
+    category = ErrorCategory.PERMANENT
+
+
+class UnfinishedJobError(BatchProcessorError):
+    """A previous job did not finish and the run was started without ``--recover``."""
+
+    category = ErrorCategory.CONFIGURATION
+
+
+def categorize(error: BaseException) -> ErrorCategory:
+    """Return the error category of any exception; unknown exceptions are PERMANENT.
+
+    Unknown exceptions (a bug in a classifier, say) are treated as permanent for the document
+    at hand, so that bad data or a bad reply never crashes the daemon or loops forever.
+    """
+    if isinstance(error, BatchProcessorError):
+        return error.category
+    if isinstance(error, TimeoutError | ConnectionError):
+        return ErrorCategory.TRANSIENT
+    if isinstance(error, MemoryError):
+        return ErrorCategory.RESOURCE
+    if isinstance(error, OSError):
+        return ErrorCategory.RESOURCE
+    return ErrorCategory.PERMANENT
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether an operation that raised ``error`` may succeed if tried again."""
+    if isinstance(error, BatchProcessorError):
+        return error.retryable
+    return categorize(error) in {ErrorCategory.TRANSIENT, ErrorCategory.RESOURCE}
+
+
+def describe(error: BaseException) -> str:
+    """A one-line description of ``error`` for logs, documents and dead-letter entries."""
+    text = str(error).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -1,0 +1,167 @@
+"""The data that moves through the pipeline, as validated pydantic models.
+
+A source document is carried as a :class:`SourceDocument` whose ``id`` is the MongoDB ``_id``
+in canonical extended JSON (so it survives a trip through a batch file unchanged) and whose
+``fields`` hold the text field and the metadata, already made JSON-safe by the MongoDB module.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ErrorCategory
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class SentimentLabel(StrEnum):
+    """Overall sentiment of a conversation."""
+
+    POSITIVE = "positive"
+    NEUTRAL = "neutral"
+    NEGATIVE = "negative"
+
+
+class Urgency(StrEnum):
+    """How soon the customer needs an answer."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class Category(StrEnum):
+    """The customer-support taxonomy shared by every classifier."""
+
+    BILLING = "billing"
+    TECHNICAL_ISSUE = "technical_issue"
+    ACCOUNT_ACCESS = "account_access"
+    SHIPPING_DELIVERY = "shipping_delivery"
+    REFUND_RETURN = "refund_return"
+    CANCELLATION = "cancellation"
+    PRODUCT_INQUIRY = "product_inquiry"
+    COMPLAINT = "complaint"
+    FEATURE_REQUEST = "feature_request"
+    GENERAL_INQUIRY = "general_inquiry"
+
+
+class Sentiment(BaseModel):
+    """A sentiment label with a signed score in [-1, 1]."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: SentimentLabel
+    score: float = Field(ge=-1.0, le=1.0)
+
+
+class Classification(BaseModel):
+    """What a classifier says about one conversation; validated before it is ever stored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sentiment: Sentiment
+    category: Category
+    urgency: Urgency
+    language: str = Field(pattern=r"^([a-z]{2}|und)$", description="ISO 639-1, or 'und'.")
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    themes: list[str] = Field(default_factory=list, max_length=10)
+    emotion: str | None = None
+    summary: str | None = Field(default=None, max_length=500)
+
+
+class SourceDocument(BaseModel):
+    """One source document as fetched: its encoded ``_id`` and the fields we read."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="The MongoDB _id in canonical extended JSON.")
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+
+class ClassifiedDocument(BaseModel):
+    """A validated classification of one source document, ready to be stored."""
+
+    model_config = ConfigDict(frozen=True)
+
+    doc_id: str
+    classification: Classification
+    classifier: str
+    classifier_version: str
+    attempts: int = Field(ge=1)
+    text_chars: int = Field(ge=0)
+    truncated: bool = False
+    job_id: str
+    classified_at: datetime = Field(default_factory=utcnow)
+
+
+class FailedDocument(BaseModel):
+    """A source document that ends failed, with the reason and its error category."""
+
+    model_config = ConfigDict(frozen=True)
+
+    doc_id: str
+    error: str
+    category: ErrorCategory
+    attempts: int = Field(ge=0)
+    job_id: str
+
+
+class ClassifyRetry(BaseModel):
+    """A classify retry-queue item: the document, with how often and why it failed."""
+
+    doc: SourceDocument
+    attempts: int = Field(default=1, ge=1, description="Failed rounds (each of --retries calls).")
+    error: str
+    category: ErrorCategory
+    queued_at: datetime = Field(default_factory=utcnow)
+
+
+class StoreRetry(BaseModel):
+    """A store retry-queue item: computed results and failure marks MongoDB did not take."""
+
+    results: list[ClassifiedDocument] = Field(default_factory=list)
+    failures: list[FailedDocument] = Field(default_factory=list)
+    attempts: int = Field(default=1, ge=1)
+    error: str
+    category: ErrorCategory
+    queued_at: datetime = Field(default_factory=utcnow)
+
+
+class DeadLetter(BaseModel):
+    """An item that failed past its retry limit: kept on disk, its document marked failed."""
+
+    queue: Literal["classify", "store"]
+    doc_ids: list[str]
+    error: str
+    category: ErrorCategory
+    attempts: int
+    item: dict[str, Any]
+    dead_at: datetime = Field(default_factory=utcnow)
+
+
+class JobStatus(StrEnum):
+    """Whether the job a checkpoint describes ended cleanly."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class Checkpoint(BaseModel):
+    """Where a job is: written atomically every ``--checkpoint-interval`` documents and at exit."""
+
+    format: Literal[1] = 1
+    job_id: str
+    status: JobStatus = JobStatus.RUNNING
+    started_at: datetime
+    updated_at: datetime = Field(default_factory=utcnow)
+    position: str | None = Field(default=None, description="Last _id paged (extended JSON).")
+    counters: dict[str, int] = Field(default_factory=dict)
+    in_flight: list[str] = Field(default_factory=list, description="Unfinished batch files.")

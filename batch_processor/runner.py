@@ -1,0 +1,228 @@
+"""The runner: turns settings into a connected store, a classifier and a pipeline, and runs a job.
+
+It starts the embedded server when no MongoDB URI is configured, checks for an unfinished job
+(refusing to start over it without ``--recover``), runs the pipeline, and logs the summary.
+Batch mode is implemented here; continuous and scheduled modes drive the same pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import structlog
+
+from .atomic import ensure_dir, sweep_temp_files
+from .batch_files import BatchFiles
+from .checkpoints import CheckpointStore
+from .classifiers import create_classifier
+from .embedded import EmbeddedServer
+from .errors import ConfigurationError, UnfinishedJobError
+from .logs import register_secret
+from .models import JobStatus
+from .pipeline import Pipeline, PipelineOptions
+from .retry import RetryPolicy
+from .retry_queues import RetryQueues
+from .settings import Mode, Settings
+from .stats import RunStats
+from .store import MongoStore
+
+log = structlog.get_logger("batch_processor.runner")
+
+
+class ProgressSink(Protocol):
+    """Something that shows a run's progress (the rich bar on a TTY)."""
+
+    def start(self, total: int) -> None:
+        """The run begins with ``total`` documents pending."""
+
+    def update(self, stats: RunStats) -> None:
+        """Documents have ended."""
+
+    def close(self) -> None:
+        """The run is over."""
+
+
+def new_job_id() -> str:
+    """A sortable, unique job id: UTC time plus random hex."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The backoff policy the settings describe."""
+    return RetryPolicy(
+        max_attempts=settings.retries,
+        base_delay=settings.retry_base_delay,
+        max_delay=settings.retry_max_delay,
+    )
+
+
+def _register_uri_secrets(uri: str) -> None:
+    register_secret(uri)
+    with contextlib.suppress(ValueError):
+        register_secret(urlsplit(uri).password)
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[MongoStore]:
+    """A connected, indexed store; the embedded server runs for as long as it is open."""
+    embedded: EmbeddedServer | None = None
+    if settings.mongodb_uri is None:
+        embedded = EmbeddedServer(settings.batch_dir / "embedded", port=settings.embedded_port)
+        log.info(
+            "no MongoDB URI configured: using the embedded SecantusDB server",
+            data_dir=str(embedded.data_dir),
+        )
+        uri = await embedded.start()
+        log.info("embedded server ready", address=f"127.0.0.1:{embedded.port}")
+    else:
+        uri = settings.mongodb_uri.get_secret_value()
+        _register_uri_secrets(uri)
+    try:
+        store = MongoStore(
+            uri=uri,
+            database=settings.database,
+            source_collection=settings.source_collection,
+            target_collection=settings.target_collection,
+            projection=[settings.text_field, *settings.metadata_fields],
+            server_selection_timeout=settings.server_selection_timeout,
+        )
+        try:
+            await retry_policy(settings).call(store.ping)
+            await store.ensure_indexes()
+            yield store
+        finally:
+            await store.close()
+    finally:
+        if embedded is not None:
+            await embedded.stop()
+
+
+async def run_job(settings: Settings, *, progress: ProgressSink | None = None) -> RunStats:
+    """Run one batch-mode job to the end and return its statistics."""
+    if settings.mode is not Mode.BATCH:
+        raise ConfigurationError(
+            f"invalid setting mode (--mode / BATCH_MODE): {settings.mode.value} mode is not "
+            "available in this release; use --mode batch"
+        )
+    batch_dir = ensure_dir(settings.batch_dir)
+    swept = sweep_temp_files(batch_dir)
+    files = BatchFiles(batch_dir / "batches")
+    checkpoints = CheckpointStore(batch_dir)
+    queues = RetryQueues(batch_dir)
+    async with open_store(settings) as store:
+        if swept:
+            log.info("removed temp files left by a crash", count=len(swept))
+        previous_jobs = _check_previous_job(checkpoints, files, recover=settings.recover)
+        classifier = create_classifier(settings.classifier)
+        job_id = new_job_id()
+        pending = await store.count_pending()
+        log.info(
+            "job started",
+            job_id=job_id,
+            pending=pending,
+            recover=settings.recover,
+            classifier=classifier.name,
+            batch_size=settings.batch_size,
+            concurrent=settings.concurrent,
+            queued_classify=len(queues.classify),
+            queued_store=len(queues.store),
+        )
+        if progress is not None:
+            progress.start(pending + sum(len(files.load(n).docs) for n in files.names()))
+        pipeline = Pipeline(
+            store=store,
+            classifier=classifier,
+            batch_files=files,
+            checkpoints=checkpoints,
+            queues=queues,
+            job_id=job_id,
+            options=pipeline_options(settings),
+            classify_policy=retry_policy(settings),
+            db_policy=retry_policy(settings),
+            on_progress=progress.update if progress is not None else None,
+        )
+        try:
+            with _stop_on_signals(pipeline.stop):
+                stats = await pipeline.run(recover=settings.recover, previous_jobs=previous_jobs)
+        finally:
+            if progress is not None:
+                progress.close()
+            await classifier.aclose()
+        log.info("run finished", job_id=job_id, **stats.summary())
+        return stats
+
+
+def pipeline_options(settings: Settings) -> PipelineOptions:
+    """The pipeline's options from the settings."""
+    return PipelineOptions(
+        batch_size=settings.batch_size,
+        concurrent=settings.concurrent,
+        text_field=settings.text_field,
+        max_text_chars=settings.max_text_chars,
+        checkpoint_interval=settings.checkpoint_interval,
+        flush_size=settings.flush_size,
+        flush_interval=settings.flush_interval,
+        queue_max_attempts=settings.queue_max_attempts,
+        queue_drain_interval=settings.queue_drain_interval,
+        claim_ttl=settings.claim_ttl,
+    )
+
+
+def _check_previous_job(
+    checkpoints: CheckpointStore, files: BatchFiles, *, recover: bool
+) -> list[str]:
+    """Report the previous job's state; refuse to start over unfinished work without recover."""
+    loaded = checkpoints.load()
+    for problem in loaded.problems:
+        using = f"the {loaded.source} checkpoint" if loaded.checkpoint else "the database state"
+        log.error("checkpoint unusable", problem=problem, using=using)
+    previous = loaded.checkpoint
+    in_flight = files.names()
+    unfinished = bool(in_flight) or (previous is not None and previous.status is JobStatus.RUNNING)
+    if unfinished and not recover:
+        job = previous.job_id if previous else "unknown"
+        raise UnfinishedJobError(
+            f"an unfinished job ({job}) was found in {checkpoints.directory}: "
+            f"{len(in_flight)} batch file(s) in flight. Run again with --recover to finish it "
+            "(nothing is lost or processed twice)."
+        )
+    if previous is not None:
+        log.info(
+            "previous job",
+            job_id=previous.job_id,
+            status=previous.status.value,
+            checkpoint=loaded.source,
+            updated_at=previous.updated_at.isoformat(),
+            in_flight=len(in_flight),
+        )
+    return [previous.job_id] if previous is not None else []
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """First SIGINT/SIGTERM: take no new documents, finish in-flight ones, checkpoint."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+
+    def on_signal(signum: int) -> None:
+        log.warning("signal received: finishing in-flight documents", signal=signum)
+        stop()
+        for sig in installed:  # a second signal gets the default behaviour: exit now
+            loop.remove_signal_handler(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,198 @@
+"""Settings: the only place that reads the environment, ``.env``, a TOML file or secrets.
+
+Precedence, highest first: command-line flags, ``BATCH_*`` environment variables, ``.env``,
+the secrets directory (``BATCH_SECRETS_DIR``, else systemd's ``$CREDENTIALS_DIRECTORY``),
+the TOML file given by ``--config`` (or ``BATCH_CONFIG``), then the defaults below.
+Everything else in the package receives plain values from a ``Settings`` object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .errors import ConfigurationError
+
+ENV_PREFIX = "BATCH_"
+
+
+class Mode(StrEnum):
+    """How the daemon is driven: once, forever, or on a cron schedule."""
+
+    BATCH = "batch"
+    CONTINUOUS = "continuous"
+    SCHEDULED = "scheduled"
+
+
+class LogFormat(StrEnum):
+    """Log rendering: JSON lines, a readable console, or chosen by whether stderr is a TTY."""
+
+    AUTO = "auto"
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class Settings(BaseSettings):
+    """Every setting of batch_processor, with its default; see the README's table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # MongoDB
+    mongodb_uri: SecretStr | None = Field(
+        default=None,
+        description="MongoDB connection string; unset starts the embedded SecantusDB server.",
+    )
+    database: str = Field(default="batch_processor", min_length=1, description="Database name.")
+    source_collection: str = Field(
+        default="conversation_set", min_length=1, description="Collection to classify."
+    )
+    target_collection: str = Field(
+        default="sentimental_analysis", min_length=1, description="Collection for results."
+    )
+    server_selection_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds to wait for a reachable MongoDB server."
+    )
+    embedded_port: int = Field(
+        default=0, ge=0, le=65535, description="Port of the embedded server (0: a free port)."
+    )
+
+    # Input
+    text_field: str = Field(
+        default="messages",
+        min_length=1,
+        description="Field (dotted path) holding the text: a string or a list of messages.",
+    )
+    metadata_fields: list[str] = Field(
+        default_factory=lambda: ["subject", "channel", "customer_id", "priority"],
+        description="Fields passed to the classifier as metadata and kept in the batch file.",
+    )
+    max_text_chars: int = Field(
+        default=20_000, ge=100, description="Longer texts are truncated and the result says so."
+    )
+
+    # Processing
+    mode: Mode = Field(default=Mode.BATCH, description="batch, continuous or scheduled.")
+    interval: float = Field(default=60.0, gt=0, description="Poll interval of continuous mode (s).")
+    batch_size: int = Field(default=100, ge=1, le=10_000, description="Documents per page/batch.")
+    concurrent: int = Field(default=8, ge=1, le=1024, description="Classifications in flight.")
+    classifier: str = Field(default="offline", description="Classifier: offline.")
+    retries: int = Field(default=3, ge=1, le=20, description="Attempts per classifier/DB call.")
+    retry_base_delay: float = Field(
+        default=0.5, ge=0, le=60, description="First backoff delay (s); doubles per attempt."
+    )
+    retry_max_delay: float = Field(default=30.0, ge=0, le=3600, description="Backoff cap (s).")
+    flush_size: int = Field(
+        default=100, ge=1, le=10_000, description="Results written to MongoDB per bulk write."
+    )
+    flush_interval: float = Field(
+        default=1.0, gt=0, le=60, description="Longest a result waits before it is written (s)."
+    )
+    claim_ttl: float = Field(
+        default=3600.0,
+        ge=1,
+        description="Claims older than this (s) are released for other workers to take.",
+    )
+
+    # Files and recovery
+    batch_dir: Path = Field(default=Path("batch_files"), description="Batch files, checkpoints.")
+    checkpoint_interval: int = Field(
+        default=50, ge=1, description="Documents finished between checkpoints."
+    )
+    recover: bool = Field(default=False, description="Resume an unfinished job first.")
+    queue_max_attempts: int = Field(
+        default=3, ge=1, le=100, description="Drains of a retry-queue item before dead letter."
+    )
+    queue_drain_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between retry-queue drains during a run."
+    )
+
+    # Logs
+    log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: LogFormat = Field(default=LogFormat.AUTO, description="auto, json or console.")
+    progress: bool = Field(default=True, description="Show a progress bar when on a TTY.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Add the TOML file as the lowest-priority source, below secrets."""
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+            TomlConfigSettingsSource(settings_cls),
+        )
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as JSON-safe values, every secret shown as ``**********``."""
+        data: dict[str, Any] = json.loads(self.model_dump_json())
+        for name, field in type(self).model_fields.items():
+            is_secret = "SecretStr" in str(field.annotation)
+            if is_secret and getattr(self, name) is not None:
+                data[name] = "**********"
+        return data
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None,
+    *,
+    config_file: Path | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build the effective settings; raise ConfigurationError naming any invalid setting.
+
+    Args:
+        overrides: values from command-line flags (``None`` values are ignored).
+        config_file: a TOML file; ``BATCH_CONFIG`` is used when not given.
+        environ: the environment to read bootstrap variables from (default ``os.environ``).
+
+    """
+    env = os.environ if environ is None else environ
+    toml = config_file or (Path(env["BATCH_CONFIG"]) if env.get("BATCH_CONFIG") else None)
+    if toml is not None and not toml.is_file():
+        raise ConfigurationError(f"config: the TOML file {toml} does not exist")
+    secrets = env.get("BATCH_SECRETS_DIR") or env.get("CREDENTIALS_DIRECTORY")
+    secrets_dir = Path(secrets) if secrets and Path(secrets).is_dir() else None
+
+    class _Effective(Settings):
+        model_config = SettingsConfigDict(toml_file=toml, secrets_dir=secrets_dir)
+
+    values = {key: value for key, value in (overrides or {}).items() if value is not None}
+    try:
+        effective = _Effective(**values)
+    except ValidationError as exc:
+        raise ConfigurationError(_explain(exc)) from None
+    return Settings.model_construct(**dict(effective))
+
+
+def _explain(exc: ValidationError) -> str:
+    """One line per invalid setting, naming it and its environment variable."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        name = ".".join(str(part) for part in error["loc"]) or "settings"
+        hint = f" (--{name.replace('_', '-')} / {ENV_PREFIX}{name.upper()})"
+        lines.append(f"invalid setting {name}{hint}: {error['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,411 @@
+"""MongoDB: the only module that imports pymongo (reads, claims, result writes, marks).
+
+Source documents carry their processing state in one sub-document, ``processing``::
+
+    {status: None | "claimed" | "done" | "failed", job, claimed_at, done_at, classifier,
+     classifier_version, attempts, error, category}
+
+A worker pages unprocessed documents (``processing.status`` null) in ``_id`` order through one
+long cursor (resumed with ``_id > last`` if it dies), claims each page with one ``update_many``,
+writes results with one unordered bulk of upserts keyed by the source ``_id`` (so a result written
+twice is one document), and only then marks the sources done with one bulk write. Every write uses
+``w="majority", j=True``. pymongo's exceptions are translated into :mod:`batch_processor.errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from bson import json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS, RELAXED_JSON_OPTIONS
+from pymongo import ASCENDING, AsyncMongoClient, UpdateOne
+from pymongo import errors as mongo_errors
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.monitoring import CommandListener
+
+from .errors import (
+    BatchProcessorError,
+    ConfigurationError,
+    DataError,
+    PermanentError,
+    ResourceError,
+    TransientError,
+)
+from .models import ClassifiedDocument, FailedDocument, SourceDocument, utcnow
+
+STATE = "processing"
+STATUS = f"{STATE}.status"
+CLAIMED, DONE, FAILED = "claimed", "done", "failed"
+Raw = dict[str, Any]
+
+_AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
+_DATA_CODES = {121, 10334, 17419, 2}  # validation failed, BSON too large, bad value
+_DUPLICATE_KEY = 11000
+
+
+def encode_id(value: Any) -> str:
+    """A MongoDB ``_id`` as canonical extended JSON: stable, type-preserving, JSON-safe."""
+    return json_util.dumps(value, json_options=CANONICAL_JSON_OPTIONS)
+
+
+def decode_id(value: str) -> Any:
+    """The inverse of :func:`encode_id`."""
+    return json_util.loads(value, json_options=CANONICAL_JSON_OPTIONS)
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json_util.dumps(value, json_options=RELAXED_JSON_OPTIONS))
+
+
+@contextlib.contextmanager
+def translated(action: str) -> Iterator[None]:
+    """Raise pymongo's errors during ``action`` as batch_processor errors."""
+    try:
+        yield
+    except BatchProcessorError:
+        raise
+    except (mongo_errors.InvalidURI, mongo_errors.ConfigurationError) as exc:
+        raise ConfigurationError(f"{action}: MongoDB configuration: {exc}") from exc
+    except (mongo_errors.AutoReconnect, mongo_errors.ConnectionFailure) as exc:
+        # Covers NetworkTimeout and ServerSelectionTimeoutError (server down or unreachable).
+        raise TransientError(f"{action}: MongoDB unreachable: {_first_line(exc)}") from exc
+    except (mongo_errors.ExecutionTimeout, mongo_errors.WTimeoutError) as exc:
+        raise TransientError(f"{action}: MongoDB timed out: {_first_line(exc)}") from exc
+    except mongo_errors.WriteConcernError as exc:
+        raise TransientError(f"{action}: write concern not met: {_first_line(exc)}") from exc
+    except mongo_errors.DocumentTooLarge as exc:
+        raise DataError(f"{action}: document too large: {_first_line(exc)}") from exc
+    except mongo_errors.OperationFailure as exc:
+        raise _operation_failure(action, exc) from exc
+    except mongo_errors.PyMongoError as exc:
+        raise PermanentError(f"{action}: {_first_line(exc)}") from exc
+
+
+def _operation_failure(action: str, exc: mongo_errors.OperationFailure) -> BatchProcessorError:
+    if exc.code in _AUTH_CODES:
+        return ConfigurationError(f"{action}: not authorised: {_first_line(exc)}")
+    if exc.has_error_label("RetryableWriteError") or exc.has_error_label("TransientTransaction"):
+        return TransientError(f"{action}: {_first_line(exc)}")
+    if exc.code == 14031:  # OutOfDiskSpace
+        return ResourceError(f"{action}: MongoDB out of disk space")
+    return PermanentError(f"{action}: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class MongoStore:
+    """The source and target collections of one database, with the daemon's queries."""
+
+    def __init__(
+        self,
+        *,
+        uri: str,
+        database: str,
+        source_collection: str,
+        target_collection: str,
+        projection: Sequence[str],
+        server_selection_timeout: float = 10.0,
+        listeners: Sequence[CommandListener] = (),
+    ) -> None:
+        with translated("connect"):
+            self.client: AsyncMongoClient[Raw] = AsyncMongoClient(
+                uri,
+                serverSelectionTimeoutMS=int(server_selection_timeout * 1000),
+                w="majority",
+                journal=True,
+                appname="batch-processor",
+                event_listeners=list(listeners),
+                tz_aware=True,
+            )
+        db = self.client[database]
+        self.source: AsyncCollection[Raw] = db[source_collection]
+        self.target: AsyncCollection[Raw] = db[target_collection]
+        self.projection = {field.split(".")[0]: 1 for field in projection}
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        await self.client.close()
+
+    async def ping(self) -> None:
+        """Check that the server answers; raise TransientError or ConfigurationError if not."""
+        with translated("ping"):
+            await self.client.admin.command("ping")
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes the daemon's queries need (idempotent)."""
+        with translated("create indexes"):
+            # Serves the page query {status: null, _id > last} sorted by _id, and stale claims.
+            await self.source.create_index(
+                [(STATUS, ASCENDING), ("_id", ASCENDING)], name="bp_status_id"
+            )
+            await self.source.create_index(
+                [(f"{STATE}.job", ASCENDING)], name="bp_job", sparse=True
+            )
+
+    async def insert_sources(self, docs: Sequence[Raw], *, chunk: int = 1000) -> int:
+        """Insert source documents (the demo and benchmarks seed with this); return the count."""
+        inserted = 0
+        with translated("insert documents"):
+            for start in range(0, len(docs), chunk):
+                part = [dict(doc) for doc in docs[start : start + chunk]]
+                result = await self.source.insert_many(part, ordered=False)
+                inserted += len(result.inserted_ids)
+        return inserted
+
+    async def drop_collections(self) -> None:
+        """Drop the source and target collections (the demo's ``--reset``)."""
+        with translated("drop collections"):
+            await self.source.drop()
+            await self.target.drop()
+
+    async def count_pending(self) -> int:
+        """How many source documents are neither done, failed nor claimed."""
+        with translated("count pending"):
+            return await self.source.count_documents({STATUS: None})
+
+    async def pages(
+        self, page_size: int, after: str | None = None
+    ) -> AsyncIterator[list[SourceDocument]]:
+        """Unprocessed documents in ``_id`` order, ``page_size`` at a time, from one cursor."""
+        query: Raw = {STATUS: None}
+        if after is not None:
+            query["_id"] = {"$gt": decode_id(after)}
+        page: list[SourceDocument] = []
+        with translated("read page"):
+            cursor = self.source.find(query, self.projection or None).sort("_id", ASCENDING)
+            async for raw in cursor.batch_size(page_size):
+                page.append(self._to_source(raw))
+                if len(page) == page_size:
+                    yield page
+                    page = []
+        if page:
+            yield page
+
+    def _to_source(self, raw: Raw) -> SourceDocument:
+        doc_id = encode_id(raw.pop("_id"))
+        return SourceDocument(id=doc_id, fields=_json_safe(raw))
+
+    async def claim(
+        self, doc_ids: Sequence[str], job_id: str, token: str, *, also_from: Sequence[str] = ()
+    ) -> set[str]:
+        """Claim what is free (or held by the dead ``also_from`` jobs); return the ids we won.
+
+        ``token`` is unique per claim, so a document this job claimed earlier (a cursor may
+        return a document again after it changed) is never taken for a second time.
+        """
+        if not doc_ids:
+            return set()
+        ids = [decode_id(doc_id) for doc_id in doc_ids]
+        free: Raw = {STATUS: None}
+        if also_from:
+            free = {"$or": [free, {STATUS: CLAIMED, f"{STATE}.job": {"$in": list(also_from)}}]}
+        claim = {
+            STATUS: CLAIMED,
+            f"{STATE}.job": job_id,
+            f"{STATE}.claim": token,
+            f"{STATE}.claimed_at": utcnow(),
+        }
+        with translated("claim"):
+            result = await self.source.update_many({"_id": {"$in": ids}, **free}, {"$set": claim})
+            if result.modified_count == len(ids):
+                return set(doc_ids)
+            # Some were taken already (rare): one more query tells which ones this claim won.
+            mine = self.source.find({"_id": {"$in": ids}, f"{STATE}.claim": token}, {"_id": 1})
+            return {encode_id(raw["_id"]) async for raw in mine}
+
+    async def release_claims(
+        self,
+        *,
+        jobs: Sequence[str] = (),
+        older_than: timedelta | None = None,
+        exclude: Sequence[str] = (),
+    ) -> int:
+        """Make claims of dead ``jobs``, or claims older than ``older_than``, unprocessed again.
+
+        Documents in ``exclude`` (those waiting in a retry queue) keep their claim.
+        """
+        clauses: list[Raw] = []
+        if jobs:
+            clauses.append({f"{STATE}.job": {"$in": list(jobs)}})
+        if older_than is not None:
+            clauses.append({f"{STATE}.claimed_at": {"$lt": utcnow() - older_than}})
+        if not clauses:
+            return 0
+        query: Raw = {STATUS: CLAIMED, "$or": clauses}
+        if exclude:
+            query["_id"] = {"$nin": [decode_id(doc_id) for doc_id in exclude]}
+        with translated("release claims"):
+            result = await self.source.update_many(query, {"$set": {STATUS: None}})
+        return result.modified_count
+
+    async def release_ids(self, doc_ids: Sequence[str], job_id: str) -> None:
+        """Give back this job's claims on ``doc_ids`` (a page that could not be saved)."""
+        ids = [decode_id(doc_id) for doc_id in doc_ids]
+        with translated("release claims"):
+            await self.source.update_many(
+                {"_id": {"$in": ids}, STATUS: CLAIMED, f"{STATE}.job": job_id},
+                {"$set": {STATUS: None}},
+            )
+
+    async def finish_stored(self, doc_ids: Sequence[str], job_id: str) -> set[str]:
+        """Mark done the documents whose result is already stored; return their ids.
+
+        Used in recovery: a crash between storing a result and marking its source leaves it
+        stored but not marked; it is marked from the stored result, not classified again.
+        """
+        if not doc_ids:
+            return set()
+        ids = [decode_id(doc_id) for doc_id in doc_ids]
+        now = utcnow()
+        with translated("look up stored results"):
+            found = self.target.find({"_id": {"$in": ids}}, {"classifier": 1, "attempts": 1})
+            stored = [raw async for raw in found]
+        ops = [
+            _done_op(raw["_id"], job_id, raw.get("classifier") or {}, raw.get("attempts", 1), now)
+            for raw in stored
+        ]
+        await self._bulk_or_raise(ops, "mark processed")
+        return {encode_id(raw["_id"]) for raw in stored}
+
+    async def stored_ids(self, doc_ids: Sequence[str]) -> set[str]:
+        """Which of these documents already have a stored result."""
+        if not doc_ids:
+            return set()
+        ids = [decode_id(doc_id) for doc_id in doc_ids]
+        with translated("look up results"):
+            cursor = self.target.find({"_id": {"$in": ids}}, {"_id": 1})
+            return {encode_id(raw["_id"]) async for raw in cursor}
+
+    async def store_results(
+        self, results: Sequence[ClassifiedDocument]
+    ) -> dict[str, BatchProcessorError]:
+        """Upsert results keyed by source ``_id``; return per-document errors that will not heal.
+
+        A whole-command failure (server down, timeout) raises, so the caller retries the bulk;
+        writing the same result again is harmless.
+        """
+        if not results:
+            return {}
+        by_id = {result.doc_id: result for result in results}
+        failures: dict[str, BatchProcessorError] = {}
+        pending = list(by_id)
+        for _ in range(2):  # a concurrent-upsert E11000 succeeds as an update on the second pass
+            ops = [
+                UpdateOne({"_id": decode_id(i)}, {"$set": _result_doc(by_id[i])}, upsert=True)
+                for i in pending
+            ]
+            errors = await self._bulk(self.target, ops, "store results")
+            for index, (code, message) in errors.items():
+                if code != _DUPLICATE_KEY:
+                    kind = DataError if code in _DATA_CODES else PermanentError
+                    failures[pending[index]] = kind(f"store result: {message}")
+            pending = [pending[i] for i, (code, _) in errors.items() if code == _DUPLICATE_KEY]
+            if not pending:
+                break
+        for doc_id in pending:
+            failures[doc_id] = PermanentError("store results: duplicate key persisted")
+        return failures
+
+    async def mark_done(self, results: Sequence[ClassifiedDocument]) -> None:
+        """Mark sources processed; called only after their results are stored."""
+        now = utcnow()
+        ops = [
+            _done_op(
+                decode_id(result.doc_id),
+                result.job_id,
+                {"name": result.classifier, "version": result.classifier_version},
+                result.attempts,
+                now,
+            )
+            for result in results
+        ]
+        await self._bulk_or_raise(ops, "mark processed")
+
+    async def mark_failed(self, failures: Sequence[FailedDocument]) -> None:
+        """Mark sources failed with the reason and the error category."""
+        now = utcnow()
+        ops = [
+            UpdateOne(
+                {"_id": decode_id(failure.doc_id), STATUS: {"$ne": DONE}},
+                {
+                    "$set": {
+                        STATUS: FAILED,
+                        f"{STATE}.failed_at": now,
+                        f"{STATE}.job": failure.job_id,
+                        f"{STATE}.error": failure.error,
+                        f"{STATE}.category": str(failure.category),
+                        f"{STATE}.attempts": failure.attempts,
+                    }
+                },
+            )
+            for failure in failures
+        ]
+        await self._bulk_or_raise(ops, "mark failed")
+
+    async def _bulk_or_raise(self, ops: list[UpdateOne], action: str) -> None:
+        if not ops:
+            return
+        errors = await self._bulk(self.source, ops, action)
+        if errors:
+            code, message = next(iter(errors.values()))
+            raise PermanentError(f"{action}: {len(errors)} write errors, first ({code}): {message}")
+
+    async def _bulk(
+        self, collection: AsyncCollection[Raw], ops: list[UpdateOne], action: str
+    ) -> dict[int, tuple[int, str]]:
+        """One unordered bulk write; return {op index: (code, message)} of per-op errors."""
+        try:
+            with translated(action):
+                await collection.bulk_write(ops, ordered=False)
+        except PermanentError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, mongo_errors.BulkWriteError):
+                details = cause.details
+                if details.get("writeConcernErrors"):
+                    raise TransientError(f"{action}: write concern not met") from cause
+                return {
+                    int(e["index"]): (int(e.get("code", 0)), str(e.get("errmsg", "")))
+                    for e in details.get("writeErrors", [])
+                }
+            raise
+        return {}
+
+
+def _done_op(
+    raw_id: Any, job_id: str, classifier: dict[str, Any], attempts: int, now: datetime
+) -> UpdateOne:
+    """The update that marks one source document processed."""
+    return UpdateOne(
+        {"_id": raw_id},
+        {
+            "$set": {
+                STATUS: DONE,
+                f"{STATE}.done_at": now,
+                f"{STATE}.job": job_id,
+                f"{STATE}.classifier": classifier.get("name"),
+                f"{STATE}.classifier_version": classifier.get("version"),
+                f"{STATE}.attempts": attempts,
+            },
+            "$unset": {f"{STATE}.error": "", f"{STATE}.category": ""},
+        },
+    )
+
+
+def _result_doc(result: ClassifiedDocument) -> Raw:
+    """The target document for one result (``_id`` is the source ``_id``, set by the filter)."""
+    return {
+        "classification": result.classification.model_dump(mode="json"),
+        "classifier": {"name": result.classifier, "version": result.classifier_version},
+        "attempts": result.attempts,
+        "text": {"chars": result.text_chars, "truncated": result.truncated},
+        "job_id": result.job_id,
+        "classified_at": result.classified_at,
+        "stored_at": utcnow(),
+    }
