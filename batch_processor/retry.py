@@ -80,9 +80,10 @@ class RetryPolicy:
             before_sleep=_before_sleep,
             reraise=True,
         )
-        async for attempt in retrying:
-            with attempt:
-                result = await operation()
-            number = attempt.retry_state.attempt_number
-            return result, number
-        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+        async def attempt() -> T:
+            # tenacity awaits only coroutine *functions*; ``operation`` may be a lambda.
+            return await operation()
+
+        result = await retrying(attempt)
+        return result, int(retrying.statistics.get("attempt_number", 1))

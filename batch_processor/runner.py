@@ -21,7 +21,7 @@ import structlog
 from .atomic import ensure_dir, sweep_temp_files
 from .batch_files import BatchFiles
 from .checkpoints import CheckpointStore
-from .classifiers import create_classifier
+from .classifiers import Classifier, create_classifier
 from .embedded import EmbeddedServer
 from .errors import ConfigurationError, UnfinishedJobError
 from .logs import register_secret
@@ -104,13 +104,33 @@ async def open_store(settings: Settings) -> AsyncIterator[MongoStore]:
             await embedded.stop()
 
 
-async def run_job(settings: Settings, *, progress: ProgressSink | None = None) -> RunStats:
-    """Run one batch-mode job to the end and return its statistics."""
+async def run_job(
+    settings: Settings,
+    *,
+    progress: ProgressSink | None = None,
+    classifier: Classifier | None = None,
+) -> RunStats:
+    """Run one batch-mode job to the end and return its statistics.
+
+    ``classifier`` replaces the one named in the settings (for library use and tests).
+    """
     if settings.mode is not Mode.BATCH:
         raise ConfigurationError(
             f"invalid setting mode (--mode / BATCH_MODE): {settings.mode.value} mode is not "
             "available in this release; use --mode batch"
         )
+    # Build the classifier first: a misnamed classifier is a configuration error to report
+    # before any connection is attempted.
+    classifier = classifier or create_classifier(settings.classifier)
+    try:
+        return await _run_with(settings, classifier, progress)
+    finally:
+        await classifier.aclose()
+
+
+async def _run_with(
+    settings: Settings, classifier: Classifier, progress: ProgressSink | None
+) -> RunStats:
     batch_dir = ensure_dir(settings.batch_dir)
     swept = sweep_temp_files(batch_dir)
     files = BatchFiles(batch_dir / "batches")
@@ -120,7 +140,6 @@ async def run_job(settings: Settings, *, progress: ProgressSink | None = None) -
         if swept:
             log.info("removed temp files left by a crash", count=len(swept))
         previous_jobs = _check_previous_job(checkpoints, files, recover=settings.recover)
-        classifier = create_classifier(settings.classifier)
         job_id = new_job_id()
         pending = await store.count_pending()
         log.info(
@@ -154,7 +173,6 @@ async def run_job(settings: Settings, *, progress: ProgressSink | None = None) -
         finally:
             if progress is not None:
                 progress.close()
-            await classifier.aclose()
         log.info("run finished", job_id=job_id, **stats.summary())
         return stats
 
@@ -202,7 +220,9 @@ def _check_previous_job(
             updated_at=previous.updated_at.isoformat(),
             in_flight=len(in_flight),
         )
-    return [previous.job_id] if previous is not None else []
+    # The batch files name their job too: recovery works even when both checkpoints are lost.
+    jobs = {previous.job_id} if previous is not None else set()
+    return sorted(jobs | set(files.job_ids()))
 
 
 @contextlib.contextmanager

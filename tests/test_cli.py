@@ -1,0 +1,127 @@
+"""The command line: exit codes, configuration errors, and secrets kept out of every output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from batch_processor.embedded import free_port
+
+from .conftest import worker_command
+
+PASSWORD = "Sup3r-S3cret-Pw"
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a subprocess with a clean BATCH_* environment."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
+    return subprocess.run(
+        worker_command(*args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, **(env or {})},
+        cwd=cwd,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_password_never_appears_in_logs_or_tracebacks(tmp_path: Path, log_format: str) -> None:
+    """A run that cannot reach MongoDB exits 1 with a traceback, and no password in it."""
+    uri = f"mongodb://admin:{PASSWORD}@127.0.0.1:{free_port()}/?authSource=admin"
+    result = run_cli(
+        "--mongodb-uri",
+        uri,
+        "--batch-dir",
+        str(tmp_path),
+        "--retries",
+        "1",
+        "--log-format",
+        log_format,
+        env={"BATCH_SERVER_SELECTION_TIMEOUT": "0.3"},
+        cwd=tmp_path,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "run failed" in output
+    assert "Traceback" in output or '"exception"' in output  # the traceback is logged too
+    assert PASSWORD not in output
+
+
+def test_print_config_masks_secrets(tmp_path: Path) -> None:
+    """--print-config shows the effective settings with the URI masked."""
+    uri = f"mongodb://admin:{PASSWORD}@db.example:27017/"
+    result = run_cli(
+        "--print-config", "--batch-size", "7", env={"BATCH_MONGODB_URI": uri}, cwd=tmp_path
+    )
+    assert result.returncode == 0
+    config = json.loads(result.stdout)
+    assert config["mongodb_uri"] == "**********" and config["batch_size"] == 7
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["--batch-size", "0"], {}, "batch_size"),
+        (["--concurrent", "-3"], {}, "concurrent"),
+        ([], {"BATCH_RETRIES": "many"}, "retries"),
+        (["--classifier", "psychic"], {}, "classifier"),
+        (["--config", "missing.toml"], {}, "config"),
+    ],
+)
+def test_invalid_settings_exit_2_naming_the_setting(
+    tmp_path: Path, args: list[str], env: dict[str, str], named: str
+) -> None:
+    """A bad flag, env value or file exits 2 with a message that names the setting."""
+    result = run_cli(
+        *args,
+        "--mongodb-uri",
+        "mongodb://127.0.0.1:1/",
+        "--batch-dir",
+        str(tmp_path),
+        "--log-format",
+        "json",
+        env={"BATCH_SERVER_SELECTION_TIMEOUT": "0.3", **env},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert named in result.stderr
+
+
+def test_flags_override_env_which_overrides_toml(tmp_path: Path) -> None:
+    """Precedence: flags, then BATCH_* variables, then the TOML file, then defaults."""
+    toml = tmp_path / "batch.toml"
+    toml.write_text('batch_size = 11\nconcurrent = 3\nretries = 5\ndatabase = "from_toml"\n')
+    result = run_cli(
+        "--print-config",
+        "--config",
+        str(toml),
+        "--concurrent",
+        "9",
+        env={"BATCH_RETRIES": "7"},
+        cwd=tmp_path,
+    )
+    config = json.loads(result.stdout)
+    assert (config["batch_size"], config["concurrent"], config["retries"]) == (11, 9, 7)
+    assert config["database"] == "from_toml"
+    assert config["target_collection"] == "sentimental_analysis"
+
+
+def test_demo_classifies_sample_on_embedded_server(tmp_path: Path) -> None:
+    """`demo` with no URI starts the embedded server, loads samples, classifies them all."""
+    result = run_cli("demo", "--count", "120", "--log-format", "json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert "embedded SecantusDB" in events[0]["event"]
+    summary = next(e for e in events if e["event"] == "run finished")
+    assert summary["processed"] == 120 and summary["failed_by_category"] == {"DATA": 2}
+    assert "run summary" in result.stdout
+    assert (tmp_path / "batch_files" / "embedded" / "data").is_dir()
