@@ -85,5 +85,5 @@ class RetryPolicy:
             # tenacity awaits only coroutine *functions*; ``operation`` may be a lambda.
             return await operation()
 
-        result = await retrying(attempt)
+        result: T = await retrying(attempt)
         return result, int(retrying.statistics.get("attempt_number", 1))

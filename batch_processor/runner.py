@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -31,7 +31,7 @@ from .retry import RetryPolicy
 from .retry_queues import RetryQueues
 from .settings import Mode, Settings
 from .stats import RunStats
-from .store import MongoStore
+from .store import CommandListener, MongoStore
 
 log = structlog.get_logger("batch_processor.runner")
 
@@ -70,8 +70,13 @@ def _register_uri_secrets(uri: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_store(settings: Settings) -> AsyncIterator[MongoStore]:
-    """A connected, indexed store; the embedded server runs for as long as it is open."""
+async def open_store(
+    settings: Settings, *, listeners: Sequence[CommandListener] = ()
+) -> AsyncIterator[MongoStore]:
+    """A connected, indexed store; the embedded server runs for as long as it is open.
+
+    ``listeners`` are pymongo command listeners (the benchmarks count commands with one).
+    """
     embedded: EmbeddedServer | None = None
     if settings.mongodb_uri is None:
         embedded = EmbeddedServer(settings.batch_dir / "embedded", port=settings.embedded_port)
@@ -92,6 +97,7 @@ async def open_store(settings: Settings) -> AsyncIterator[MongoStore]:
             target_collection=settings.target_collection,
             projection=[settings.text_field, *settings.metadata_fields],
             server_selection_timeout=settings.server_selection_timeout,
+            listeners=listeners,
         )
         try:
             await retry_policy(settings).call(store.ping)
@@ -109,6 +115,7 @@ async def run_job(
     *,
     progress: ProgressSink | None = None,
     classifier: Classifier | None = None,
+    listeners: Sequence[CommandListener] = (),
 ) -> RunStats:
     """Run one batch-mode job to the end and return its statistics.
 
@@ -123,20 +130,23 @@ async def run_job(
     # before any connection is attempted.
     classifier = classifier or create_classifier(settings.classifier)
     try:
-        return await _run_with(settings, classifier, progress)
+        return await _run_with(settings, classifier, progress, listeners)
     finally:
         await classifier.aclose()
 
 
 async def _run_with(
-    settings: Settings, classifier: Classifier, progress: ProgressSink | None
+    settings: Settings,
+    classifier: Classifier,
+    progress: ProgressSink | None,
+    listeners: Sequence[CommandListener],
 ) -> RunStats:
     batch_dir = ensure_dir(settings.batch_dir)
     swept = sweep_temp_files(batch_dir)
     files = BatchFiles(batch_dir / "batches")
     checkpoints = CheckpointStore(batch_dir)
     queues = RetryQueues(batch_dir)
-    async with open_store(settings) as store:
+    async with open_store(settings, listeners=listeners) as store:
         if swept:
             log.info("removed temp files left by a crash", count=len(swept))
         previous_jobs = _check_previous_job(checkpoints, files, recover=settings.recover)

@@ -25,7 +25,9 @@ from bson.json_util import CANONICAL_JSON_OPTIONS, RELAXED_JSON_OPTIONS
 from pymongo import ASCENDING, AsyncMongoClient, UpdateOne
 from pymongo import errors as mongo_errors
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.monitoring import CommandListener
+from pymongo.monitoring import (
+    CommandListener as CommandListener,
+)  # re-exported: only this module imports pymongo
 
 from .errors import (
     BatchProcessorError,

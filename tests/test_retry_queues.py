@@ -11,10 +11,10 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
+from batch_processor.classifiers import OfflineClassifier
 from batch_processor.embedded import EmbeddedServer
 from batch_processor.errors import TransientError
 from batch_processor.models import Classification
-from batch_processor.classifiers import OfflineClassifier
 from batch_processor.runner import run_job
 
 from .conftest import conversation
@@ -26,14 +26,18 @@ class GatedClassifier:
     name = "gated"
     version = "1"
 
-    def __init__(self) -> None:
+    def __init__(self, expected: int) -> None:
         self.gate = asyncio.Event()
+        self.all_waiting = asyncio.Event()
         self.calls = 0
+        self._expected = expected
         self._inner = OfflineClassifier()
 
     async def classify(self, text: str, metadata: Mapping[str, Any]) -> Classification:
         """Count the call, wait for the gate, then classify offline."""
         self.calls += 1
+        if self.calls == self._expected:
+            self.all_waiting.set()
         await self.gate.wait()
         return await self._inner.classify(text, metadata)
 
@@ -78,12 +82,10 @@ async def test_mongodb_outage_keeps_results_in_store_queue_until_it_is_back(
     settings = make_settings(
         mongodb_uri=uri, batch_size=50, concurrent=50, retries=2, server_selection_timeout=0.3
     )
-    classifier = GatedClassifier()
+    classifier = GatedClassifier(expected=30)
     try:
         run = asyncio.create_task(run_job(settings, classifier=classifier))
-        async with asyncio.timeout(30):
-            while classifier.calls < 30:
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(classifier.all_waiting.wait(), 30)
         await server.stop()  # MongoDB goes away with 30 classifications in flight
         classifier.gate.set()
         # The run may end cleanly, or stop with TRANSIENT if it reads again while the server is

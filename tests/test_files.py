@@ -1,0 +1,140 @@
+"""Batch files, checkpoints, retry queues and the atomic primitives, on a real disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from batch_processor.atomic import atomic_write, sweep_temp_files
+from batch_processor.batch_files import BatchFiles, CorruptBatchFileError
+from batch_processor.checkpoints import CheckpointStore
+from batch_processor.errors import ErrorCategory, ResourceError
+from batch_processor.models import Checkpoint, ClassifyRetry, DeadLetter, SourceDocument, utcnow
+from batch_processor.retry_queues import RetryQueues
+
+
+def doc(n: int) -> SourceDocument:
+    """A small source document."""
+    return SourceDocument(id=f'{{"$oid": "{n:024x}"}}', fields={"messages": f"text {n}"})
+
+
+def checkpoint(job: str, position: str | None = None) -> Checkpoint:
+    """A running checkpoint of ``job``."""
+    return Checkpoint(job_id=job, started_at=utcnow(), position=position)
+
+
+def test_atomic_write_replaces_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    """The target holds the new bytes and no temp file remains."""
+    target = tmp_path / "file.json"
+    atomic_write(target, b"old")
+    atomic_write(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.json"]
+
+
+def test_atomic_write_failure_keeps_old_file_and_raises_resource_error(tmp_path: Path) -> None:
+    """A write into a missing directory raises RESOURCE and touches nothing."""
+    with pytest.raises(ResourceError) as error:
+        atomic_write(tmp_path / "missing" / "file.json", b"x")
+    assert error.value.category is ErrorCategory.RESOURCE
+
+
+def test_sweep_removes_temp_files_a_crash_left(tmp_path: Path) -> None:
+    """Stale dot-temp files anywhere below the batch dir are removed; real files stay."""
+    (tmp_path / "queues").mkdir()
+    stale = [tmp_path / ".checkpoint.json.123.ab.tmp", tmp_path / "queues" / ".x.json.1.cd.tmp"]
+    for path in stale:
+        path.write_text("partial")
+    (tmp_path / "checkpoint.json").write_text("{}")
+    assert sorted(sweep_temp_files(tmp_path)) == sorted(stale)
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["checkpoint.json"]
+
+
+def test_batch_file_round_trip_and_delete(tmp_path: Path) -> None:
+    """A saved batch reads back identically, names its job, and is gone once deleted."""
+    files = BatchFiles(tmp_path)
+    name = files.save("20260101T000000Z-abc123", 7, [doc(1), doc(2)])
+    loaded = files.load(name)
+    assert loaded.docs == [doc(1), doc(2)] and loaded.job_id == "20260101T000000Z-abc123"
+    assert files.job_ids() == ["20260101T000000Z-abc123"]
+    files.delete(name)
+    assert files.names() == []
+
+
+def test_truncated_batch_file_is_detected(tmp_path: Path) -> None:
+    """A batch file missing lines is reported corrupt, not half-processed."""
+    files = BatchFiles(tmp_path)
+    name = files.save("job", 1, [doc(1), doc(2), doc(3)])
+    path = tmp_path / name
+    path.write_bytes(b"\n".join(path.read_bytes().splitlines()[:2]))
+    with pytest.raises(CorruptBatchFileError, match="header says 3"):
+        files.load(name)
+
+
+def test_checkpoint_keeps_previous_good_one_as_backup(tmp_path: Path) -> None:
+    """The second save moves the first to the backup."""
+    store = CheckpointStore(tmp_path)
+    store.save(checkpoint("job", position="a"))
+    store.save(checkpoint("job", position="b"))
+    backup = json.loads((tmp_path / "checkpoint.json.bak").read_text())
+    assert backup["checkpoint"]["position"] == "a"
+    assert store.load().checkpoint.position == "b"  # type: ignore[union-attr]
+
+
+def test_corrupt_checkpoint_falls_back_to_backup_and_says_why(tmp_path: Path) -> None:
+    """A checksum mismatch is detected; the backup is used and the problem reported."""
+    store = CheckpointStore(tmp_path)
+    store.save(checkpoint("job", position="a"))
+    store.save(checkpoint("job", position="b"))
+    path = tmp_path / "checkpoint.json"
+    path.write_text(path.read_text().replace('"b"', '"z"'))
+    loaded = CheckpointStore(tmp_path).load()
+    assert loaded.source == "backup" and loaded.checkpoint.position == "a"  # type: ignore[union-attr]
+    assert "checksum mismatch" in loaded.problems[0]
+
+
+def test_corrupt_current_never_overwrites_good_backup(tmp_path: Path) -> None:
+    """After loading from the backup, the next save does not rotate the corrupt file into it."""
+    store = CheckpointStore(tmp_path)
+    store.save(checkpoint("job", position="a"))
+    store.save(checkpoint("job", position="b"))
+    (tmp_path / "checkpoint.json").write_text("garbage")
+    reopened = CheckpointStore(tmp_path)
+    reopened.load()
+    reopened.save(checkpoint("job2", position="c"))
+    backup = json.loads((tmp_path / "checkpoint.json.bak").read_text())
+    assert backup["checkpoint"]["position"] == "a"
+
+
+def test_no_usable_checkpoint_returns_none_with_problems(tmp_path: Path) -> None:
+    """Both files unreadable: no checkpoint, two problems named."""
+    (tmp_path / "checkpoint.json").write_text("{")
+    (tmp_path / "checkpoint.json.bak").write_text("")
+    loaded = CheckpointStore(tmp_path).load()
+    assert loaded.checkpoint is None and loaded.source == "none" and len(loaded.problems) == 2
+
+
+def test_retry_queue_add_replace_remove(tmp_path: Path) -> None:
+    """Entries persist one file each, update in place, and disappear when removed."""
+    queues = RetryQueues(tmp_path)
+    item = ClassifyRetry(doc=doc(1), error="503", category=ErrorCategory.TRANSIENT)
+    key = queues.classify.add(item)
+    assert queues.classify.pending_keys() == [key]
+    queues.classify.replace(key, item.model_copy(update={"attempts": 2}))
+    assert RetryQueues(tmp_path).classify.get(key).attempts == 2
+    queues.classify.remove(key)
+    assert len(queues.classify) == 0
+
+
+def test_dead_letter_skips_a_torn_last_line(tmp_path: Path) -> None:
+    """A crash mid-append leaves a partial line; the complete entries are still read."""
+    queues = RetryQueues(tmp_path)
+    entry = DeadLetter(
+        queue="classify", doc_ids=["1"], error="e", category=ErrorCategory.DATA, attempts=3, item={}
+    )
+    queues.dead_letter.append(entry)
+    with (tmp_path / "dead_letter.jsonl").open("a") as handle:
+        handle.write('{"queue": "store", "doc_')
+    assert [e.doc_ids for e in queues.dead_letter.entries()] == [["1"]]
