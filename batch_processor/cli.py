@@ -27,6 +27,7 @@ from .progress import RichProgress, wanted
 from .runner import open_store, run_job
 from .settings import LogFormat, Mode, Settings, load_settings
 from .stats import RunStats
+from .store import MongoStore
 
 log = structlog.get_logger("batch_processor.cli")
 COMMANDS = ("run", "demo")
@@ -133,9 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-async def _run(settings: Settings) -> RunStats:
+async def _run(settings: Settings, store: MongoStore | None = None) -> RunStats:
     progress = RichProgress() if wanted(settings.progress) else None
-    return await run_job(settings, progress=progress)
+    return await run_job(settings, progress=progress, store=store)
 
 
 async def _demo(settings: Settings, *, count: int, seed: int, reset: bool) -> int:
@@ -154,7 +155,7 @@ async def _demo(settings: Settings, *, count: int, seed: int, reset: bool) -> in
             )
         else:
             log.info("demo data already pending; not loading more", pending=pending)
-    stats = await _run(settings)
+        stats = await _run(settings, store)
     _print_summary(stats, force=True)
     return EXIT_OK
 

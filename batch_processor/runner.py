@@ -116,10 +116,12 @@ async def run_job(
     progress: ProgressSink | None = None,
     classifier: Classifier | None = None,
     listeners: Sequence[CommandListener] = (),
+    store: MongoStore | None = None,
 ) -> RunStats:
     """Run one batch-mode job to the end and return its statistics.
 
-    ``classifier`` replaces the one named in the settings (for library use and tests).
+    ``classifier`` replaces the one named in the settings (for library use and tests);
+    ``store`` is an already open store (from :func:`open_store`), else one is opened.
     """
     if settings.mode is not Mode.BATCH:
         raise ConfigurationError(
@@ -130,7 +132,10 @@ async def run_job(
     # before any connection is attempted.
     classifier = classifier or create_classifier(settings.classifier)
     try:
-        return await _run_with(settings, classifier, progress, listeners)
+        if store is not None:
+            return await _run_with(settings, classifier, progress, store)
+        async with open_store(settings, listeners=listeners) as opened:
+            return await _run_with(settings, classifier, progress, opened)
     finally:
         await classifier.aclose()
 
@@ -139,52 +144,51 @@ async def _run_with(
     settings: Settings,
     classifier: Classifier,
     progress: ProgressSink | None,
-    listeners: Sequence[CommandListener],
+    store: MongoStore,
 ) -> RunStats:
     batch_dir = ensure_dir(settings.batch_dir)
     swept = sweep_temp_files(batch_dir)
     files = BatchFiles(batch_dir / "batches")
     checkpoints = CheckpointStore(batch_dir)
     queues = RetryQueues(batch_dir)
-    async with open_store(settings, listeners=listeners) as store:
-        if swept:
-            log.info("removed temp files left by a crash", count=len(swept))
-        previous_jobs = _check_previous_job(checkpoints, files, recover=settings.recover)
-        job_id = new_job_id()
-        pending = await store.count_pending()
-        log.info(
-            "job started",
-            job_id=job_id,
-            pending=pending,
-            recover=settings.recover,
-            classifier=classifier.name,
-            batch_size=settings.batch_size,
-            concurrent=settings.concurrent,
-            queued_classify=len(queues.classify),
-            queued_store=len(queues.store),
-        )
+    if swept:
+        log.info("removed temp files left by a crash", count=len(swept))
+    previous_jobs = _check_previous_job(checkpoints, files, recover=settings.recover)
+    job_id = new_job_id()
+    pending = await store.count_pending()
+    log.info(
+        "job started",
+        job_id=job_id,
+        pending=pending,
+        recover=settings.recover,
+        classifier=classifier.name,
+        batch_size=settings.batch_size,
+        concurrent=settings.concurrent,
+        queued_classify=len(queues.classify),
+        queued_store=len(queues.store),
+    )
+    if progress is not None:
+        progress.start(pending + sum(len(files.load(n).docs) for n in files.names()))
+    pipeline = Pipeline(
+        store=store,
+        classifier=classifier,
+        batch_files=files,
+        checkpoints=checkpoints,
+        queues=queues,
+        job_id=job_id,
+        options=pipeline_options(settings),
+        classify_policy=retry_policy(settings),
+        db_policy=retry_policy(settings),
+        on_progress=progress.update if progress is not None else None,
+    )
+    try:
+        with _stop_on_signals(pipeline.stop):
+            stats = await pipeline.run(recover=settings.recover, previous_jobs=previous_jobs)
+    finally:
         if progress is not None:
-            progress.start(pending + sum(len(files.load(n).docs) for n in files.names()))
-        pipeline = Pipeline(
-            store=store,
-            classifier=classifier,
-            batch_files=files,
-            checkpoints=checkpoints,
-            queues=queues,
-            job_id=job_id,
-            options=pipeline_options(settings),
-            classify_policy=retry_policy(settings),
-            db_policy=retry_policy(settings),
-            on_progress=progress.update if progress is not None else None,
-        )
-        try:
-            with _stop_on_signals(pipeline.stop):
-                stats = await pipeline.run(recover=settings.recover, previous_jobs=previous_jobs)
-        finally:
-            if progress is not None:
-                progress.close()
-        log.info("run finished", job_id=job_id, **stats.summary())
-        return stats
+            progress.close()
+    log.info("run finished", job_id=job_id, **stats.summary())
+    return stats
 
 
 def pipeline_options(settings: Settings) -> PipelineOptions:

@@ -121,7 +121,21 @@ def test_demo_classifies_sample_on_embedded_server(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert "embedded SecantusDB" in events[0]["event"]
+    assert sum(e["event"] == "embedded server ready" for e in events) == 1
     summary = next(e for e in events if e["event"] == "run finished")
     assert summary["processed"] == 120 and summary["failed_by_category"] == {"DATA": 2}
     assert "run summary" in result.stdout
     assert (tmp_path / "batch_files" / "embedded" / "data").is_dir()
+
+
+def test_secrets_directory_supplies_settings(tmp_path: Path) -> None:
+    """A file per setting in BATCH_SECRETS_DIR (or systemd's credentials dir) is read."""
+    secrets_dir = tmp_path / "creds"
+    secrets_dir.mkdir()
+    (secrets_dir / "mongodb_uri").write_text(f"mongodb://app:{PASSWORD}@db:27017/")
+    (secrets_dir / "database").write_text("from_secret")
+    result = run_cli(
+        "--print-config", env={"CREDENTIALS_DIRECTORY": str(secrets_dir)}, cwd=tmp_path
+    )
+    config = json.loads(result.stdout)
+    assert config["database"] == "from_secret" and config["mongodb_uri"] == "**********"
