@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
@@ -137,12 +138,16 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Add the TOML file as the lowest-priority source, below secrets."""
+        """Secrets files are named like the setting (``mongodb_uri``); TOML comes last."""
+        # Unprefixed file names match systemd's LoadCredential=mongodb_uri:... naming.
+        secrets = SecretsSettingsSource(
+            settings_cls, secrets_dir=settings_cls.model_config.get("secrets_dir"), env_prefix=""
+        )
         return (
             init_settings,
             env_settings,
             dotenv_settings,
-            file_secret_settings,
+            secrets,
             TomlConfigSettingsSource(settings_cls),
         )
 
