@@ -42,7 +42,7 @@ from .models import (
     SourceDocument,
     utcnow,
 )
-from .retry import RetryPolicy, Sleep, should_retry, wait_for
+from .retry import RetryPolicy, Sleep, announce_retries, should_retry, wait_for
 from .retry_queues import RetryQueues
 from .stats import RunStats
 from .store import MongoStore
@@ -234,7 +234,7 @@ class Pipeline:
                 attempt += 1
                 if not should_retry(exc, attempt, self._db_policy.max_attempts):
                     raise
-                self.stats.db_retries += 1
+                self.stats.add_db_retry()
                 delay = wait_for(
                     exc, attempt, base=self._db_policy.base_delay, cap=self._db_policy.max_delay
                 )
@@ -308,15 +308,9 @@ class Pipeline:
         except DataError as exc:
             return self._failed(doc, exc, attempts=0)
 
-        def on_retry(error: BaseException, attempt: int, delay: float) -> None:
-            self.stats.classifier_retries += 1
-            log.info(
-                "retrying classification",
-                doc_id=doc.id,
-                attempt=attempt,
-                delay=round(delay, 2),
-                error=describe(error),
-            )
+        on_retry = announce_retries(
+            "retrying classification", self.stats.add_classifier_retry, doc_id=doc.id
+        )
 
         try:
             classification, attempts = await self._classify_policy.call(
@@ -391,16 +385,8 @@ class Pipeline:
             log.error("checkpoint not written", error=describe(exc))
 
     async def _db(self, operation: Callable[[], Awaitable[T]]) -> T:
-        def on_retry(error: BaseException, attempt: int, delay: float) -> None:
-            self.stats.db_retries += 1
-            log.info(
-                "retrying MongoDB call",
-                attempt=attempt,
-                delay=round(delay, 2),
-                error=describe(error),
-            )
-
-        result, _ = await self._db_policy.call(operation, on_retry=on_retry)
+        hook = announce_retries("retrying MongoDB call", self.stats.add_db_retry)
+        result, _ = await self._db_policy.call(operation, on_retry=hook)
         return result
 
     # -- recovery -----------------------------------------------------------------------

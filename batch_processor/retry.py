@@ -12,14 +12,28 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from .errors import BatchProcessorError, is_retryable
+from .errors import BatchProcessorError, describe, is_retryable
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
+OnRetry = Callable[[BaseException, int, float], None]
+
+log = structlog.get_logger("batch_processor.retry")
+
+
+def announce_retries(event: str, count: Callable[[], None], **context: Any) -> OnRetry:
+    """An ``on_retry`` hook that counts each retry and logs it with its delay and cause."""
+
+    def on_retry(error: BaseException, attempt: int, delay: float) -> None:
+        count()
+        log.info(event, attempt=attempt, delay=round(delay, 2), error=describe(error), **context)
+
+    return on_retry
 
 
 def should_retry(error: BaseException, attempt: int, max_attempts: int) -> bool:
@@ -55,7 +69,7 @@ class RetryPolicy:
         self,
         operation: Callable[[], Awaitable[T]],
         *,
-        on_retry: Callable[[BaseException, int, float], None] | None = None,
+        on_retry: OnRetry | None = None,
     ) -> tuple[T, int]:
         """Run ``operation`` until it succeeds or must stop; return (result, attempts used).
 

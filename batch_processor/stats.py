@@ -51,6 +51,14 @@ class RunStats:
         """Documents that ended in this run: stored, already stored, or failed."""
         return self.succeeded + self.already_stored + self.failed_total
 
+    def add_db_retry(self) -> None:
+        """Count one retried MongoDB call."""
+        self.db_retries += 1
+
+    def add_classifier_retry(self) -> None:
+        """Count one retried classifier call."""
+        self.classifier_retries += 1
+
     def record_failure(self, category: ErrorCategory) -> None:
         """Count one document marked failed."""
         self.failed[str(category)] += 1

@@ -20,7 +20,7 @@ import structlog
 
 from .errors import ConfigurationError, categorize, describe
 from .models import ClassifiedDocument, FailedDocument, StoreRetry
-from .retry import RetryPolicy
+from .retry import RetryPolicy, announce_retries
 from .retry_queues import RetryQueues
 from .stats import RunStats
 from .store import MongoStore
@@ -154,14 +154,6 @@ class ResultWriter:
         return set(refused)
 
     async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
-        def on_retry(error: BaseException, attempt: int, delay: float) -> None:
-            self._stats.db_retries += 1
-            log.info(
-                "retrying MongoDB write",
-                attempt=attempt,
-                delay=round(delay, 2),
-                error=describe(error),
-            )
-
-        result, _ = await self._policy.call(operation, on_retry=on_retry)
+        hook = announce_retries("retrying MongoDB write", self._stats.add_db_retry)
+        result, _ = await self._policy.call(operation, on_retry=hook)
         return result

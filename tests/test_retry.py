@@ -14,7 +14,7 @@ from batch_processor.errors import (
     categorize,
     is_retryable,
 )
-from batch_processor.retry import RetryPolicy, backoff, should_retry
+from batch_processor.retry import RetryPolicy, announce_retries, backoff, should_retry
 
 
 class Recorder:
@@ -116,3 +116,19 @@ async def test_retry_after_is_honoured_when_longer_than_backoff() -> None:
 
     await RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=5.0, sleep=sleep).call(limited)
     assert sleep.delays == [90.0]
+
+
+async def test_announced_retries_are_counted_once_each() -> None:
+    """The shared on_retry hook counts every retry (and only retries, not the first call)."""
+    counted: list[int] = []
+    calls: list[int] = []
+
+    async def twice_down() -> str:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise TransientError("reset by peer")
+        return "ok"
+
+    hook = announce_retries("retrying test call", lambda: counted.append(1), doc_id="x")
+    await RetryPolicy(max_attempts=4, sleep=Recorder()).call(twice_down, on_retry=hook)
+    assert (len(calls), len(counted)) == (3, 2)
