@@ -115,6 +115,7 @@ class Pipeline:
             stats=self.stats,
             flush_size=options.flush_size,
             flush_interval=options.flush_interval,
+            on_fatal=self._stop,
         )
         self._drainer = QueueDrainer(
             queues=queues,

@@ -100,8 +100,9 @@ async def open_store(
             listeners=listeners,
         )
         try:
-            await retry_policy(settings).call(store.ping)
-            await store.ensure_indexes()
+            policy = retry_policy(settings)
+            await policy.call(store.ping)
+            await policy.call(store.ensure_indexes)
             yield store
         finally:
             await store.close()
@@ -155,7 +156,7 @@ async def _run_with(
         log.info("removed temp files left by a crash", count=len(swept))
     previous_jobs = _check_previous_job(checkpoints, files, recover=settings.recover)
     job_id = new_job_id()
-    pending = await store.count_pending()
+    pending, _ = await retry_policy(settings).call(store.count_pending)
     log.info(
         "job started",
         job_id=job_id,

@@ -50,8 +50,10 @@ class ResultWriter:
         stats: RunStats,
         flush_size: int,
         flush_interval: float,
+        on_fatal: Callable[[BaseException], None],
     ) -> None:
         self._store = store
+        self._on_fatal = on_fatal
         self._policy = policy
         self._queues = queues
         self._stats = stats
@@ -98,9 +100,10 @@ class ResultWriter:
         failures = [p.outcome for p in batch if isinstance(p.outcome, FailedDocument)]
         try:
             refused = await self.write(results, failures)
-        except ConfigurationError:
-            raise
         except Exception as exc:  # noqa: BLE001 - any store failure must land in the queue
+            if isinstance(exc, ConfigurationError):
+                # The results still go to the queue below; the run itself must stop.
+                self._on_fatal(exc)
             self._queues.store.add(
                 StoreRetry(
                     results=results,
