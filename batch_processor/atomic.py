@@ -9,12 +9,14 @@ raised as :class:`~batch_processor.errors.ResourceError` and leave the old file 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import ResourceError
+from .errors import ConfigurationError, ResourceError
 
 TEMP_SUFFIX = ".tmp"
 
@@ -90,3 +92,39 @@ def ensure_dir(path: Path) -> Path:
     except OSError as exc:
         raise ResourceError(f"cannot create directory {path}: {exc.strerror or exc}") from exc
     return path
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (a batch directory's lock file) or refuse at once.
+
+    Two processes sharing one batch directory would take each other's batch files and claims
+    for a crashed job's; the lock makes that impossible. The OS drops it when the process dies.
+    """
+    handle = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigurationError(
+                f"batch directory {path.parent} is in use by another batch-processor process; "
+                "give each worker its own --batch-dir"
+            ) from None
+        yield
+    finally:
+        handle.close()
+
+
+def worker_identity(directory: Path) -> str:
+    """The stable id of the worker that owns ``directory`` (created on first use).
+
+    Claims carry it, so a worker recognises its own claims from any earlier crashed job.
+    """
+    path = directory / "worker_id"
+    if path.exists():
+        existing = path.read_text().strip()
+        if existing:
+            return existing
+    identity = f"{socket.gethostname()}-{secrets.token_hex(4)}"
+    atomic_write(path, identity.encode())
+    return identity

@@ -68,10 +68,6 @@ class BatchFiles:
         """The batch files present, oldest first."""
         return sorted(path.name for path in self.directory.glob(f"*{SUFFIX}"))
 
-    def job_ids(self) -> list[str]:
-        """The jobs the present batch files belong to (from their names: JOB-SEQUENCE.jsonl)."""
-        return sorted({name.removesuffix(SUFFIX).rsplit("-", 1)[0] for name in self.names()})
-
     def delete(self, name: str) -> None:
         """Remove a finished batch file."""
         remove_durable(self.directory / name)

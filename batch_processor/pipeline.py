@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -86,6 +86,7 @@ class Pipeline:
         checkpoints: CheckpointStore,
         queues: RetryQueues,
         job_id: str,
+        worker_id: str,
         options: PipelineOptions,
         classify_policy: RetryPolicy,
         db_policy: RetryPolicy,
@@ -94,6 +95,7 @@ class Pipeline:
         on_progress: Callable[[RunStats], None] | None = None,
     ) -> None:
         self.job_id = job_id
+        self.worker_id = worker_id
         self.stats = stats or RunStats()
         self._store = store
         self._classifier = classifier
@@ -133,7 +135,7 @@ class Pipeline:
 
     # -- the run -------------------------------------------------------------------------
 
-    async def run(self, *, recover: bool = False, previous_jobs: Sequence[str] = ()) -> RunStats:
+    async def run(self, *, recover: bool = False) -> RunStats:
         """Process everything pending; with ``recover``, first finish the old batch files."""
         self._save_checkpoint(JobStatus.RUNNING)
         writer = asyncio.create_task(self._writer.run(), name="result-writer")
@@ -141,8 +143,8 @@ class Pipeline:
         try:
             await self._drainer.drain()
             if recover:
-                await self._recover_batch_files(previous_jobs)
-            await self._release_claims(previous_jobs if recover else ())
+                await self._recover_batch_files()
+            await self._release_claims()
             drainer = asyncio.create_task(self._drain_periodically(), name="queue-drainer")
             await self._process_pending()
         except Exception as exc:  # noqa: BLE001 - finish in-flight work first, then re-raise
@@ -247,7 +249,11 @@ class Pipeline:
         ids = [doc.id for doc in page]
         self._sequence += 1
         token = f"{self.job_id}:{self._sequence}"
-        claimed = await self._db(lambda: self._store.claim(ids, self.job_id, token))
+        claimed = await self._db(
+            lambda: self._store.claim(
+                ids, job_id=self.job_id, worker_id=self.worker_id, token=token
+            )
+        )
         docs = [doc for doc in page if doc.id in claimed]
         if not docs:
             return
@@ -392,7 +398,7 @@ class Pipeline:
 
     # -- recovery -----------------------------------------------------------------------
 
-    async def _recover_batch_files(self, previous_jobs: Sequence[str]) -> None:
+    async def _recover_batch_files(self) -> None:
         """Finish the batch files a crashed job left, skipping results already stored."""
         for name in self._files.names():
             try:
@@ -404,10 +410,14 @@ class Pipeline:
                 )
                 continue
             ids = [doc.id for doc in batch.docs]
-            jobs = sorted({*previous_jobs, batch.job_id})
             try:
                 claim = functools.partial(
-                    self._store.claim, ids, self.job_id, f"{self.job_id}:{name}", also_from=jobs
+                    self._store.claim,
+                    ids,
+                    job_id=self.job_id,
+                    worker_id=self.worker_id,
+                    token=f"{self.job_id}:{name}",
+                    reclaim=True,
                 )
                 claimed = await self._db(claim)
                 finish = functools.partial(self._store.finish_stored, sorted(claimed), self.job_id)
@@ -432,14 +442,15 @@ class Pipeline:
             for doc in todo:
                 await self._start(doc, functools.partial(self._settle, doc.id))
 
-    async def _release_claims(self, previous_jobs: Sequence[str]) -> None:
-        """Free claims of dead jobs (ours when recovering, anyone's past the claim TTL)."""
+    async def _release_claims(self) -> None:
+        """Free the claims of this worker's dead jobs, and anyone's past the claim TTL."""
         released = await self._db(
             lambda: self._store.release_claims(
-                jobs=previous_jobs,
+                worker_id=self.worker_id,
+                job_id=self.job_id,
                 older_than=timedelta(seconds=self._options.claim_ttl),
                 exclude=self._drainer.queued_doc_ids(),
             )
         )
         if released:
-            log.info("released claims", documents=released, jobs=list(previous_jobs))
+            log.info("released claims of dead jobs", documents=released)

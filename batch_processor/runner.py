@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from .atomic import ensure_dir, sweep_temp_files
+from .atomic import ensure_dir, exclusive_lock, sweep_temp_files, worker_identity
 from .batch_files import BatchFiles
 from .checkpoints import CheckpointStore
 from .classifiers import Classifier, create_classifier
@@ -133,10 +133,11 @@ async def run_job(
     # before any connection is attempted.
     classifier = classifier or create_classifier(settings.classifier)
     try:
-        if store is not None:
-            return await _run_with(settings, classifier, progress, store)
-        async with open_store(settings, listeners=listeners) as opened:
-            return await _run_with(settings, classifier, progress, opened)
+        with exclusive_lock(ensure_dir(settings.batch_dir) / ".lock"):
+            if store is not None:
+                return await _run_with(settings, classifier, progress, store)
+            async with open_store(settings, listeners=listeners) as opened:
+                return await _run_with(settings, classifier, progress, opened)
     finally:
         await classifier.aclose()
 
@@ -154,12 +155,14 @@ async def _run_with(
     queues = RetryQueues(batch_dir)
     if swept:
         log.info("removed temp files left by a crash", count=len(swept))
-    previous_jobs = _check_previous_job(checkpoints, files, recover=settings.recover)
+    _check_previous_job(checkpoints, files, recover=settings.recover)
+    worker_id = worker_identity(batch_dir)
     job_id = new_job_id()
     pending, _ = await retry_policy(settings).call(store.count_pending)
     log.info(
         "job started",
         job_id=job_id,
+        worker_id=worker_id,
         pending=pending,
         recover=settings.recover,
         classifier=classifier.name,
@@ -177,6 +180,7 @@ async def _run_with(
         checkpoints=checkpoints,
         queues=queues,
         job_id=job_id,
+        worker_id=worker_id,
         options=pipeline_options(settings),
         classify_policy=retry_policy(settings),
         db_policy=retry_policy(settings),
@@ -184,7 +188,7 @@ async def _run_with(
     )
     try:
         with _stop_on_signals(pipeline.stop):
-            stats = await pipeline.run(recover=settings.recover, previous_jobs=previous_jobs)
+            stats = await pipeline.run(recover=settings.recover)
     finally:
         if progress is not None:
             progress.close()
@@ -208,9 +212,7 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
     )
 
 
-def _check_previous_job(
-    checkpoints: CheckpointStore, files: BatchFiles, *, recover: bool
-) -> list[str]:
+def _check_previous_job(checkpoints: CheckpointStore, files: BatchFiles, *, recover: bool) -> None:
     """Report the previous job's state; refuse to start over unfinished work without recover."""
     loaded = checkpoints.load()
     for problem in loaded.problems:
@@ -235,9 +237,6 @@ def _check_previous_job(
             updated_at=previous.updated_at.isoformat(),
             in_flight=len(in_flight),
         )
-    # The batch files name their job too: recovery works even when both checkpoints are lost.
-    jobs = {previous.job_id} if previous is not None else set()
-    return sorted(jobs | set(files.job_ids()))
 
 
 @contextlib.contextmanager

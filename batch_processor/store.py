@@ -147,9 +147,6 @@ class MongoStore:
             await self.source.create_index(
                 [(STATUS, ASCENDING), ("_id", ASCENDING)], name="bp_status_id"
             )
-            await self.source.create_index(
-                [(f"{STATE}.job", ASCENDING)], name="bp_job", sparse=True
-            )
 
     async def insert_sources(self, docs: Sequence[Raw], *, chunk: int = 1000) -> int:
         """Insert source documents (the demo and benchmarks seed with this); return the count."""
@@ -195,22 +192,31 @@ class MongoStore:
         return SourceDocument(id=doc_id, fields=_json_safe(raw))
 
     async def claim(
-        self, doc_ids: Sequence[str], job_id: str, token: str, *, also_from: Sequence[str] = ()
+        self,
+        doc_ids: Sequence[str],
+        *,
+        job_id: str,
+        worker_id: str,
+        token: str,
+        reclaim: bool = False,
     ) -> set[str]:
-        """Claim what is free (or held by the dead ``also_from`` jobs); return the ids we won.
+        """Claim the free documents (and, with ``reclaim``, this worker's old claims).
 
-        ``token`` is unique per claim, so a document this job claimed earlier (a cursor may
-        return a document again after it changed) is never taken for a second time.
+        Returns the ids this claim won. ``token`` is unique per claim, so a document this job
+        claimed earlier (a cursor may return a document again after it changed) is never taken a
+        second time. Claims carry the worker id, so a worker's crashed jobs are recognised as
+        its own however many times it was killed.
         """
         if not doc_ids:
             return set()
         ids = [decode_id(doc_id) for doc_id in doc_ids]
         free: Raw = {STATUS: None}
-        if also_from:
-            free = {"$or": [free, {STATUS: CLAIMED, f"{STATE}.job": {"$in": list(also_from)}}]}
+        if reclaim:
+            free = {"$or": [free, {STATUS: CLAIMED, f"{STATE}.worker": worker_id}]}
         claim = {
             STATUS: CLAIMED,
             f"{STATE}.job": job_id,
+            f"{STATE}.worker": worker_id,
             f"{STATE}.claim": token,
             f"{STATE}.claimed_at": utcnow(),
         }
@@ -225,22 +231,24 @@ class MongoStore:
     async def release_claims(
         self,
         *,
-        jobs: Sequence[str] = (),
-        older_than: timedelta | None = None,
+        worker_id: str,
+        job_id: str,
+        older_than: timedelta,
         exclude: Sequence[str] = (),
     ) -> int:
-        """Make claims of dead ``jobs``, or claims older than ``older_than``, unprocessed again.
+        """Free the claims of this worker's dead jobs, and anyone's claims past ``older_than``.
 
-        Documents in ``exclude`` (those waiting in a retry queue) keep their claim.
+        Only one process runs as a worker at a time (its batch directory is locked), so every
+        claim of ``worker_id`` not made by the running ``job_id`` belongs to a dead job.
+        Documents in ``exclude`` (waiting in a retry queue) keep their claim.
         """
-        clauses: list[Raw] = []
-        if jobs:
-            clauses.append({f"{STATE}.job": {"$in": list(jobs)}})
-        if older_than is not None:
-            clauses.append({f"{STATE}.claimed_at": {"$lt": utcnow() - older_than}})
-        if not clauses:
-            return 0
-        query: Raw = {STATUS: CLAIMED, "$or": clauses}
+        query: Raw = {
+            STATUS: CLAIMED,
+            "$or": [
+                {f"{STATE}.worker": worker_id, f"{STATE}.job": {"$ne": job_id}},
+                {f"{STATE}.claimed_at": {"$lt": utcnow() - older_than}},
+            ],
+        }
         if exclude:
             query["_id"] = {"$nin": [decode_id(doc_id) for doc_id in exclude]}
         with translated("release claims"):

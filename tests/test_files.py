@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from batch_processor.atomic import atomic_write, sweep_temp_files
+from batch_processor.atomic import atomic_write, exclusive_lock, sweep_temp_files, worker_identity
 from batch_processor.batch_files import BatchFiles, CorruptBatchFileError
 from batch_processor.checkpoints import CheckpointStore
-from batch_processor.errors import ErrorCategory, ResourceError
+from batch_processor.errors import ConfigurationError, ErrorCategory, ResourceError
 from batch_processor.models import Checkpoint, ClassifyRetry, DeadLetter, SourceDocument, utcnow
 from batch_processor.retry_queues import RetryQueues
 
@@ -58,7 +58,6 @@ def test_batch_file_round_trip_and_delete(tmp_path: Path) -> None:
     name = files.save("20260101T000000Z-abc123", 7, [doc(1), doc(2)])
     loaded = files.load(name)
     assert loaded.docs == [doc(1), doc(2)] and loaded.job_id == "20260101T000000Z-abc123"
-    assert files.job_ids() == ["20260101T000000Z-abc123"]
     files.delete(name)
     assert files.names() == []
 
@@ -138,3 +137,25 @@ def test_dead_letter_skips_a_torn_last_line(tmp_path: Path) -> None:
     with (tmp_path / "dead_letter.jsonl").open("a") as handle:
         handle.write('{"queue": "store", "doc_')
     assert [e.doc_ids for e in queues.dead_letter.entries()] == [["1"]]
+
+
+def test_batch_directory_lock_refuses_a_second_holder(tmp_path: Path) -> None:
+    """While one holder has the lock, another is refused with a CONFIGURATION error."""
+    lock = tmp_path / ".lock"
+    with (
+        exclusive_lock(lock),
+        pytest.raises(ConfigurationError, match="in use by another"),
+        exclusive_lock(lock),
+    ):
+        pass
+    with exclusive_lock(tmp_path / ".lock"):
+        pass  # released when the first holder ended
+
+
+def test_worker_identity_is_stable_per_directory(tmp_path: Path) -> None:
+    """The same batch directory always names the same worker; another gets another."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = worker_identity(tmp_path / "a")
+    assert worker_identity(tmp_path / "a") == first
+    assert worker_identity(tmp_path / "b") != first
