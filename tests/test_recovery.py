@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from batch_processor.models import utcnow
+
 from .conftest import conversation, worker_command
 
 GOOD = 400
@@ -184,4 +186,61 @@ async def test_both_checkpoints_corrupt_falls_back_to_database_state(
 
     assert code == 0, log
     assert "the database state" in log
+    await assert_exactly_once(db, batch_dir)
+
+
+@pytest.mark.slow
+async def test_orphan_claims_of_a_forgotten_dead_run_are_recovered(
+    db: Any, db_name: str, mongo_uri: str, tmp_path: Path
+) -> None:
+    """Claims whose run no checkpoint or batch file remembers are still found and finished.
+
+    A run killed between claiming a page and saving its batch file leaves claims and no file;
+    if the next run is killed too, before it releases them, no checkpoint names that run any
+    more. The kill windows are milliseconds wide (a 420-kill soak hit them), so the state such
+    a run leaves is made here exactly: a page claimed by this worker under a job nobody knows.
+    """
+    batch_dir = tmp_path / "batch_files"
+    await seed(db)
+    await kill_when(worker_args(mongo_uri, db_name, batch_dir), some_results_stored, db, batch_dir)
+    worker = (batch_dir / "worker_id").read_text().strip()
+    page = await db.conversation_set.find({"processing.status": None}, {"_id": 1}).to_list(30)
+    claim = {
+        "status": "claimed",
+        "job": "20260101T000000Z-forgotten",
+        "worker": worker,
+        "claim": "20260101T000000Z-forgotten:9",
+        "claimed_at": utcnow(),
+    }
+    await db.conversation_set.update_many(
+        {"_id": {"$in": [doc["_id"] for doc in page]}}, {"$set": {"processing": claim}}
+    )
+
+    code, log = await run_worker(worker_args(mongo_uri, db_name, batch_dir, "--recover"))
+
+    assert code == 0, log
+    await assert_exactly_once(db, batch_dir)
+
+
+@pytest.mark.slow
+async def test_killed_many_times_in_a_row(
+    db: Any, db_name: str, mongo_uri: str, tmp_path: Path
+) -> None:
+    """Five runs in a row, each killed soon after it makes progress; the sixth finishes it all."""
+    batch_dir = tmp_path / "batch_files"
+    await seed(db)
+    for _ in range(5):
+        stored = await db.sentimental_analysis.count_documents({})
+
+        async def progressed(db: Any, batch_dir: Path, floor: int = stored) -> bool:
+            """The current run stored at least 20 more results."""
+            return await db.sentimental_analysis.count_documents({}) >= floor + 20
+
+        await kill_when(
+            worker_args(mongo_uri, db_name, batch_dir, "--recover"), progressed, db, batch_dir
+        )
+
+    code, log = await run_worker(worker_args(mongo_uri, db_name, batch_dir, "--recover"))
+
+    assert code == 0, log
     await assert_exactly_once(db, batch_dir)
