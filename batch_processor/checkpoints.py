@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from .atomic import atomic_write, ensure_dir
+from .atomic import TEMP_SUFFIX, atomic_write, ensure_dir
 from .errors import ResourceError
 from .models import Checkpoint
 
@@ -48,12 +49,25 @@ class CheckpointStore:
         body = json.loads(checkpoint.model_dump_json())
         payload = json.dumps({"sha256": _digest(body), "checkpoint": body}, indent=1)
         if self._current_is_good and self.path.exists():
-            try:
-                self.path.replace(self.backup_path)
-            except OSError as exc:
-                raise ResourceError(f"cannot keep checkpoint backup: {exc}") from exc
+            self._keep_backup()
         atomic_write(self.path, payload.encode())
         self._current_is_good = True
+
+    def _keep_backup(self) -> None:
+        """Make the current file the backup without ever leaving the current name empty.
+
+        Renaming current to backup would open a window (between that rename and the new
+        write) in which a crash leaves no ``checkpoint.json``; a hard link renamed over the
+        backup keeps both names valid at every instant.
+        """
+        link = self.directory / f".{BACKUP_NAME}.{os.getpid()}{TEMP_SUFFIX}"
+        try:
+            link.unlink(missing_ok=True)
+            os.link(self.path, link)
+            link.replace(self.backup_path)
+        except OSError as exc:
+            link.unlink(missing_ok=True)
+            raise ResourceError(f"cannot keep checkpoint backup: {exc}") from exc
 
     def load(self) -> LoadedCheckpoint:
         """The newest valid checkpoint: current, else backup, else none (with the problems)."""

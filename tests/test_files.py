@@ -82,6 +82,25 @@ def test_checkpoint_keeps_previous_good_one_as_backup(tmp_path: Path) -> None:
     assert store.load().checkpoint.position == "b"  # type: ignore[union-attr]
 
 
+def test_checkpoint_name_is_never_missing_while_saving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between keeping the backup and writing the new file leaves the old checkpoint."""
+    store = CheckpointStore(tmp_path)
+    store.save(checkpoint("job", position="a"))
+
+    def crash(path: Path, data: bytes) -> None:
+        raise ResourceError("simulated crash before the write")
+
+    monkeypatch.setattr("batch_processor.checkpoints.atomic_write", crash)
+    with pytest.raises(ResourceError):
+        store.save(checkpoint("job", position="b"))
+
+    loaded = CheckpointStore(tmp_path).load()
+    assert loaded.source == "current" and loaded.checkpoint.position == "a"  # type: ignore[union-attr]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_corrupt_checkpoint_falls_back_to_backup_and_says_why(tmp_path: Path) -> None:
     """A checksum mismatch is detected; the backup is used and the problem reported."""
     store = CheckpointStore(tmp_path)
