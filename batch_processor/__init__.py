@@ -6,7 +6,8 @@ protocol with the offline classifier, the result models and the error hierarchy.
 
 from __future__ import annotations
 
-from .classifiers import Classifier, OfflineClassifier, create_classifier
+from .classifier_setup import build_classifier
+from .classifiers import Classifier, OfflineClassifier, Taxonomy, load_taxonomy
 from .errors import (
     BatchProcessorError,
     ConfigurationError,
@@ -17,7 +18,14 @@ from .errors import (
     ResourceError,
     TransientError,
 )
-from .models import Classification, ClassifiedDocument, FailedDocument, SourceDocument
+from .governor import Governor
+from .models import (
+    Classification,
+    ClassifiedDocument,
+    ClassifierOutput,
+    FailedDocument,
+    SourceDocument,
+)
 from .pipeline import Pipeline, PipelineOptions
 from .settings import Settings, load_settings
 
@@ -28,10 +36,12 @@ __all__ = [
     "Classification",
     "ClassifiedDocument",
     "Classifier",
+    "ClassifierOutput",
     "ConfigurationError",
     "DataError",
     "ErrorCategory",
     "FailedDocument",
+    "Governor",
     "OfflineClassifier",
     "PermanentError",
     "Pipeline",
@@ -40,8 +50,10 @@ __all__ = [
     "ResourceError",
     "Settings",
     "SourceDocument",
+    "Taxonomy",
     "TransientError",
     "__version__",
-    "create_classifier",
+    "build_classifier",
     "load_settings",
+    "load_taxonomy",
 ]

@@ -50,7 +50,20 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     add("--source-collection", help="collection to classify (default conversation_set)")
     add("--target-collection", help="collection for results (default sentimental_analysis)")
     add("--text-field", help="field holding the conversation (default messages)")
-    add("--classifier", help="classifier to use (default offline)")
+    add("--classifier", choices=["offline", "llm"], help="offline (default) or llm")
+    add("--llm-model", help="LLM model name (default gpt-4o-mini)")
+    add("--llm-base-url", help="OpenAI-compatible endpoint (default: OpenAI)")
+    add("--taxonomy", dest="taxonomy_file", type=Path, help="taxonomy TOML file")
+    add("--rpm", type=int, help="provider's requests per minute (the governor paces to it)")
+    add("--tpm", type=int, help="provider's tokens per minute")
+    add("--budget-usd", type=float, help="stop taking documents once this much is spent")
+    add(
+        "--no-dedupe",
+        dest="dedupe",
+        action="store_false",
+        default=None,
+        help="classify identical texts every time",
+    )
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     add("--log-format", choices=[f.value for f in LogFormat], help="auto, json or console")
     add(

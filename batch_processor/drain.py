@@ -148,7 +148,19 @@ class QueueDrainer:
             log.warning("could not mark dead-lettered documents failed", error=describe(mark_error))
         self._queues.store.remove(key)
 
+    def dead_letter_document(self, doc: SourceDocument, error: BaseException) -> None:
+        """Record a document the classifier refused for good (DATA, PERMANENT), for a person.
+
+        The dead letter keeps the document as a classify item, so it can be requeued once the
+        cause is fixed; the caller marks the source failed.
+        """
+        item = ClassifyRetry(doc=doc, error=describe(error), category=categorize(error))
+        self._dead_letter("classify", [doc.id], item.error, item.category, 1, item)
+
     def _classified(self, key: str, outcome: str) -> None:
+        if outcome == "released":  # the run is stopping: the entry stays for the next drain
+            self._in_progress.discard(key)
+            return
         self._queues.classify.remove(key)
         self._in_progress.discard(key)
         self._stats.recovered_from_queues += 1

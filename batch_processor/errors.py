@@ -1,15 +1,19 @@
 """The one exception hierarchy of batch_processor; its type decides what is retried.
 
 Every failure the pipeline handles is one of these, each tagged with one of the user's error
-categories (seed 004). Whether an operation is retried is decided by ``error.retryable`` alone::
+categories (seed 004). Whether an operation is retried is decided by ``error.retryable`` alone
+(``retry_now`` separates "retry in this call" from "retry later, from the retry queue")::
 
     BatchProcessorError                 (base, never raised directly)
     ├── TransientError       TRANSIENT       retried: timeouts, lost connections, 5xx
+    │   └── InvalidReplyError    TRANSIENT   not retried now: re-asked, then the classify queue
     ├── RateLimitError       RATE_LIMIT      retried: 429, honour ``retry_after``
     ├── ResourceError        RESOURCE        retried: disk full, memory, server busy
     ├── ConfigurationError   CONFIGURATION   not retried: stops the run (bad URI, auth, settings)
     ├── DataError            DATA            not retried: the document is marked failed
-    └── PermanentError       PERMANENT       not retried: the document is marked failed
+    ├── PermanentError       PERMANENT       not retried: the document is marked failed
+    └── BudgetExhaustedError   (no category) the spend limit is reached: the document is
+                                              given back untouched for the next run
 
 Code outside this module raises these (the MongoDB and classifier modules translate their
 libraries' exceptions), so that no other module needs to know pymongo's or openai's errors.
@@ -36,6 +40,8 @@ class BatchProcessorError(Exception):
 
     category: ErrorCategory = ErrorCategory.PERMANENT
     retryable: bool = False
+    #: For a retryable error: retry at once with backoff (True) or only later, from the queue.
+    retry_now: bool = True
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -56,6 +62,16 @@ class RateLimitError(BatchProcessorError):
 
     category = ErrorCategory.RATE_LIMIT
     retryable = True
+
+
+class InvalidReplyError(TransientError):
+    """A reply that stayed invalid (not JSON, label outside the taxonomy) after its re-asks.
+
+    The classifier already asked again a bounded number of times; another immediate round would
+    only multiply the calls, so the document goes to the classify retry queue instead.
+    """
+
+    retry_now = False
 
 
 class ResourceError(BatchProcessorError):
@@ -81,6 +97,14 @@ class PermanentError(BatchProcessorError):
     """An error that will not go away by retrying; the document is marked failed."""
 
     category = ErrorCategory.PERMANENT
+
+
+class BudgetExhaustedError(BatchProcessorError):
+    """The run's spend reached ``--budget-usd``: take no new documents, leave them for later.
+
+    Not a failure of any document: the pipeline gives the document back (its claim released)
+    and stops taking new ones, while requests already sent finish and are stored.
+    """
 
 
 class UnfinishedJobError(BatchProcessorError):
@@ -111,6 +135,13 @@ def is_retryable(error: BaseException) -> bool:
     if isinstance(error, BatchProcessorError):
         return error.retryable
     return categorize(error) in {ErrorCategory.TRANSIENT, ErrorCategory.RESOURCE}
+
+
+def is_retryable_now(error: BaseException) -> bool:
+    """Whether ``error`` is retried within the same call (with backoff), not only later."""
+    if isinstance(error, BatchProcessorError):
+        return error.retryable and error.retry_now
+    return is_retryable(error)
 
 
 def describe(error: BaseException) -> str:

@@ -53,6 +53,15 @@ class Category(StrEnum):
     GENERAL_INQUIRY = "general_inquiry"
 
 
+class OutputMode(StrEnum):
+    """How structured output is requested from the endpoint."""
+
+    AUTO = "auto"  # json_schema, stepping down when the endpoint rejects it
+    JSON_SCHEMA = "json_schema"  # strict JSON schema (OpenAI, vLLM, Ollama, llama.cpp)
+    JSON_OBJECT = "json_object"  # JSON mode; the schema is in the instructions
+    PROMPT = "prompt"  # no response_format at all; the schema is in the instructions
+
+
 class Sentiment(BaseModel):
     """A sentiment label with a signed score in [-1, 1]."""
 
@@ -63,18 +72,51 @@ class Sentiment(BaseModel):
 
 
 class Classification(BaseModel):
-    """What a classifier says about one conversation; validated before it is ever stored."""
+    """What a classifier says about one conversation; validated before it is ever stored.
+
+    Labels are plain strings here because the taxonomy is a file (see
+    :mod:`batch_processor.classifiers.taxonomy`): each classifier validates its labels against
+    the taxonomy it was built for before returning, so nothing unvalidated reaches MongoDB.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     sentiment: Sentiment
-    category: Category
-    urgency: Urgency
+    category: str = Field(min_length=1, max_length=64)
+    urgency: str = Field(min_length=1, max_length=64)
     language: str = Field(pattern=r"^([a-z]{2}|und)$", description="ISO 639-1, or 'und'.")
     confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     themes: list[str] = Field(default_factory=list, max_length=10)
     emotion: str | None = None
     summary: str | None = Field(default=None, max_length=500)
+
+
+class TokenUsage(BaseModel):
+    """Tokens one LLM reply used, as the provider reported them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+
+    @property
+    def total(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+
+class ClassifierOutput(BaseModel):
+    """A classifier's answer for one text: the classification and what it cost to get it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    classification: Classification
+    usage: TokenUsage | None = Field(default=None, description="None: no LLM call was made.")
+    cost_usd: float = Field(default=0.0, ge=0.0)
+    cached: bool = Field(default=False, description="Came from the dedupe cache.")
+    truncated: bool = Field(default=False, description="The classifier shortened the text.")
+    model: str | None = None
+    taxonomy_version: str | None = None
 
 
 class SourceDocument(BaseModel):
@@ -100,6 +142,11 @@ class ClassifiedDocument(BaseModel):
     truncated: bool = False
     job_id: str
     classified_at: datetime = Field(default_factory=utcnow)
+    model: str | None = None
+    taxonomy_version: str | None = None
+    usage: TokenUsage | None = None
+    cost_usd: float = 0.0
+    cached: bool = False
 
 
 class FailedDocument(BaseModel):

@@ -27,6 +27,7 @@ from .documents import extract_text
 from .drain import QueueDrainer
 from .errors import (
     BatchProcessorError,
+    BudgetExhaustedError,
     ConfigurationError,
     DataError,
     categorize,
@@ -51,6 +52,9 @@ from .writer import ResultWriter, Settle
 
 T = TypeVar("T")
 log = structlog.get_logger("batch_processor.pipeline")
+
+#: A document given back untouched (budget spent, or the run stopping): its claim is released.
+RELEASED = "released"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,7 @@ class Pipeline:
         self._since_checkpoint = 0
         self._fatal: BaseException | None = None
         self._stopping = False
+        self._released: list[str] = []
 
     # -- the run -------------------------------------------------------------------------
 
@@ -160,6 +165,7 @@ class Pipeline:
                 await writer
             except Exception as exc:  # noqa: BLE001 - recorded, re-raised below
                 self._stop(exc)
+            await self._release_given_back()
             consistent = not self._tracker.names()
             self._save_checkpoint(JobStatus.FINISHED if consistent else JobStatus.RUNNING)
         self.stats.finish()
@@ -237,7 +243,7 @@ class Pipeline:
                 attempt += 1
                 if not should_retry(exc, attempt, self._db_policy.max_attempts):
                     raise
-                self.stats.add_db_retry()
+                self.stats.add_db_retry(exc)
                 delay = wait_for(
                     exc, attempt, base=self._db_policy.base_delay, cap=self._db_policy.max_delay
                 )
@@ -266,9 +272,15 @@ class Pipeline:
             raise
         self._tracker.add(name, [doc.id for doc in docs])
         self.stats.batches += 1
-        for doc in docs:
+        await self._start_all(docs)
+
+    async def _start_all(self, docs: list[SourceDocument]) -> None:
+        """Start each document in turn; once the run stops, give the rest back unprocessed."""
+        for index, doc in enumerate(docs):
             if self._stopping:
-                return  # the rest stays in the batch file for --recover
+                for rest in docs[index:]:
+                    self._settle(rest.id, RELEASED)
+                return
             await self._start(doc, functools.partial(self._settle, doc.id))
 
     async def _start(
@@ -296,7 +308,9 @@ class Pipeline:
                 outcome = await self._classify(doc)
             finally:
                 self._slots.release()
-            if isinstance(outcome, ClassifyRetry):
+            if isinstance(outcome, str):  # RELEASED
+                settle(RELEASED)
+            elif isinstance(outcome, ClassifyRetry):
                 if on_exhausted is not None:
                     await on_exhausted(outcome)
                 else:
@@ -304,12 +318,20 @@ class Pipeline:
                     settle("queued_classify")
             else:
                 await self._writer.add(outcome, settle)
+        except ConfigurationError as exc:
+            # Nothing is wrong with the document: give it back, so that once the configuration
+            # is fixed a plain restart (no --recover) takes it again.
+            self._stop(exc)
+            settle(RELEASED)
         except Exception as exc:  # noqa: BLE001 - the doc stays in its batch file for --recover
             self._stop(exc)
 
     async def _classify(
         self, doc: SourceDocument
-    ) -> ClassifiedDocument | FailedDocument | ClassifyRetry:
+    ) -> ClassifiedDocument | FailedDocument | ClassifyRetry | str:
+        """One document's outcome: a result, a failure, a retry-queue item, or RELEASED."""
+        if self._stopping:
+            return RELEASED  # waited for a slot while the run was stopping
         try:
             text = extract_text(doc, self._options.text_field, self._options.max_text_chars)
         except DataError as exc:
@@ -318,26 +340,36 @@ class Pipeline:
         on_retry = announce_retries(
             "retrying classification", self.stats.add_classifier_retry, doc_id=doc.id
         )
-
         try:
-            classification, attempts = await self._classify_policy.call(
+            output, attempts = await self._classify_policy.call(
                 lambda: self._classifier.classify(text.text, doc.fields), on_retry=on_retry
             )
         except ConfigurationError:
             raise
+        except BudgetExhaustedError:
+            if not self._stopping:
+                log.warning("budget reached: taking no new documents; the rest stay pending")
+            self.stop()
+            return RELEASED
         except Exception as exc:  # noqa: BLE001 - any classifier failure is sorted, never fatal
             if is_retryable(exc):
                 return ClassifyRetry(doc=doc, error=describe(exc), category=categorize(exc))
+            self._drainer.dead_letter_document(doc, exc)
             return self._failed(doc, exc, attempts=1)
         return ClassifiedDocument(
             doc_id=doc.id,
-            classification=classification,
+            classification=output.classification,
             classifier=self._classifier.name,
             classifier_version=self._classifier.version,
             attempts=attempts,
             text_chars=text.original_chars,
-            truncated=text.truncated,
+            truncated=text.truncated or output.truncated,
             job_id=self.job_id,
+            model=output.model,
+            taxonomy_version=output.taxonomy_version,
+            usage=output.usage,
+            cost_usd=output.cost_usd,
+            cached=output.cached,
         )
 
     def _failed(
@@ -358,6 +390,9 @@ class Pipeline:
 
     def _settle(self, doc_id: str, outcome: str) -> None:
         self._tracker.settle(doc_id, outcome)
+        if outcome == RELEASED:
+            self._released.append(doc_id)
+            self.stats.released += 1
         if outcome == "queued_classify":
             self.stats.queued_classify += 1
         self._since_checkpoint += 1
@@ -439,8 +474,20 @@ class Pipeline:
                 taken_elsewhere=len(ids) - len(claimed),
             )
             self._tracker.add(name, [doc.id for doc in todo])
-            for doc in todo:
-                await self._start(doc, functools.partial(self._settle, doc.id))
+            await self._start_all(todo)
+
+    async def _release_given_back(self) -> None:
+        """Release the claims of documents given back unprocessed, so any worker takes them."""
+        if not self._released:
+            return
+        ids, self._released = self._released, []
+        try:
+            await self._store.release_ids(ids, self.job_id)
+        except BatchProcessorError as exc:
+            # Still claimed by this worker: its next start releases them (see _release_claims).
+            log.warning("claims not released yet", documents=len(ids), error=describe(exc))
+        else:
+            log.info("documents given back unprocessed", documents=len(ids))
 
     async def _release_claims(self) -> None:
         """Free the claims of this worker's dead jobs, and anyone's past the claim TTL."""

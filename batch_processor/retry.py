@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from .errors import BatchProcessorError, describe, is_retryable
+from .errors import BatchProcessorError, ErrorCategory, describe, is_retryable_now
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
@@ -26,11 +26,11 @@ OnRetry = Callable[[BaseException, int, float], None]
 log = structlog.get_logger("batch_processor.retry")
 
 
-def announce_retries(event: str, count: Callable[[], None], **context: Any) -> OnRetry:
-    """An ``on_retry`` hook that counts each retry and logs it with its delay and cause."""
+def announce_retries(event: str, count: Callable[[BaseException], None], **context: Any) -> OnRetry:
+    """An ``on_retry`` hook that counts each retry (by its error) and logs delay and cause."""
 
     def on_retry(error: BaseException, attempt: int, delay: float) -> None:
-        count()
+        count(error)
         log.info(event, attempt=attempt, delay=round(delay, 2), error=describe(error), **context)
 
     return on_retry
@@ -38,7 +38,7 @@ def announce_retries(event: str, count: Callable[[], None], **context: Any) -> O
 
 def should_retry(error: BaseException, attempt: int, max_attempts: int) -> bool:
     """Whether attempt number ``attempt`` (1-based) that raised ``error`` is followed by another."""
-    return attempt < max_attempts and is_retryable(error)
+    return attempt < max_attempts and is_retryable_now(error)
 
 
 def backoff(
@@ -46,6 +46,10 @@ def backoff(
 ) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**(attempt-1))]."""
     return rand() * min(cap, base * 2.0 ** (attempt - 1))
+
+
+def _is_rate_limit(error: BaseException | None) -> bool:
+    return isinstance(error, BatchProcessorError) and error.category is ErrorCategory.RATE_LIMIT
 
 
 def wait_for(error: BaseException | None, attempt: int, *, base: float, cap: float) -> float:
@@ -63,6 +67,9 @@ class RetryPolicy:
     max_attempts: int = 3
     base_delay: float = 0.5
     max_delay: float = 30.0
+    #: If set, 429s are counted apart: the provider said "wait", which is not a failure, so
+    #: they do not use up ``max_attempts`` but stop after this many of their own.
+    rate_limit_attempts: int | None = None
     sleep: Sleep = field(default=asyncio.sleep, compare=False)
 
     async def call(
@@ -80,6 +87,16 @@ class RetryPolicy:
             error = state.outcome.exception() if state.outcome else None
             return wait_for(error, state.attempt_number, base=self.base_delay, cap=self.max_delay)
 
+        rate_limited = 0
+
+        def _stop(state: RetryCallState) -> bool:
+            nonlocal rate_limited
+            error = state.outcome.exception() if state.outcome else None
+            if self.rate_limit_attempts is not None and _is_rate_limit(error):
+                rate_limited += 1
+                return rate_limited >= self.rate_limit_attempts
+            return state.attempt_number - rate_limited >= self.max_attempts
+
         def _before_sleep(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             delay = state.next_action.sleep if state.next_action else 0.0
@@ -87,9 +104,9 @@ class RetryPolicy:
                 on_retry(error, state.attempt_number, delay)
 
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_attempts),
+            stop=_stop,
             wait=_wait,
-            retry=retry_if_exception(is_retryable),
+            retry=retry_if_exception(is_retryable_now),
             sleep=self.sleep,
             before_sleep=_before_sleep,
             reraise=True,

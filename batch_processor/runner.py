@@ -21,7 +21,9 @@ import structlog
 from .atomic import ensure_dir, exclusive_lock, sweep_temp_files, worker_identity
 from .batch_files import BatchFiles
 from .checkpoints import CheckpointStore
-from .classifiers import Classifier, create_classifier
+from .classifier_setup import build_classifier
+from .classifiers import Classifier
+from .dedupe import CachedClassifier
 from .embedded import EmbeddedServer
 from .errors import ConfigurationError, UnfinishedJobError
 from .logs import register_secret
@@ -31,7 +33,7 @@ from .retry import RetryPolicy
 from .retry_queues import RetryQueues
 from .settings import Mode, Settings
 from .stats import RunStats
-from .store import CommandListener, MongoStore
+from .store import CommandListener, MongoResultCache, MongoStore
 
 log = structlog.get_logger("batch_processor.runner")
 
@@ -54,12 +56,13 @@ def new_job_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def retry_policy(settings: Settings) -> RetryPolicy:
-    """The backoff policy the settings describe."""
+def retry_policy(settings: Settings, *, rate_limits_apart: bool = False) -> RetryPolicy:
+    """The backoff policy the settings describe (429s counted apart for the classifier)."""
     return RetryPolicy(
         max_attempts=settings.retries,
         base_delay=settings.retry_base_delay,
         max_delay=settings.retry_max_delay,
+        rate_limit_attempts=settings.rate_limit_attempts if rate_limits_apart else None,
     )
 
 
@@ -98,6 +101,7 @@ async def open_store(
             projection=[settings.text_field, *settings.metadata_fields],
             server_selection_timeout=settings.server_selection_timeout,
             listeners=listeners,
+            cache_collection=settings.cache_collection,
         )
         try:
             policy = retry_policy(settings)
@@ -131,7 +135,7 @@ async def run_job(
         )
     # Build the classifier first: a misnamed classifier is a configuration error to report
     # before any connection is attempted.
-    classifier = classifier or create_classifier(settings.classifier)
+    classifier = classifier or build_classifier(settings)
     try:
         with exclusive_lock(ensure_dir(settings.batch_dir) / ".lock"):
             if store is not None:
@@ -173,16 +177,17 @@ async def _run_with(
     )
     if progress is not None:
         progress.start(pending + sum(len(files.load(n).docs) for n in files.names()))
+    cached = _with_dedupe(settings, classifier, store)
     pipeline = Pipeline(
         store=store,
-        classifier=classifier,
+        classifier=cached or classifier,
         batch_files=files,
         checkpoints=checkpoints,
         queues=queues,
         job_id=job_id,
         worker_id=worker_id,
         options=pipeline_options(settings),
-        classify_policy=retry_policy(settings),
+        classify_policy=retry_policy(settings, rate_limits_apart=True),
         db_policy=retry_policy(settings),
         on_progress=progress.update if progress is not None else None,
     )
@@ -190,10 +195,23 @@ async def _run_with(
         with _stop_on_signals(pipeline.stop):
             stats = await pipeline.run(recover=settings.recover)
     finally:
+        if cached is not None:
+            await cached.flush()
+        pipeline.stats.classifier = (cached or classifier).summary()
         if progress is not None:
             progress.close()
     log.info("run finished", job_id=job_id, **stats.summary())
     return stats
+
+
+def _with_dedupe(
+    settings: Settings, classifier: Classifier, store: MongoStore
+) -> CachedClassifier | None:
+    """The classifier behind the dedupe cache, when dedupe is on and the classifier has a scope."""
+    scope = getattr(classifier, "cache_scope", None)
+    if not settings.dedupe or not isinstance(scope, str):
+        return None  # the offline classifier is cheaper than a cache lookup
+    return CachedClassifier(classifier, MongoResultCache(store), scope=scope)
 
 
 def pipeline_options(settings: Settings) -> PipelineOptions:

@@ -23,7 +23,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .cost import ModelPrice
 from .errors import ConfigurationError
+from .models import OutputMode
 
 ENV_PREFIX = "BATCH_"
 
@@ -93,7 +95,7 @@ class Settings(BaseSettings):
     interval: float = Field(default=60.0, gt=0, description="Poll interval of continuous mode (s).")
     batch_size: int = Field(default=100, ge=1, le=10_000, description="Documents per page/batch.")
     concurrent: int = Field(default=8, ge=1, le=1024, description="Classifications in flight.")
-    classifier: str = Field(default="offline", description="Classifier: offline.")
+    classifier: str = Field(default="offline", description="Classifier: offline or llm.")
     retries: int = Field(default=3, ge=1, le=20, description="Attempts per classifier/DB call.")
     retry_base_delay: float = Field(
         default=0.5, ge=0, le=60, description="First backoff delay (s); doubles per attempt."
@@ -111,6 +113,52 @@ class Settings(BaseSettings):
         description="Claims older than this (s) are released for other workers to take.",
     )
 
+    # LLM classifier
+    llm_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 (unset: OpenAI).",
+    )
+    llm_model: str = Field(default="gpt-4o-mini", min_length=1, description="Model name.")
+    llm_api_key: SecretStr | None = Field(
+        default=None, description="API key (also a secrets file named llm_api_key)."
+    )
+    llm_timeout: float = Field(default=60.0, gt=0, le=600, description="Per-request timeout (s).")
+    llm_output: OutputMode = Field(
+        default=OutputMode.AUTO, description="auto, json_schema, json_object or prompt."
+    )
+    llm_reasks: int = Field(
+        default=1, ge=0, le=5, description="Re-asks of an invalid reply before it is queued."
+    )
+    llm_max_output_tokens: int = Field(default=400, ge=50, le=8192, description="Reply limit.")
+    llm_temperature: float | None = Field(
+        default=0.0, ge=0, le=2, description="Sampling temperature (unset: the server's)."
+    )
+    llm_prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="USD per 1M input/output tokens per model, added to the built-in list.",
+    )
+    taxonomy_file: Path | None = Field(
+        default=None, description="Taxonomy TOML file (unset: the customer-support default)."
+    )
+    rpm: int | None = Field(default=None, ge=1, description="Provider's requests per minute.")
+    tpm: int | None = Field(default=None, ge=1, description="Provider's tokens per minute.")
+    min_concurrent: int = Field(
+        default=1, ge=1, le=1024, description="Smallest request window the governor shrinks to."
+    )
+    rate_limit_attempts: int = Field(
+        default=10, ge=1, le=100, description="429 waits per document before it is queued."
+    )
+    budget_usd: float | None = Field(
+        default=None, gt=0, description="Stop taking documents once the run has spent this."
+    )
+    dedupe: bool = Field(
+        default=True,
+        description="Classify identical texts once (llm classifier; cached in MongoDB).",
+    )
+    cache_collection: str = Field(
+        default="classification_cache", min_length=1, description="Collection of the dedupe cache."
+    )
+
     # Files and recovery
     batch_dir: Path = Field(default=Path("batch_files"), description="Batch files, checkpoints.")
     checkpoint_interval: int = Field(
@@ -125,7 +173,11 @@ class Settings(BaseSettings):
     )
 
     # Logs
-    log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")
+    log_level: str = Field(
+        default="INFO",
+        pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$",
+        description="DEBUG, INFO, WARNING or ERROR.",
+    )
     log_format: LogFormat = Field(default=LogFormat.AUTO, description="auto, json or console.")
     progress: bool = Field(default=True, description="Show a progress bar when on a TTY.")
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ErrorCategory
+from .errors import ErrorCategory, categorize
 
 
 def peak_rss_mb() -> float:
@@ -36,6 +36,9 @@ class RunStats:
     classifier_retries: int = 0
     db_retries: int = 0
     batches: int = 0
+    released: int = 0
+    retries_by_category: Counter[str] = field(default_factory=Counter)
+    classifier: dict[str, Any] = field(default_factory=dict)
     ended: float | None = None
 
     def __post_init__(self) -> None:
@@ -51,13 +54,17 @@ class RunStats:
         """Documents that ended in this run: stored, already stored, or failed."""
         return self.succeeded + self.already_stored + self.failed_total
 
-    def add_db_retry(self) -> None:
-        """Count one retried MongoDB call."""
+    def add_db_retry(self, error: BaseException | None = None) -> None:
+        """Count one retried MongoDB call (by the category of ``error``, if given)."""
         self.db_retries += 1
+        if error is not None:
+            self.retries_by_category[str(categorize(error))] += 1
 
-    def add_classifier_retry(self) -> None:
-        """Count one retried classifier call."""
+    def add_classifier_retry(self, error: BaseException | None = None) -> None:
+        """Count one retried classifier call (by the category of ``error``, if given)."""
         self.classifier_retries += 1
+        if error is not None:
+            self.retries_by_category[str(categorize(error))] += 1
 
     def record_failure(self, category: ErrorCategory) -> None:
         """Count one document marked failed."""
@@ -102,8 +109,11 @@ class RunStats:
             "dead_lettered": self.dead_lettered,
             "classifier_retries": self.classifier_retries,
             "db_retries": self.db_retries,
+            "retries_by_category": dict(sorted(self.retries_by_category.items())),
+            "released_unprocessed": self.released,
             "batches": self.batches,
             "seconds": round(elapsed, 3),
             "docs_per_second": round(self.processed / elapsed, 1),
             "peak_rss_mb": round(peak_rss_mb(), 1),
+            **self.classifier,
         }

@@ -22,7 +22,7 @@ from typing import Any
 
 from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS, RELAXED_JSON_OPTIONS
-from pymongo import ASCENDING, AsyncMongoClient, UpdateOne
+from pymongo import ASCENDING, AsyncMongoClient, UpdateOne, WriteConcern
 from pymongo import errors as mongo_errors
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.monitoring import (
@@ -115,6 +115,7 @@ class MongoStore:
         projection: Sequence[str],
         server_selection_timeout: float = 10.0,
         listeners: Sequence[CommandListener] = (),
+        cache_collection: str = "classification_cache",
     ) -> None:
         with translated("connect"):
             self.client: AsyncMongoClient[Raw] = AsyncMongoClient(
@@ -129,6 +130,7 @@ class MongoStore:
         db = self.client[database]
         self.source: AsyncCollection[Raw] = db[source_collection]
         self.target: AsyncCollection[Raw] = db[target_collection]
+        self.cache: AsyncCollection[Raw] = db[cache_collection]
         self.projection = {field.split(".")[0]: 1 for field in projection}
 
     async def close(self) -> None:
@@ -412,10 +414,49 @@ def _result_doc(result: ClassifiedDocument) -> Raw:
     """The target document for one result (``_id`` is the source ``_id``, set by the filter)."""
     return {
         "classification": result.classification.model_dump(mode="json"),
-        "classifier": {"name": result.classifier, "version": result.classifier_version},
+        "classifier": {
+            "name": result.classifier,
+            "version": result.classifier_version,
+            "model": result.model,
+            "taxonomy_version": result.taxonomy_version,
+        },
+        "usage": result.usage.model_dump() if result.usage is not None else None,
+        "cost_usd": result.cost_usd,
+        "cached": result.cached,
         "attempts": result.attempts,
         "text": {"chars": result.text_chars, "truncated": result.truncated},
         "job_id": result.job_id,
         "classified_at": result.classified_at,
         "stored_at": utcnow(),
     }
+
+
+class MongoResultCache:
+    """The dedupe cache in MongoDB: one document per content key, shared by all workers."""
+
+    def __init__(self, store: MongoStore) -> None:
+        self._collection = store.cache
+
+    async def lookup(self, key: str) -> Raw | None:
+        """The cached entry for ``key`` (a point read on ``_id``), or None."""
+        with translated("cache lookup"):
+            return await self._collection.find_one({"_id": key}, {"_id": 0})
+
+    async def save(self, entries: dict[str, Raw]) -> None:
+        """Insert entries (key -> entry) in one unordered bulk; an existing key is kept."""
+        if not entries:
+            return
+        ops = [
+            UpdateOne({"_id": key}, {"$setOnInsert": entry}, upsert=True)
+            for key, entry in entries.items()
+        ]
+        with translated("cache save"):
+            # w=1: a lost cache entry costs one LLM call, not a result, so no journal wait.
+            fast = self._collection.with_options(write_concern=WriteConcern(w=1))
+            try:
+                await fast.bulk_write(ops, ordered=False)
+            except mongo_errors.BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(error.get("code") != _DUPLICATE_KEY for error in errors):
+                    raise
+                # Two workers cached the same text at once: the first entry stands.

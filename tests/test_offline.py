@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batch_processor.classifiers import OfflineClassifier
+from batch_processor.classifiers import OfflineClassifier, load_taxonomy
 from batch_processor.models import Category, SentimentLabel, Urgency
 
 
@@ -23,22 +23,26 @@ from batch_processor.models import Category, SentimentLabel, Urgency
 )
 async def test_categories_of_typical_requests(text: str, category: Category) -> None:
     """Typical requests land in their taxonomy category."""
-    result = await OfflineClassifier().classify(text, {})
-    assert result.category is category
+    result = (await OfflineClassifier().classify(text, {})).classification
+    assert result.category == category
 
 
 async def test_sentiment_urgency_and_language() -> None:
     """Angry urgent English is negative and high urgency; Spanish is detected as es."""
     classifier = OfflineClassifier()
-    angry = await classifier.classify("This is terrible, I need this fixed immediately!", {})
+    angry = (
+        await classifier.classify("This is terrible, I need this fixed immediately!", {})
+    ).classification
     assert angry.sentiment.label is SentimentLabel.NEGATIVE and angry.sentiment.score < 0
-    assert angry.urgency is Urgency.HIGH and angry.language == "en"
-    happy = await classifier.classify("Thanks a lot, everything works great now!", {})
-    assert happy.sentiment.label is SentimentLabel.POSITIVE and happy.urgency is Urgency.LOW
+    assert angry.urgency == Urgency.HIGH and angry.language == "en"
+    happy = (
+        await classifier.classify("Thanks a lot, everything works great now!", {})
+    ).classification
+    assert happy.sentiment.label is SentimentLabel.POSITIVE and happy.urgency == Urgency.LOW
     spanish = await classifier.classify("Hola, me cobraron dos veces este mes y necesito ayuda", {})
-    assert spanish.language == "es"
+    assert spanish.classification.language == "es"
     fraud = await classifier.classify("My account was hacked and there are fraud charges", {})
-    assert fraud.urgency is Urgency.CRITICAL
+    assert fraud.classification.urgency == Urgency.CRITICAL
 
 
 async def test_same_text_same_result() -> None:
@@ -52,4 +56,12 @@ async def test_same_text_same_result() -> None:
 async def test_metadata_priority_raises_urgency() -> None:
     """A high-priority ticket is at least high urgency."""
     result = await OfflineClassifier().classify("Question about my plan", {"priority": "high"})
-    assert result.urgency is Urgency.HIGH
+    assert result.classification.urgency == Urgency.HIGH
+
+
+def test_offline_labels_are_the_default_taxonomy() -> None:
+    """The offline classifier speaks the default taxonomy and stamps its version."""
+    taxonomy = load_taxonomy()
+    assert set(taxonomy.categories) == {c.value for c in Category}
+    assert set(taxonomy.urgency) == {u.value for u in Urgency}
+    assert OfflineClassifier().taxonomy.version == taxonomy.version

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from batch_processor.classifiers import load_taxonomy
 from batch_processor.runner import run_job
 
 from .conftest import conversation
@@ -36,7 +37,13 @@ async def test_every_document_gets_one_result_and_is_marked(db: Any, make_settin
     assert all(m["classifier"] == "offline" and m["attempts"] == 1 for m in marks)
     result = await db.sentimental_analysis.find_one({"_id": ids[0]})
     assert result["classification"]["category"] == "billing"
-    assert result["classifier"] == {"name": "offline", "version": "1.0"}
+    assert result["classifier"] == {
+        "name": "offline",
+        "version": "1.0",
+        "model": None,
+        "taxonomy_version": load_taxonomy().version,
+    }
+    assert result["cached"] is False and result["usage"] is None
 
 
 async def test_second_run_does_nothing(db: Any, make_settings: Any) -> None:

@@ -129,6 +129,6 @@ async def test_announced_retries_are_counted_once_each() -> None:
             raise TransientError("reset by peer")
         return "ok"
 
-    hook = announce_retries("retrying test call", lambda: counted.append(1), doc_id="x")
+    hook = announce_retries("retrying test call", lambda error: counted.append(1), doc_id="x")
     await RetryPolicy(max_attempts=4, sleep=Recorder()).call(twice_down, on_retry=hook)
     assert (len(calls), len(counted)) == (3, 2)

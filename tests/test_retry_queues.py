@@ -14,7 +14,7 @@ from pymongo import AsyncMongoClient
 from batch_processor.classifiers import OfflineClassifier
 from batch_processor.embedded import EmbeddedServer
 from batch_processor.errors import TransientError
-from batch_processor.models import Classification
+from batch_processor.models import ClassifierOutput
 from batch_processor.runner import run_job
 
 from .conftest import conversation
@@ -33,13 +33,17 @@ class GatedClassifier:
         self._expected = expected
         self._inner = OfflineClassifier()
 
-    async def classify(self, text: str, metadata: Mapping[str, Any]) -> Classification:
+    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
         """Count the call, wait for the gate, then classify offline."""
         self.calls += 1
         if self.calls == self._expected:
             self.all_waiting.set()
         await self.gate.wait()
         return await self._inner.classify(text, metadata)
+
+    def summary(self) -> dict[str, Any]:
+        """Nothing to add to the summary."""
+        return {}
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -54,10 +58,14 @@ class FailingClassifier:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def classify(self, text: str, metadata: Mapping[str, Any]) -> Classification:
+    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
         """Always fail with a TRANSIENT error."""
         self.calls += 1
         raise TransientError("provider unavailable (HTTP 503)")
+
+    def summary(self) -> dict[str, Any]:
+        """Nothing to add to the summary."""
+        return {}
 
     async def aclose(self) -> None:
         """Nothing to release."""

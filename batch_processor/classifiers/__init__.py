@@ -1,21 +1,12 @@
-"""Classifiers: the protocol, the offline default, and the factory the runner uses."""
+"""Classifiers: the protocol, the offline default, the LLM classifier (imported on demand)."""
 
 from __future__ import annotations
 
-from ..errors import ConfigurationError
 from .base import Classifier
 from .offline import OfflineClassifier
+from .taxonomy import Taxonomy, load_taxonomy
 
-__all__ = ["Classifier", "OfflineClassifier", "create_classifier"]
+__all__ = ["AVAILABLE", "Classifier", "OfflineClassifier", "Taxonomy", "load_taxonomy"]
 
-AVAILABLE = ("offline",)
-
-
-def create_classifier(name: str) -> Classifier:
-    """Build the classifier named by the ``classifier`` setting."""
-    if name == "offline":
-        return OfflineClassifier()
-    raise ConfigurationError(
-        f"invalid setting classifier (--classifier / BATCH_CLASSIFIER): unknown classifier "
-        f"{name!r}; available: {', '.join(AVAILABLE)}"
-    )
+#: Names accepted by the ``classifier`` setting.
+AVAILABLE = ("offline", "llm")

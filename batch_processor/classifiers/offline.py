@@ -15,7 +15,16 @@ from typing import Any
 import py3langid
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from ..models import Category, Classification, Sentiment, SentimentLabel, Urgency
+from ..errors import ConfigurationError
+from ..models import (
+    Category,
+    Classification,
+    ClassifierOutput,
+    Sentiment,
+    SentimentLabel,
+    Urgency,
+)
+from .taxonomy import Taxonomy, load_taxonomy
 
 #: Cue phrases per category, each with a weight; matched on word boundaries, case-insensitive.
 CATEGORY_CUES: dict[Category, dict[str, float]] = {
@@ -166,7 +175,15 @@ class OfflineClassifier:
     name = "offline"
     version = "1.0"
 
-    def __init__(self) -> None:
+    def __init__(self, taxonomy: Taxonomy | None = None) -> None:
+        self.taxonomy = taxonomy or load_taxonomy()
+        if set(self.taxonomy.categories) != {c.value for c in Category} or set(
+            self.taxonomy.urgency
+        ) != {u.value for u in Urgency}:
+            raise ConfigurationError(
+                "invalid setting taxonomy_file: the offline classifier knows only the labels of "
+                "the default taxonomy; use the llm classifier for a custom taxonomy"
+            )
         self._vader = SentimentIntensityAnalyzer()
         self._category_cues = {
             category: [(pattern, phrase, cues[phrase]) for pattern, phrase in _compile(cues)]
@@ -174,18 +191,25 @@ class OfflineClassifier:
         }
         self._urgency_cues = {urgency: _compile(cues) for urgency, cues in URGENCY_CUES.items()}
 
-    async def classify(self, text: str, metadata: Mapping[str, Any]) -> Classification:
+    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
         """Classify one conversation; the same text always gets the same result."""
         sentiment = self._sentiment(text)
         category, confidence, themes = self._category(text, sentiment)
-        return Classification(
+        classification = Classification(
             sentiment=sentiment,
-            category=category,
-            urgency=self._urgency(text, sentiment, metadata),
+            category=category.value,
+            urgency=self._urgency(text, sentiment, metadata).value,
             language=self._language(text),
             confidence=confidence,
             themes=themes,
         )
+        return ClassifierOutput(
+            classification=classification, taxonomy_version=self.taxonomy.version
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Nothing to add to the run summary."""
+        return {}
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -1,0 +1,110 @@
+"""The governor: AIMD window, RPM/TPM budgets and Retry-After pauses, on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from batch_processor.governor import Governor, Outcome
+
+
+class FakeClock:
+    """A clock that only moves when someone sleeps on it (tests never really wait)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def time(self) -> float:
+        """The current fake time."""
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        """Advance the clock instead of waiting."""
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def governor(clock: FakeClock, **kwargs: int) -> Governor:
+    """A governor on the fake clock."""
+    return Governor(clock=clock.time, sleep=clock.sleep, **kwargs)
+
+
+async def test_window_halves_once_per_window_of_429s() -> None:
+    """Eight 429s from requests sent before the decrease count as one decrease."""
+    clock = FakeClock()
+    gov = governor(clock, concurrency=16)
+    permits = [await gov.acquire() for _ in range(8)]
+    for permit in permits:
+        gov.release(permit, Outcome.OVERLOADED)
+    assert gov.snapshot()["window"] == 8 and gov.decreases == 1
+
+    later = await gov.acquire()
+    gov.release(later, Outcome.OVERLOADED)
+    assert gov.snapshot()["window"] == 4 and gov.decreases == 2
+
+
+async def test_window_grows_back_by_one_per_window_of_successes() -> None:
+    """After halving to 4, four successes grow the window to 5, never past the limit."""
+    clock = FakeClock()
+    gov = governor(clock, concurrency=8)
+    gov.release(await gov.acquire(), Outcome.OVERLOADED)
+    assert gov.window == 4
+    for _ in range(4):
+        gov.release(await gov.acquire(), Outcome.SUCCESS)
+    assert gov.window == 5
+    for _ in range(200):
+        gov.release(await gov.acquire(), Outcome.SUCCESS)
+    assert gov.window == 8
+
+
+async def test_no_more_requests_in_flight_than_the_window() -> None:
+    """A request beyond the window waits until one is released."""
+    clock = FakeClock()
+    gov = governor(clock, concurrency=2)
+    first, _second = await gov.acquire(), await gov.acquire()
+    third = asyncio.create_task(gov.acquire())
+    await asyncio.sleep(0)
+    assert not third.done() and gov.in_flight == 2
+    gov.release(first, Outcome.SUCCESS)
+    await asyncio.wait_for(third, 1)
+    assert gov.in_flight == 2
+
+
+async def test_rpm_budget_paces_requests() -> None:
+    """At 600 RPM, 50 requests take about 5 s of (fake) time after the small burst."""
+    clock = FakeClock()
+    gov = governor(clock, concurrency=100, rpm=600)
+    start = clock.now
+    for _ in range(50):
+        gov.release(await gov.acquire(), Outcome.SUCCESS)
+    elapsed = clock.now - start
+    assert 4.8 <= elapsed <= 5.0
+
+
+async def test_tpm_budget_is_corrected_by_real_usage() -> None:
+    """Overestimated tokens are given back, so the next request does not wait for them."""
+    clock = FakeClock()
+    gov = governor(clock, concurrency=10, tpm=6000)  # 100 tokens/s, 100 in the bucket
+    permit = await gov.acquire(tokens=100)
+    gov.release(permit, Outcome.SUCCESS, used_tokens=20)
+    before = clock.now
+    gov.release(await gov.acquire(tokens=50), Outcome.SUCCESS, used_tokens=50)
+    assert clock.now == before  # 80 tokens were credited back: no wait
+
+    gov.release(await gov.acquire(tokens=100), Outcome.SUCCESS, used_tokens=100)
+    assert clock.now > before
+
+
+async def test_retry_after_pauses_every_request() -> None:
+    """A 429 asking for 90 s holds back all requests for 90 s, beyond any backoff cap."""
+    clock = FakeClock()
+    gov = governor(clock, concurrency=4)
+    permit = await gov.acquire()
+    gov.release(permit, Outcome.OVERLOADED, retry_after=90.0)
+    start = clock.now
+    await gov.acquire()
+    assert clock.now - start == pytest.approx(90.0)
+    assert gov.snapshot()["paused_for"] == 0
