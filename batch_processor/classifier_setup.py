@@ -54,6 +54,7 @@ def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:
         minimum=settings.min_concurrent,
         rpm=settings.rpm,
         tpm=settings.tpm,
+        burst_seconds=settings.rate_burst_seconds,
     )
     return LLMClassifier(
         options=options,

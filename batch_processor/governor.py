@@ -11,6 +11,9 @@ provider's limit instead of oscillating through 429 storms:
   Token use is estimated when a request starts and corrected by the reply's real ``usage``.
 * a global **pause** while a ``Retry-After`` is in force: nobody starts before it ends.
 
+A request the provider never served (connection failed, 5xx other than overload) is given
+back to the RPM budget, so that server errors do not slow the pace of the requests that work.
+
 Waiting requests are admitted in arrival order (one waiter decides at a time). The governor does
 no I/O; ``clock`` and ``sleep`` are injected, so tests move time instead of waiting for it.
 """
@@ -59,7 +62,9 @@ class TokenBucket:
         """Seconds until ``amount`` may be taken (0.0: now)."""
         self._refill(now)
         need = min(amount, self.capacity)
-        return 0.0 if self.level >= need else (need - self.level) / self.rate
+        # The tolerance absorbs float rounding: after sleeping exactly the computed time the
+        # level may be a hair short, and a wait too small to move the clock would never end.
+        return 0.0 if self.level >= need - 1e-9 else (need - self.level) / self.rate
 
     def take(self, amount: float, now: float) -> None:
         """Debit ``amount`` (the level may go below zero)."""
@@ -83,8 +88,10 @@ class Governor:
         minimum: the window never shrinks below this.
         rpm: requests per minute the provider allows, if known.
         tpm: tokens per minute the provider allows, if known.
-        burst_seconds: how much of a minute's budget may go out at once (a second's worth of
-            requests would be ``1.0``); kept small so the provider's own bucket is never emptied.
+        burst_seconds: how many seconds' worth of the budgets may go out at once. Providers
+            enforce per-minute limits over shorter windows (OpenAI: "60,000 requests/minute may
+            be enforced as 1,000 requests/second"), so the default is one second: the allowance
+            saved while the run starts is spent, and no window ever sees more than its share.
 
     """
 
@@ -95,7 +102,7 @@ class Governor:
         minimum: int = 1,
         rpm: int | None = None,
         tpm: int | None = None,
-        burst_seconds: float = 0.1,
+        burst_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -111,7 +118,9 @@ class Governor:
         self._requests = (
             TokenBucket(per_minute=rpm, burst_seconds=burst_seconds, now=now) if rpm else None
         )
-        self._tokens = TokenBucket(per_minute=tpm, burst_seconds=1.0, now=now) if tpm else None
+        self._tokens = (
+            TokenBucket(per_minute=tpm, burst_seconds=burst_seconds, now=now) if tpm else None
+        )
         self._turn = asyncio.Lock()  # FIFO: waiters are admitted in arrival order
         self._freed = asyncio.Event()
         self._seq = 0
@@ -155,9 +164,12 @@ class Governor:
         *,
         used_tokens: int | None = None,
         retry_after: float | None = None,
+        unserved: bool = False,
     ) -> None:
         """Give ``permit`` back with what happened; adjust the window, budgets and pause."""
         self.in_flight -= 1
+        if unserved and self._requests is not None:
+            self._requests.credit(1)
         if self._tokens is not None and used_tokens is not None:
             self._tokens.credit(permit.tokens - used_tokens)
         if outcome is Outcome.SUCCESS:

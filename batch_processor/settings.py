@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     )
     rpm: int | None = Field(default=None, ge=1, description="Provider's requests per minute.")
     tpm: int | None = Field(default=None, ge=1, description="Provider's tokens per minute.")
+    rate_burst_seconds: float = Field(
+        default=1.0,
+        ge=0.01,
+        le=60,
+        description="Seconds' worth of the RPM/TPM budgets that may be sent at once.",
+    )
     min_concurrent: int = Field(
         default=1, ge=1, le=1024, description="Smallest request window the governor shrinks to."
     )

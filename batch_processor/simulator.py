@@ -137,8 +137,16 @@ class Simulator:
         await self.stop()
 
     def snapshot(self) -> dict[str, Any]:
-        """Counters by outcome, plus the largest number of requests in flight at once."""
-        return {**dict(self.stats), "max_in_flight": self.max_in_flight}
+        """Counters by outcome, the most requests in flight at once, first and last arrival."""
+        span = {}
+        if self.arrivals:
+            # Wall-clock times, so that another process can line them up with its own.
+            offset = time.time() - time.monotonic()
+            span = {
+                "first_arrival": self.arrivals[0] + offset,
+                "last_arrival": self.arrivals[-1] + offset,
+            }
+        return {**dict(self.stats), "max_in_flight": self.max_in_flight, **span}
 
     # -- handlers ------------------------------------------------------------------------
 
@@ -259,6 +267,7 @@ class Simulator:
 
     def _rate_limited(self, wait: float, kind: str) -> web.Response:
         self.stats["429"] += 1
+        self.stats[f"429_{kind}"] += 1
         headers = {
             "retry-after": str(max(1, math.ceil(wait))),
             "retry-after-ms": str(max(1, round(wait * 1000))),

@@ -97,6 +97,19 @@ async def test_transient_500s_are_retried_and_counted(
     assert stats.summary()["retries_by_category"] == {"TRANSIENT": 6}
 
 
+async def test_a_hanging_request_times_out_and_is_retried(
+    db: Any, llm_settings: Any, simulator: Simulator
+) -> None:
+    """A request the provider never answers times out (TRANSIENT) and the retry succeeds."""
+    await seed(db, distinct_texts(3))
+    simulator.script = ["hang"]
+
+    stats = await run_job(llm_settings(llm_timeout=0.5, concurrent=1))
+
+    assert stats.succeeded == 3 and simulator.stats["hang"] == 1
+    assert stats.summary()["retries_by_category"] == {"TRANSIENT": 1}
+
+
 async def test_retry_after_is_honoured_by_every_request(
     db: Any, llm_settings: Any, simulator: Simulator
 ) -> None:

@@ -173,6 +173,7 @@ class LLMClassifier:
                     Outcome.OVERLOADED if translated.overloaded else Outcome.NEUTRAL,
                     used_tokens=0,
                     retry_after=error.retry_after if translated.overloaded else None,
+                    unserved=translated.unserved,
                 )
                 if isinstance(error, ResponseFormatUnsupportedError) and self._step_down(mode):
                     continue

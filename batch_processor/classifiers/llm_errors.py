@@ -52,10 +52,16 @@ class OverloadedError(TransientError):
 
 @dataclass(frozen=True, slots=True)
 class Translated:
-    """An SDK error as our error, and whether it signals provider overload."""
+    """An SDK error as our error, and what it says about the provider's limits.
+
+    ``overloaded``: the provider asks for less (429, 503). ``unserved``: the request never got
+    a hearing (connection failed, or a 5xx other than overload), so it is not counted against
+    the requests-per-minute budget.
+    """
 
     error: BatchProcessorError
     overloaded: bool = False
+    unserved: bool = False
 
 
 def parse_duration(text: str) -> float | None:
@@ -108,7 +114,9 @@ def translate(exc: openai.OpenAIError, *, timeout: float) -> Translated:
     if isinstance(exc, openai.APITimeoutError):
         return Translated(TransientError(f"LLM request timed out after {timeout:g} s"))
     if isinstance(exc, openai.APIConnectionError):
-        return Translated(TransientError(f"cannot reach the LLM endpoint: {_first_line(exc)}"))
+        return Translated(
+            TransientError(f"cannot reach the LLM endpoint: {_first_line(exc)}"), unserved=True
+        )
     if isinstance(exc, openai.APIStatusError):
         return _translate_status(exc)
     if isinstance(exc, openai.APIResponseValidationError):
@@ -134,7 +142,7 @@ def _translate_status(exc: openai.APIStatusError) -> Translated:
     if status in {503, 529}:
         return Translated(OverloadedError(detail, retry_after=wait), overloaded=True)
     if status >= 500 or status in {408, 409}:
-        return Translated(TransientError(detail, retry_after=wait))
+        return Translated(TransientError(detail, retry_after=wait), unserved=status >= 500)
     return Translated(PermanentError(detail))
 
 
