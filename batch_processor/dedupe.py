@@ -12,7 +12,6 @@ classified as if it were new.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -167,10 +166,7 @@ class CachedClassifier:
         task.add_done_callback(self._saving.discard)
 
     async def _save(self, entries: dict[str, dict[str, Any]]) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            try:
-                await self._cache.save(entries)
-            except Exception as exc:  # noqa: BLE001 - losing cache entries costs calls, not data
-                log.warning(
-                    "dedupe cache entries not saved", entries=len(entries), error=describe(exc)
-                )
+        try:
+            await self._cache.save(entries)
+        except Exception as exc:  # noqa: BLE001 - losing cache entries costs calls, not data
+            log.warning("dedupe cache entries not saved", entries=len(entries), error=describe(exc))
