@@ -41,6 +41,14 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     add("--concurrent", type=int, help="classifications in flight (default 8)")
     add("--mode", choices=[m.value for m in Mode], help="batch (default), continuous, scheduled")
     add("--interval", type=float, help="poll interval of continuous mode, seconds")
+    add(
+        "--no-change-streams",
+        dest="change_streams",
+        action="store_false",
+        default=None,
+        help="continuous mode: poll only, do not watch for inserts",
+    )
+    add("--shutdown-grace", type=float, help="seconds in-flight documents get after SIGTERM")
     add("--batch-dir", type=Path, help="directory for batch files, checkpoints, queues")
     add("--checkpoint-interval", type=int, help="documents between checkpoints (default 50)")
     add("--recover", action="store_true", default=None, help="finish an unfinished job first")

@@ -71,6 +71,7 @@ class PipelineOptions:
     queue_max_attempts: int = 3
     queue_drain_interval: float = 60.0
     claim_ttl: float = 3600.0
+    shutdown_grace: float = 30.0
 
 
 def reason(error: BaseException) -> str:
@@ -137,6 +138,7 @@ class Pipeline:
         self._fatal: BaseException | None = None
         self._stopping = False
         self._released: list[str] = []
+        self._grace_timer: asyncio.TimerHandle | None = None
 
     # -- the run -------------------------------------------------------------------------
 
@@ -160,6 +162,8 @@ class Pipeline:
                 with contextlib.suppress(asyncio.CancelledError):
                     await drainer
             await self._wait_for_tasks()
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
             await self._writer.close()
             try:
                 await writer
@@ -173,9 +177,27 @@ class Pipeline:
             raise self._fatal
         return self.stats
 
-    def stop(self) -> None:
-        """Take no new documents; in-flight ones finish and are stored."""
+    def stop(self, *, now: bool = False) -> None:
+        """Take no new documents; in-flight ones finish and are stored.
+
+        They get ``shutdown_grace`` seconds; then, or at once with ``now``, the rest are
+        cancelled and given back unprocessed (their claims released), so the job still ends
+        with a consistent checkpoint.
+        """
         self._stopping = True
+        if now:
+            self._cancel_in_flight()
+        elif self._grace_timer is None:
+            loop = asyncio.get_running_loop()
+            self._grace_timer = loop.call_later(
+                self._options.shutdown_grace, self._cancel_in_flight
+            )
+
+    def _cancel_in_flight(self) -> None:
+        if self._tasks:
+            log.warning("giving back documents still in flight", documents=len(self._tasks))
+        for task in self._tasks:
+            task.cancel()
 
     def _stop(self, error: BaseException) -> None:
         if self._fatal is None:
@@ -303,6 +325,7 @@ class Pipeline:
         settle: Settle,
         on_exhausted: Callable[[ClassifyRetry], Awaitable[None]] | None,
     ) -> None:
+        handed_over = False
         try:
             try:
                 outcome = await self._classify(doc)
@@ -317,7 +340,12 @@ class Pipeline:
                     self._drainer.queue_classify(outcome)
                     settle("queued_classify")
             else:
+                handed_over = True
                 await self._writer.add(outcome, settle)
+        except asyncio.CancelledError:
+            if not handed_over:  # a result handed to the writer is stored at close
+                settle(RELEASED)
+            raise
         except ConfigurationError as exc:
             # Nothing is wrong with the document: give it back, so that once the configuration
             # is fixed a plain restart (no --recover) takes it again.

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import signal
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -25,13 +24,14 @@ from .classifier_setup import build_classifier
 from .classifiers import Classifier
 from .dedupe import CachedClassifier
 from .embedded import EmbeddedServer
-from .errors import ConfigurationError, UnfinishedJobError
+from .errors import BatchProcessorError, ConfigurationError, UnfinishedJobError, describe
 from .logs import register_secret
 from .models import JobStatus
 from .pipeline import Pipeline, PipelineOptions
 from .retry import RetryPolicy
 from .retry_queues import RetryQueues
 from .settings import Mode, Settings
+from .shutdown import Stopper
 from .stats import RunStats
 from .store import CommandListener, MongoResultCache, MongoStore
 
@@ -122,28 +122,84 @@ async def run_job(
     classifier: Classifier | None = None,
     listeners: Sequence[CommandListener] = (),
     store: MongoStore | None = None,
+    stopper: Stopper | None = None,
 ) -> RunStats:
-    """Run one batch-mode job to the end and return its statistics.
+    """Run in the configured mode until done (batch) or stopped (continuous); return the stats.
 
+    Batch mode runs one job to the end. Continuous mode runs a job, waits for new documents
+    (a change stream wakes it at once; it polls every ``interval`` seconds as well), and runs
+    the next, until SIGTERM/SIGINT or ``stopper`` stops it; it returns the last job's stats.
     ``classifier`` replaces the one named in the settings (for library use and tests);
     ``store`` is an already open store (from :func:`open_store`), else one is opened.
     """
-    if settings.mode is not Mode.BATCH:
+    if settings.mode is Mode.SCHEDULED:
         raise ConfigurationError(
-            f"invalid setting mode (--mode / BATCH_MODE): {settings.mode.value} mode is not "
-            "available in this release; use --mode batch"
+            "invalid setting mode (--mode / BATCH_MODE): scheduled mode is not available in "
+            "this release; use --mode batch from a systemd timer or cron, or --mode continuous"
         )
     # Build the classifier first: a misnamed classifier is a configuration error to report
     # before any connection is attempted.
     classifier = classifier or build_classifier(settings)
+    stopper = stopper or Stopper()
     try:
-        with exclusive_lock(ensure_dir(settings.batch_dir) / ".lock"):
+        with exclusive_lock(ensure_dir(settings.batch_dir) / ".lock"), stopper.on_signals():
             if store is not None:
-                return await _run_with(settings, classifier, progress, store)
+                return await _drive(settings, classifier, progress, store, stopper)
             async with open_store(settings, listeners=listeners) as opened:
-                return await _run_with(settings, classifier, progress, opened)
+                return await _drive(settings, classifier, progress, opened, stopper)
     finally:
         await classifier.aclose()
+
+
+async def _drive(
+    settings: Settings,
+    classifier: Classifier,
+    progress: ProgressSink | None,
+    store: MongoStore,
+    stopper: Stopper,
+) -> RunStats:
+    """One job in batch mode; jobs and idle waits in turn in continuous mode."""
+    stats = await _run_with(settings, classifier, progress, store, stopper)
+    while settings.mode is Mode.CONTINUOUS and not stopper.stopped:
+        if not await _wait_for_work(store, settings, stopper):
+            break
+        # Later jobs never recover: the first one finished whatever was left.
+        stats = await _run_with(
+            settings.model_copy(update={"recover": False}), classifier, None, store, stopper
+        )
+    return stats
+
+
+async def _wait_for_work(store: MongoStore, settings: Settings, stopper: Stopper) -> bool:
+    """Wait until a source document is pending; False if stopped first.
+
+    An idle worker sends one indexed query per ``interval`` (the safety net) and, with change
+    streams, one ``getMore`` that the server holds until an insert or the interval's end.
+    """
+    log.info(
+        "waiting for new documents",
+        interval=settings.interval,
+        change_streams=settings.change_streams,
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        waiter = None
+        if settings.change_streams:
+            try:
+                waiter = await stack.enter_async_context(store.insert_events(settings.interval))
+            except BatchProcessorError as exc:
+                log.info("change streams unavailable: polling only", error=describe(exc))
+        while not stopper.stopped:
+            pending, _ = await retry_policy(settings).call(store.has_pending)
+            if pending:
+                return True
+            try:
+                idle = waiter.wait() if waiter is not None else asyncio.sleep(settings.interval)
+                if not await stopper.race(idle):
+                    return False
+            except BatchProcessorError as exc:
+                log.warning("change stream lost: polling only", error=describe(exc))
+                waiter = None
+    return False
 
 
 async def _run_with(
@@ -151,6 +207,7 @@ async def _run_with(
     classifier: Classifier,
     progress: ProgressSink | None,
     store: MongoStore,
+    stopper: Stopper,
 ) -> RunStats:
     batch_dir = ensure_dir(settings.batch_dir)
     swept = sweep_temp_files(batch_dir)
@@ -191,10 +248,11 @@ async def _run_with(
         db_policy=retry_policy(settings),
         on_progress=progress.update if progress is not None else None,
     )
+    stopper.attach(pipeline)
     try:
-        with _stop_on_signals(pipeline.stop):
-            stats = await pipeline.run(recover=settings.recover)
+        stats = await pipeline.run(recover=settings.recover)
     finally:
+        stopper.attach(None)
         if cached is not None:
             await cached.flush()
         pipeline.stats.classifier = (cached or classifier).summary()
@@ -227,6 +285,7 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         queue_max_attempts=settings.queue_max_attempts,
         queue_drain_interval=settings.queue_drain_interval,
         claim_ttl=settings.claim_ttl,
+        shutdown_grace=settings.shutdown_grace,
     )
 
 
@@ -255,26 +314,3 @@ def _check_previous_job(checkpoints: CheckpointStore, files: BatchFiles, *, reco
             updated_at=previous.updated_at.isoformat(),
             in_flight=len(in_flight),
         )
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """First SIGINT/SIGTERM: take no new documents, finish in-flight ones, checkpoint."""
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-
-    def on_signal(signum: int) -> None:
-        log.warning("signal received: finishing in-flight documents", signal=signum)
-        stop()
-        for sig in installed:  # a second signal gets the default behaviour: exit now
-            loop.remove_signal_handler(sig)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_signal, sig)
-            installed.append(sig)
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)

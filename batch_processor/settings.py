@@ -93,6 +93,16 @@ class Settings(BaseSettings):
     # Processing
     mode: Mode = Field(default=Mode.BATCH, description="batch, continuous or scheduled.")
     interval: float = Field(default=60.0, gt=0, description="Poll interval of continuous mode (s).")
+    change_streams: bool = Field(
+        default=True,
+        description="Continuous mode: wake at once on inserts (polling remains the safety net).",
+    )
+    shutdown_grace: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="Seconds in-flight documents get after SIGTERM (keep below TimeoutStopSec).",
+    )
     batch_size: int = Field(default=100, ge=1, le=10_000, description="Documents per page/batch.")
     concurrent: int = Field(default=8, ge=1, le=1024, description="Classifications in flight.")
     classifier: str = Field(default="offline", description="Classifier: offline or llm.")

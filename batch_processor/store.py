@@ -171,6 +171,30 @@ class MongoStore:
         with translated("count pending"):
             return await self.source.count_documents({STATUS: None})
 
+    async def has_pending(self) -> bool:
+        """Whether any source document waits (one indexed point query: the idle poll)."""
+        with translated("poll for new documents"):
+            return await self.source.find_one({STATUS: None}, {"_id": 1}) is not None
+
+    @contextlib.asynccontextmanager
+    async def insert_events(self, max_await: float) -> AsyncIterator[InsertWaiter]:
+        """A change stream on source inserts; ``wait()`` returns True when one happened.
+
+        Each ``wait()`` is one ``getMore`` that the server holds for up to ``max_await`` seconds,
+        so an idle stream costs one command per wait. Raises TransientError or PermanentError
+        where change streams are unavailable (a standalone mongod); callers then poll.
+        """
+        pipeline: list[Raw] = [{"$match": {"operationType": "insert"}}]
+        with translated("open change stream"):
+            stream = await self.source.watch(
+                pipeline, max_await_time_ms=max(1, int(max_await * 1000))
+            )
+        try:
+            yield InsertWaiter(stream)
+        finally:
+            with contextlib.suppress(mongo_errors.PyMongoError):
+                await stream.close()
+
     async def pages(
         self, page_size: int, after: str | None = None
     ) -> AsyncIterator[list[SourceDocument]]:
@@ -429,6 +453,18 @@ def _result_doc(result: ClassifiedDocument) -> Raw:
         "classified_at": result.classified_at,
         "stored_at": utcnow(),
     }
+
+
+class InsertWaiter:
+    """Waits on an open change stream of inserts (see :meth:`MongoStore.insert_events`)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def wait(self) -> bool:
+        """True if a document was inserted since the last wait (or during this one)."""
+        with translated("wait for inserts"):
+            return await self._stream.try_next() is not None
 
 
 class MongoResultCache:
