@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from .atomic import TEMP_SUFFIX, atomic_write, ensure_dir
-from .errors import ResourceError
+from .atomic import atomic_write, ensure_dir
 from .models import Checkpoint
 
 FILE_NAME = "checkpoint.json"
@@ -40,34 +38,23 @@ class CheckpointStore:
         self.directory = ensure_dir(directory)
         self.path = directory / FILE_NAME
         self.backup_path = directory / BACKUP_NAME
-        # Only a file known to be good may become the backup; a corrupt current file must
-        # never overwrite a good backup.
-        self._current_is_good = False
+        # The bytes of the current file when they are known to be good (written by us, or
+        # loaded and verified): only those may become the backup, never a corrupt file.
+        self._good_current: bytes | None = None
 
     def save(self, checkpoint: Checkpoint) -> None:
-        """Write ``checkpoint``; the file it replaces becomes the backup if it was good."""
-        body = json.loads(checkpoint.model_dump_json())
-        payload = json.dumps({"sha256": _digest(body), "checkpoint": body}, indent=1)
-        if self._current_is_good and self.path.exists():
-            self._keep_backup()
-        atomic_write(self.path, payload.encode())
-        self._current_is_good = True
+        """Write ``checkpoint``; the checkpoint it replaces becomes the backup if it was good.
 
-    def _keep_backup(self) -> None:
-        """Make the current file the backup without ever leaving the current name empty.
-
-        Renaming current to backup would open a window (between that rename and the new
-        write) in which a crash leaves no ``checkpoint.json``; a hard link renamed over the
-        backup keeps both names valid at every instant.
+        The backup is written from the good bytes kept in memory, as its own file: renaming the
+        current file to the backup would leave no ``checkpoint.json`` until the new one is in
+        place, and a hard link would make both names one file, corrupted together.
         """
-        link = self.directory / f".{BACKUP_NAME}.{os.getpid()}{TEMP_SUFFIX}"
-        try:
-            link.unlink(missing_ok=True)
-            os.link(self.path, link)
-            link.replace(self.backup_path)
-        except OSError as exc:
-            link.unlink(missing_ok=True)
-            raise ResourceError(f"cannot keep checkpoint backup: {exc}") from exc
+        body = json.loads(checkpoint.model_dump_json())
+        payload = json.dumps({"sha256": _digest(body), "checkpoint": body}, indent=1).encode()
+        if self._good_current is not None:
+            atomic_write(self.backup_path, self._good_current)
+        atomic_write(self.path, payload)
+        self._good_current = payload
 
     def load(self) -> LoadedCheckpoint:
         """The newest valid checkpoint: current, else backup, else none (with the problems)."""
@@ -77,7 +64,7 @@ class CheckpointStore:
                 continue
             checkpoint, problem = _read(path)
             if checkpoint is not None:
-                self._current_is_good = source == "current"
+                self._good_current = path.read_bytes() if source == "current" else None
                 return LoadedCheckpoint(checkpoint, source, tuple(problems))
             problems.append(problem)
         return LoadedCheckpoint(None, "none", tuple(problems))

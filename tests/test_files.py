@@ -101,6 +101,32 @@ def test_checkpoint_name_is_never_missing_while_saving(
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_backup_survives_corruption_of_a_checkpoint_interrupted_mid_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the backup is written: corrupting checkpoint.json in place spares the backup."""
+    store = CheckpointStore(tmp_path)
+    store.save(checkpoint("job", position="a"))
+    store.save(checkpoint("job", position="b"))
+    real_write = atomic_write
+    calls: list[Path] = []
+
+    def crash_on_second_write(path: Path, data: bytes) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            raise ResourceError("simulated crash")
+        real_write(path, data)
+
+    monkeypatch.setattr("batch_processor.checkpoints.atomic_write", crash_on_second_write)
+    with pytest.raises(ResourceError):
+        store.save(checkpoint("job", position="c"))
+    current = tmp_path / "checkpoint.json"
+    current.write_bytes(current.read_bytes()[:40])  # truncated in place
+
+    loaded = CheckpointStore(tmp_path).load()
+    assert loaded.source == "backup" and loaded.checkpoint.position == "b"  # type: ignore[union-attr]
+
+
 def test_corrupt_checkpoint_falls_back_to_backup_and_says_why(tmp_path: Path) -> None:
     """A checksum mismatch is detected; the backup is used and the problem reported."""
     store = CheckpointStore(tmp_path)
