@@ -49,6 +49,9 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
         help="continuous mode: poll only, do not watch for inserts",
     )
     add("--shutdown-grace", type=float, help="seconds in-flight documents get after SIGTERM")
+    add("--cron", help="scheduled mode: cron expression, e.g. '*/15 * * * *'")
+    add("--timezone", help="time zone of --cron (default UTC)")
+    add("--run-now", action="store_true", default=None, help="scheduled mode: run once at start")
     add("--batch-dir", type=Path, help="directory for batch files, checkpoints, queues")
     add("--checkpoint-interval", type=int, help="documents between checkpoints (default 50)")
     add("--recover", action="store_true", default=None, help="finish an unfinished job first")

@@ -24,12 +24,13 @@ from .classifier_setup import build_classifier
 from .classifiers import Classifier
 from .dedupe import CachedClassifier
 from .embedded import EmbeddedServer
-from .errors import BatchProcessorError, ConfigurationError, UnfinishedJobError, describe
+from .errors import BatchProcessorError, UnfinishedJobError, describe
 from .logs import register_secret
-from .models import JobStatus
+from .models import JobStatus, utcnow
 from .pipeline import Pipeline, PipelineOptions
 from .retry import RetryPolicy
 from .retry_queues import RetryQueues
+from .schedule import CronSchedule
 from .settings import Mode, Settings
 from .shutdown import Stopper
 from .stats import RunStats
@@ -132,11 +133,11 @@ async def run_job(
     ``classifier`` replaces the one named in the settings (for library use and tests);
     ``store`` is an already open store (from :func:`open_store`), else one is opened.
     """
-    if settings.mode is Mode.SCHEDULED:
-        raise ConfigurationError(
-            "invalid setting mode (--mode / BATCH_MODE): scheduled mode is not available in "
-            "this release; use --mode batch from a systemd timer or cron, or --mode continuous"
-        )
+    schedule = (
+        CronSchedule.parse(settings.cron, settings.timezone)
+        if settings.mode is Mode.SCHEDULED
+        else None
+    )
     # Build the classifier first: a misnamed classifier is a configuration error to report
     # before any connection is attempted.
     classifier = classifier or build_classifier(settings)
@@ -144,9 +145,9 @@ async def run_job(
     try:
         with exclusive_lock(ensure_dir(settings.batch_dir) / ".lock"), stopper.on_signals():
             if store is not None:
-                return await _drive(settings, classifier, progress, store, stopper)
+                return await _drive(settings, classifier, progress, store, stopper, schedule)
             async with open_store(settings, listeners=listeners) as opened:
-                return await _drive(settings, classifier, progress, opened, stopper)
+                return await _drive(settings, classifier, progress, opened, stopper, schedule)
     finally:
         await classifier.aclose()
 
@@ -157,8 +158,11 @@ async def _drive(
     progress: ProgressSink | None,
     store: MongoStore,
     stopper: Stopper,
+    schedule: CronSchedule | None,
 ) -> RunStats:
     """One job in batch mode; jobs and idle waits in turn in continuous mode."""
+    if schedule is not None:
+        return await _run_on_schedule(settings, classifier, store, stopper, schedule)
     stats = await _run_with(settings, classifier, progress, store, stopper)
     while settings.mode is Mode.CONTINUOUS and not stopper.stopped:
         if not await _wait_for_work(store, settings, stopper):
@@ -167,6 +171,37 @@ async def _drive(
         stats = await _run_with(
             settings.model_copy(update={"recover": False}), classifier, None, store, stopper
         )
+    return stats
+
+
+async def _run_on_schedule(
+    settings: Settings,
+    classifier: Classifier,
+    store: MongoStore,
+    stopper: Stopper,
+    schedule: CronSchedule,
+) -> RunStats:
+    """One job per firing of the cron schedule; runs never overlap (missed firings are logged)."""
+    stats = RunStats()
+    recover = settings.recover
+    if settings.run_now:
+        stats = await _run_with(settings, classifier, None, store, stopper)
+        recover = False
+    while not stopper.stopped:
+        fire = schedule.next_after(utcnow())
+        log.info("next scheduled run", at=fire.isoformat(), cron=schedule.expression)
+        if not await stopper.race(asyncio.sleep(max(0.0, (fire - utcnow()).total_seconds()))):
+            break
+        late = (utcnow() - fire).total_seconds()
+        if late > settings.misfire_grace:
+            log.warning("scheduled run skipped: woke too late", at=fire.isoformat(), late=late)
+            continue
+        job_settings = settings.model_copy(update={"recover": recover})
+        stats = await _run_with(job_settings, classifier, None, store, stopper)
+        recover = False
+        skipped = schedule.firings_between(fire, utcnow())
+        if skipped:
+            log.warning("firings skipped: the previous run was still going", skipped=skipped)
     return stats
 
 

@@ -97,6 +97,14 @@ class Settings(BaseSettings):
         default=True,
         description="Continuous mode: wake at once on inserts (polling remains the safety net).",
     )
+    cron: str | None = Field(
+        default=None, description="Scheduled mode: when to run, e.g. '*/15 * * * *'."
+    )
+    timezone: str = Field(default="UTC", min_length=1, description="Time zone of the cron.")
+    misfire_grace: float = Field(
+        default=60.0, ge=0, description="A firing woken later than this (s) is skipped."
+    )
+    run_now: bool = Field(default=False, description="Scheduled mode: also run once at start.")
     shutdown_grace: float = Field(
         default=30.0,
         ge=0,

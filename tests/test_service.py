@@ -8,12 +8,15 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from batch_processor.errors import ConfigurationError
 from batch_processor.runner import run_job
+from batch_processor.schedule import CronSchedule
 from batch_processor.shutdown import Stopper
 from batch_processor.simulator import Simulator, SimulatorConfig
 
@@ -153,3 +156,50 @@ async def test_second_signal_gives_in_flight_documents_back_at_once(
     assert await sources.count_documents({"processing.status": None}) == 20
     assert await checkpoint_status(batch_dir) == "finished"
     assert list((batch_dir / "batches").glob("*.jsonl")) == []
+
+
+def test_cron_schedule_decisions() -> None:
+    """Next firing in the schedule's zone, missed firings counted, bad settings named."""
+    schedule = CronSchedule.parse("*/15 * * * *", "Europe/Berlin")
+    moment = datetime(2026, 11, 22, 21, 7, tzinfo=UTC)  # 22:07 in Berlin
+    assert schedule.next_after(moment) == datetime(2026, 11, 22, 21, 15, tzinfo=UTC)
+    assert schedule.firings_between(moment, moment + timedelta(hours=1)) == 4
+    with pytest.raises(ConfigurationError, match="cron"):
+        CronSchedule.parse("every monday", "UTC")
+    with pytest.raises(ConfigurationError, match="timezone"):
+        CronSchedule.parse("* * * * *", "Mars/Olympus")
+
+
+async def test_scheduled_mode_fires_and_never_overlaps_a_long_run(
+    db: Any, db_name: str, mongo_uri: str, tmp_path: Path, slow_provider: Simulator
+) -> None:
+    """Every 2 s a run fires; a run of ~5 s makes the firings during it skipped and logged."""
+    await db.conversation_set.insert_many([conversation(f"question {i}") for i in range(10)])
+    batch_dir = tmp_path / "batch_files"
+    worker = await start_worker(
+        mongo_uri, db_name, batch_dir, slow_provider,
+        "--mode", "scheduled", "--cron", "* * * * * */2", "--concurrent", "1",
+    )  # fmt: skip
+
+    async def all_done() -> bool:
+        return await db.conversation_set.count_documents({"processing.status": "done"}) == 10
+
+    await wait_until(all_done, 60)
+    await db.conversation_set.insert_one(conversation("one more"))
+
+    async def next_firing_took_it() -> bool:
+        return await db.conversation_set.count_documents({"processing.status": "done"}) == 11
+
+    await wait_until(next_firing_took_it, 10)
+    worker.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(worker.communicate(), 30)
+
+    assert worker.returncode == 0, err.decode()
+    events = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    names = [event["event"] for event in events]
+    assert names.index("next scheduled run") < names.index("job started")  # no run at start
+    skipped = [e for e in events if e["event"].startswith("firings skipped")]
+    assert skipped and skipped[0]["skipped"] >= 1
+    # Runs never overlap: every job starts after the previous one finished.
+    order = [name for name in names if name in {"job started", "run finished"}]
+    assert order == ["job started", "run finished"] * (len(order) // 2)
