@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +48,7 @@ from .retry import RetryPolicy, Sleep, announce_retries, should_retry, wait_for
 from .retry_queues import RetryQueues
 from .stats import RunStats
 from .store import MongoStore
+from .telemetry import Telemetry
 from .tracker import BatchTracker, FinishedBatch
 from .writer import ResultWriter, Settle
 
@@ -98,6 +100,7 @@ class Pipeline:
         stats: RunStats | None = None,
         sleep: Sleep = asyncio.sleep,
         on_progress: Callable[[RunStats], None] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.job_id = job_id
         self.worker_id = worker_id
@@ -111,6 +114,7 @@ class Pipeline:
         self._db_policy = db_policy
         self._sleep = sleep
         self._on_progress = on_progress
+        self._telemetry = telemetry
         self._started_at: datetime = utcnow()
         self._slots = asyncio.Semaphore(options.concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -368,6 +372,7 @@ class Pipeline:
         on_retry = announce_retries(
             "retrying classification", self.stats.add_classifier_retry, doc_id=doc.id
         )
+        started = time.monotonic()
         try:
             output, attempts = await self._classify_policy.call(
                 lambda: self._classifier.classify(text.text, doc.fields), on_retry=on_retry
@@ -384,6 +389,8 @@ class Pipeline:
                 return ClassifyRetry(doc=doc, error=describe(exc), category=categorize(exc))
             self._drainer.dead_letter_document(doc, exc)
             return self._failed(doc, exc, attempts=1)
+        if self._telemetry is not None:
+            self._telemetry.latency.observe(time.monotonic() - started)
         return ClassifiedDocument(
             doc_id=doc.id,
             classification=output.classification,
@@ -430,6 +437,8 @@ class Pipeline:
             self._on_progress(self.stats)
 
     def _batch_finished(self, batch: FinishedBatch) -> None:
+        if self._telemetry is not None and batch.outcomes.get("stored"):
+            self._telemetry.batch_stored()
         log.info(
             "batch finished",
             batch=batch.name,

@@ -105,6 +105,17 @@ class Settings(BaseSettings):
         default=60.0, ge=0, description="A firing woken later than this (s) is skipped."
     )
     run_now: bool = Field(default=False, description="Scheduled mode: also run once at start.")
+    http: bool | None = Field(
+        default=None,
+        description="Serve /healthz, /readyz, /metrics (unset: on except in batch mode).",
+    )
+    http_host: str = Field(default="127.0.0.1", min_length=1, description="Address to bind.")
+    http_port: int = Field(default=9464, ge=0, le=65535, description="Port (0: a free one).")
+    stall_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="No progress for this long: /healthz fails, the watchdog is withheld.",
+    )
     shutdown_grace: float = Field(
         default=30.0,
         ge=0,

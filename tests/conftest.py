@@ -67,6 +67,7 @@ def make_settings(mongo_uri: str, db_name: str, tmp_path: Path) -> Any:
             "flush_interval": 0.05,
             "server_selection_timeout": 2.0,
             "progress": False,
+            "http_port": 0,  # continuous and scheduled tests serve /metrics on a free port
         }
         values.update(overrides)
         return load_settings(values, environ={})

@@ -1,0 +1,203 @@
+"""One job: from settings and an open store to a finished pipeline run and its summary.
+
+A job checks for an unfinished predecessor (refusing to start over it without ``--recover``),
+builds the pipeline with the dedupe cache where it applies, attaches it to the stop switch and
+the telemetry, runs it, and logs the summary. The runner's modes call it once (batch), after
+each wake-up (continuous) or at each firing (scheduled).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import structlog
+
+from .atomic import ensure_dir, sweep_temp_files, worker_identity
+from .batch_files import BatchFiles
+from .checkpoints import CheckpointStore
+from .classifiers import Classifier
+from .dedupe import CachedClassifier
+from .errors import UnfinishedJobError
+from .models import JobStatus
+from .pipeline import Pipeline, PipelineOptions
+from .retry import RetryPolicy
+from .retry_queues import RetryQueues
+from .settings import Settings
+from .shutdown import Stopper
+from .stats import RunStats
+from .store import MongoResultCache, MongoStore
+from .telemetry import Telemetry
+
+log = structlog.get_logger("batch_processor.jobs")
+
+
+class ProgressSink(Protocol):
+    """Something that shows a run's progress (the rich bar on a TTY)."""
+
+    def start(self, total: int) -> None:
+        """The run begins with ``total`` documents pending."""
+
+    def update(self, stats: RunStats) -> None:
+        """Documents have ended."""
+
+    def close(self) -> None:
+        """The run is over."""
+
+
+def new_job_id() -> str:
+    """A sortable, unique job id: UTC time plus random hex."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def retry_policy(settings: Settings, *, rate_limits_apart: bool = False) -> RetryPolicy:
+    """The backoff policy the settings describe (429s counted apart for the classifier)."""
+    return RetryPolicy(
+        max_attempts=settings.retries,
+        base_delay=settings.retry_base_delay,
+        max_delay=settings.retry_max_delay,
+        rate_limit_attempts=settings.rate_limit_attempts if rate_limits_apart else None,
+    )
+
+
+@dataclass(slots=True)
+class Service:
+    """What every job of one process shares."""
+
+    settings: Settings
+    classifier: Classifier
+    store: MongoStore
+    stopper: Stopper
+    telemetry: Telemetry
+    progress: ProgressSink | None = None
+
+
+async def run_one_job(service: Service, *, recover: bool) -> RunStats:
+    """Run one job to its end (or its stop) and return its statistics."""
+    settings, classifier, store = service.settings, service.classifier, service.store
+    progress, telemetry = service.progress, service.telemetry
+    batch_dir = ensure_dir(settings.batch_dir)
+    swept = sweep_temp_files(batch_dir)
+    files = BatchFiles(batch_dir / "batches")
+    checkpoints = CheckpointStore(batch_dir)
+    queues = RetryQueues(batch_dir)
+    if swept:
+        log.info("removed temp files left by a crash", count=len(swept))
+    _check_previous_job(checkpoints, files, recover=recover)
+    worker_id = worker_identity(batch_dir)
+    job_id = new_job_id()
+    pending, _ = await retry_policy(settings).call(store.count_pending)
+    log.info(
+        "job started",
+        job_id=job_id,
+        worker_id=worker_id,
+        pending=pending,
+        recover=recover,
+        classifier=classifier.name,
+        batch_size=settings.batch_size,
+        concurrent=settings.concurrent,
+        queued_classify=len(queues.classify),
+        queued_store=len(queues.store),
+    )
+    if progress is not None:
+        progress.start(pending + sum(len(files.load(n).docs) for n in files.names()))
+    cached = _with_dedupe(settings, classifier, store)
+    pipeline = Pipeline(
+        store=store,
+        classifier=cached or classifier,
+        batch_files=files,
+        checkpoints=checkpoints,
+        queues=queues,
+        job_id=job_id,
+        worker_id=worker_id,
+        options=pipeline_options(settings),
+        classify_policy=retry_policy(settings, rate_limits_apart=True),
+        db_policy=retry_policy(settings),
+        on_progress=_progress_hook(progress, telemetry),
+        telemetry=telemetry,
+    )
+    summary = (cached or classifier).summary
+    telemetry.job_started(pipeline.stats, classifier_summary=summary, queues=queues)
+    service.stopper.attach(pipeline)
+    try:
+        stats = await pipeline.run(recover=recover)
+    finally:
+        service.stopper.attach(None)
+        telemetry.job_ended(pipeline.stats)
+        if cached is not None:
+            await cached.flush()
+        pipeline.stats.classifier = summary()
+        if progress is not None:
+            progress.close()
+    log.info("run finished", job_id=job_id, **stats.summary())
+    return stats
+
+
+def _progress_hook(
+    progress: ProgressSink | None, telemetry: Telemetry
+) -> Callable[[RunStats], None]:
+    """Each ended document moves the progress bar and beats the heartbeat."""
+
+    def on_progress(stats: RunStats) -> None:
+        telemetry.beat()
+        if progress is not None:
+            progress.update(stats)
+
+    return on_progress
+
+
+def _with_dedupe(
+    settings: Settings, classifier: Classifier, store: MongoStore
+) -> CachedClassifier | None:
+    """The classifier behind the dedupe cache, when dedupe is on and the classifier has a scope."""
+    scope = getattr(classifier, "cache_scope", None)
+    if not settings.dedupe or not isinstance(scope, str):
+        return None  # the offline classifier is cheaper than a cache lookup
+    return CachedClassifier(classifier, MongoResultCache(store), scope=scope)
+
+
+def pipeline_options(settings: Settings) -> PipelineOptions:
+    """The pipeline's options from the settings."""
+    return PipelineOptions(
+        batch_size=settings.batch_size,
+        concurrent=settings.concurrent,
+        text_field=settings.text_field,
+        max_text_chars=settings.max_text_chars,
+        checkpoint_interval=settings.checkpoint_interval,
+        flush_size=settings.flush_size,
+        flush_interval=settings.flush_interval,
+        queue_max_attempts=settings.queue_max_attempts,
+        queue_drain_interval=settings.queue_drain_interval,
+        claim_ttl=settings.claim_ttl,
+        shutdown_grace=settings.shutdown_grace,
+    )
+
+
+def _check_previous_job(checkpoints: CheckpointStore, files: BatchFiles, *, recover: bool) -> None:
+    """Report the previous job's state; refuse to start over unfinished work without recover."""
+    loaded = checkpoints.load()
+    for problem in loaded.problems:
+        using = f"the {loaded.source} checkpoint" if loaded.checkpoint else "the database state"
+        log.error("checkpoint unusable", problem=problem, using=using)
+    previous = loaded.checkpoint
+    in_flight = files.names()
+    unfinished = bool(in_flight) or (previous is not None and previous.status is JobStatus.RUNNING)
+    if unfinished and not recover:
+        job = previous.job_id if previous else "unknown"
+        raise UnfinishedJobError(
+            f"an unfinished job ({job}) was found in {checkpoints.directory}: "
+            f"{len(in_flight)} batch file(s) in flight. Run again with --recover to finish it "
+            "(nothing is lost or processed twice)."
+        )
+    if previous is not None:
+        log.info(
+            "previous job",
+            job_id=previous.job_id,
+            status=previous.status.value,
+            checkpoint=loaded.source,
+            updated_at=previous.updated_at.isoformat(),
+            in_flight=len(in_flight),
+        )
