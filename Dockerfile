@@ -1,17 +1,34 @@
 # syntax=docker/dockerfile:1
-# Preliminary image (batch mode); health checks and the service setup arrive with the service work.
-FROM python:3.11.11-slim-bookworm AS build
+# batch_processor as a container: continuous mode, health check on /healthz, metrics on :9464.
+#   docker build -t batch-processor .
+#   docker run -v bp-data:/data -e BATCH_MONGODB_URI=mongodb://db:27017 batch-processor
+
+# --- build: a virtual environment with the package and its dependencies -------------------
+FROM python:3.12.8-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY batch_processor ./batch_processor
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir .
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install .
 
-FROM python:3.11.11-slim-bookworm
+# --- runtime: the same slim base, the venv only, no build tools, a numeric non-root user ---
+FROM python:3.12.8-slim-bookworm
 COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 BATCH_BATCH_DIR=/data BATCH_LOG_FORMAT=json
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    BATCH_BATCH_DIR=/data \
+    BATCH_LOG_FORMAT=json \
+    BATCH_PROGRESS=false \
+    BATCH_HTTP=true \
+    BATCH_HTTP_HOST=0.0.0.0 \
+    BATCH_HTTP_PORT=9464
 RUN mkdir /data && chown 10001:10001 /data
 USER 10001:10001
+WORKDIR /data
 VOLUME ["/data"]
+EXPOSE 9464
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=4)"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["batch-processor"]
-CMD ["run", "--recover"]
+CMD ["run", "--mode", "continuous", "--recover"]
