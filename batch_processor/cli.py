@@ -20,8 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .admin_cli import ADMIN_ARGS, add_admin_commands, run_admin
 from .demo import sample_conversations
-from .errors import ConfigurationError, UnfinishedJobError, describe
+from .errors import BatchProcessorError, ConfigurationError, UnfinishedJobError, describe
 from .logs import configure_logging
 from .progress import RichProgress, wanted
 from .runner import open_store, run_job
@@ -30,7 +31,7 @@ from .stats import RunStats
 from .store import MongoStore
 
 log = structlog.get_logger("batch_processor.cli")
-COMMANDS = ("run", "demo")
+COMMANDS = ("run", "demo", "status", "queue")
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNFINISHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--reset", action="store_true", help="drop the demo's source and target collections first"
     )
+    add_admin_commands(commands)
     return parser
 
 
@@ -120,7 +122,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         key: value
         for key, value in vars(args).items()
-        if key not in {"command", "config", "print_config", "count", "seed", "reset"}
+        if key not in {"command", "config", "print_config", "count", "seed", "reset", *ADMIN_ARGS}
     }
     if args.command == "demo" and overrides.get("database") is None:
         overrides["database"] = "batch_processor_demo"
@@ -135,6 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"batch-processor: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command in {"status", "queue"}:
+        configure_logging("WARNING", "console")
+        try:
+            return asyncio.run(run_admin(args, settings))
+        except BatchProcessorError as exc:
+            print(f"batch-processor: {describe(exc)}", file=sys.stderr)
+            return EXIT_CONFIG if isinstance(exc, ConfigurationError) else EXIT_FAILED
     if args.print_config:
         print(json.dumps(settings.masked(), indent=2, default=str))
         return EXIT_OK

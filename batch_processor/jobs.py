@@ -8,20 +8,22 @@ each wake-up (continuous) or at each firing (scheduled).
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 
 import structlog
 
-from .atomic import ensure_dir, sweep_temp_files, worker_identity
+from .atomic import atomic_write, ensure_dir, sweep_temp_files, worker_identity
 from .batch_files import BatchFiles
 from .checkpoints import CheckpointStore
 from .classifiers import Classifier
 from .dedupe import CachedClassifier
-from .errors import UnfinishedJobError
+from .errors import BatchProcessorError, UnfinishedJobError, describe
 from .models import JobStatus
 from .pipeline import Pipeline, PipelineOptions
 from .retry import RetryPolicy
@@ -133,7 +135,24 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
         if progress is not None:
             progress.close()
     log.info("run finished", job_id=job_id, **stats.summary())
+    _write_report(batch_dir / "reports" / f"{job_id}.json", job_id, stats, settings)
     return stats
+
+
+def _write_report(path: Path, job_id: str, stats: RunStats, settings: Settings) -> None:
+    """The run's performance report: throughput, memory, outcomes, spend, and the settings."""
+    summary = stats.summary()
+    report = {
+        "job_id": job_id,
+        "mode": settings.mode.value,
+        "success_rate": round(stats.succeeded / stats.processed, 4) if stats.processed else None,
+        "summary": summary,
+        "settings": settings.masked(),  # secrets masked
+    }
+    try:
+        atomic_write(ensure_dir(path.parent) / path.name, json.dumps(report, indent=2).encode())
+    except BatchProcessorError as exc:
+        log.warning("performance report not written", path=str(path), error=describe(exc))
 
 
 def _progress_hook(

@@ -93,6 +93,10 @@ class DeadLetterFile:
     def __len__(self) -> int:
         return sum(1 for _ in self.entries())
 
+    def keep_only(self, entries: list[DeadLetter]) -> None:
+        """Rewrite the file with ``entries`` (atomically); only with the batch directory locked."""
+        atomic_write(self.path, b"".join(e.model_dump_json().encode() + b"\n" for e in entries))
+
 
 class RetryQueues:
     """The two retry queues and the dead letter of one batch directory."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from batch_processor.classifiers import load_taxonomy
@@ -147,3 +149,22 @@ async def test_batch_files_are_gone_and_checkpoint_finished(db: Any, make_settin
     checkpoint = (settings.batch_dir / "checkpoint.json").read_text()
     assert '"status": "finished"' in checkpoint
     assert (settings.batch_dir / "checkpoint.json.bak").exists()
+
+
+async def test_each_run_writes_a_performance_report_without_secrets(
+    db: Any, make_settings: Any, tmp_path: Path
+) -> None:
+    """reports/JOB.json has throughput, memory, success rate, failures and masked settings."""
+    await seed(db, 20)
+    await db.conversation_set.insert_one({"messages": ""})
+    settings = make_settings(llm_api_key="sk-report-Secret-000111")
+    await run_job(settings)
+
+    reports = list((tmp_path / "batch_files" / "reports").glob("*.json"))
+    assert len(reports) == 1
+    report = json.loads(reports[0].read_text())
+    assert report["summary"]["processed"] == 21 and report["success_rate"] == round(20 / 21, 4)
+    assert report["summary"]["failed_by_category"] == {"DATA": 1}
+    assert report["summary"]["docs_per_second"] > 0 and report["summary"]["peak_rss_mb"] > 0
+    assert report["settings"]["llm_api_key"] == "**********"
+    assert "sk-report-Secret" not in reports[0].read_text()
