@@ -168,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(settings: Settings, store: MongoStore | None = None) -> RunStats:
-    progress = RichProgress() if wanted(settings.progress) else None
+    # The bar is for a person watching a batch run; service modes log instead.
+    show = wanted(settings.progress) and settings.mode is Mode.BATCH
+    progress = RichProgress() if show else None
     return await run_job(settings, progress=progress, store=store)
 
 

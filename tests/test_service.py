@@ -204,3 +204,21 @@ async def test_scheduled_mode_fires_and_never_overlaps_a_long_run(
     # Runs never overlap: every job starts after the previous one finished.
     order = [name for name in names if name in {"job started", "run finished"}]
     assert order == ["job started", "run finished"] * (len(order) // 2)
+
+
+async def test_run_now_runs_once_at_start(db: Any, make_settings: Any) -> None:
+    """With --run-now a far-off schedule still runs one job at start."""
+    await db.conversation_set.insert_many([conversation(f"question {i}") for i in range(3)])
+    settings = make_settings(mode="scheduled", cron="0 0 1 1 *", run_now=True)
+    stopper = Stopper()
+    service = asyncio.create_task(run_job(settings, stopper=stopper))
+
+    async def done() -> bool:
+        return await db.conversation_set.count_documents({"processing.status": "done"}) == 3
+
+    try:
+        await wait_until(done, 30)
+    finally:
+        stopper.stop()
+        stats = await asyncio.wait_for(service, 30)
+    assert stats.succeeded == 3
