@@ -39,6 +39,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .governor import TokenBucket
+
 INJECTION = re.compile(r"answer\s+(?:with\s+)?[\"']?([A-Za-z][A-Za-z_ -]{0,40}?)[\"'.!]", re.I)
 DEFAULT_ENUMS = {"category": ["general_inquiry"], "urgency": ["low"], "emotion": ["neutral"]}
 
@@ -64,27 +66,6 @@ class SimulatorConfig:
     seed: int = 0
 
 
-class _Bucket:
-    """Requests or tokens per minute, holding one second's worth."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate)
-        self.level = self.capacity
-        self.updated = time.monotonic()
-
-    def take(self, amount: float) -> float:
-        """Take ``amount`` and return 0.0, or return the seconds until it would be there."""
-        now = time.monotonic()
-        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-        self.updated = now
-        need = min(amount, self.capacity)
-        if self.level >= need:
-            self.level -= amount
-            return 0.0
-        return (need - self.level) / self.rate
-
-
 @dataclass(slots=True)
 class Simulator:
     """The simulated provider; ``async with Simulator(config) as sim`` serves on a free port."""
@@ -100,8 +81,8 @@ class Simulator:
     max_in_flight: int = 0
     keep_requests: bool = False
     _runner: web.AppRunner | None = None
-    _rpm: _Bucket | None = None
-    _tpm: _Bucket | None = None
+    _rpm: TokenBucket | None = None
+    _tpm: TokenBucket | None = None
     _random: random.Random = field(default_factory=random.Random)
 
     @property
@@ -112,8 +93,11 @@ class Simulator:
     async def start(self) -> None:
         """Listen on ``host:port`` (port 0: a free one, then stored in :attr:`port`)."""
         self._random.seed(self.config.seed)
-        self._rpm = _Bucket(self.config.rpm) if self.config.rpm else None
-        self._tpm = _Bucket(self.config.tpm) if self.config.tpm else None
+        # The provider's buckets hold one second's worth, as real providers' limits do.
+        now = time.monotonic()
+        rpm, tpm = self.config.rpm, self.config.tpm
+        self._rpm = TokenBucket(per_minute=rpm, burst_seconds=1.0, now=now) if rpm else None
+        self._tpm = TokenBucket(per_minute=tpm, burst_seconds=1.0, now=now) if tpm else None
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
@@ -219,9 +203,9 @@ class Simulator:
         limit = self.config.max_concurrency
         if limit is not None and self.in_flight >= limit:
             return self._rate_limited(self.config.latency / 2, "concurrency")
-        if self._rpm is not None and (wait := self._rpm.take(1)) > 0:
+        if self._rpm is not None and (wait := _admit(self._rpm, 1)) > 0:
             return self._rate_limited(wait, "requests")
-        if self._tpm is not None and (wait := self._tpm.take(prompt_tokens)) > 0:
+        if self._tpm is not None and (wait := _admit(self._tpm, prompt_tokens)) > 0:
             return self._rate_limited(wait, "tokens")
         return None
 
@@ -294,6 +278,15 @@ class Simulator:
 
     def _chance(self, rate: float) -> bool:
         return rate > 0 and self._random.random() < rate
+
+
+def _admit(bucket: TokenBucket, amount: float) -> float:
+    """Take ``amount`` now and return 0.0, or return the seconds until it would be there."""
+    now = time.monotonic()
+    wait = bucket.wait(amount, now)
+    if wait == 0.0:
+        bucket.take(amount, now)
+    return wait
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
