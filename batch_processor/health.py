@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .errors import ConfigurationError
 from .telemetry import Telemetry
 
 log = structlog.get_logger("batch_processor.health")
@@ -38,7 +39,13 @@ class HealthServer:
     @contextlib.asynccontextmanager
     async def serving(self, host: str, port: int) -> AsyncIterator[int]:
         """Listen on ``host:port`` (0: a free port) while inside; yield the port."""
-        server = await asyncio.start_server(self._handle, host, port)
+        try:
+            server = await asyncio.start_server(self._handle, host, port)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"invalid setting http_port (BATCH_HTTP_PORT): cannot listen on {host}:{port}: "
+                f"{exc.strerror or exc}"
+            ) from None
         bound = int(server.sockets[0].getsockname()[1])
         log.info("health and metrics endpoint listening", address=f"http://{host}:{bound}")
         try:

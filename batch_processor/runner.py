@@ -145,6 +145,7 @@ async def _process_services(service: Service) -> AsyncIterator[None]:
             await stack.enter_async_context(server.serving(settings.http_host, settings.http_port))
         telemetry.ready = True
         notifier.ready(f"{settings.mode.value} mode, classifier {service.classifier.name}")
+        service.stopper.on_stop(notifier.stopping)
         watchdog = None
         if notifier.watchdog_interval is not None:
             watchdog = asyncio.create_task(_watchdog(notifier, telemetry, settings.stall_seconds))
@@ -152,7 +153,8 @@ async def _process_services(service: Service) -> AsyncIterator[None]:
             yield
         finally:
             telemetry.ready = False
-            notifier.stopping()
+            if not service.stopper.stopped:  # a stop already said so when it came
+                notifier.stopping()
             if watchdog is not None:
                 watchdog.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 import structlog
@@ -32,6 +32,7 @@ class Stopper:
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self._target: Stoppable | None = None
+        self._on_stop: list[Callable[[], None]] = []
         self.signals = 0
 
     @property
@@ -45,8 +46,15 @@ class Stopper:
         if target is not None and self.stopped:
             target.stop(now=self.signals > 1)
 
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when a stop is first asked for (to tell systemd, say)."""
+        self._on_stop.append(callback)
+
     def stop(self, *, now: bool = False) -> None:
         """Stop the current job (gracefully, or at once with ``now``) and any idle wait."""
+        if not self._event.is_set():
+            for callback in self._on_stop:
+                callback()
         self._event.set()
         if self._target is not None:
             self._target.stop(now=now)

@@ -9,9 +9,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from batch_processor.embedded import free_port
+from batch_processor.errors import ConfigurationError
 from batch_processor.runner import run_job
 from batch_processor.shutdown import Stopper
 
@@ -115,3 +117,14 @@ async def test_systemd_notify_protocol(
     assert worker.returncode == 0, err.decode()
     assert messages[0].startswith("READY=1") and "STATUS=continuous mode" in messages[0]
     assert "STOPPING=1" in messages[-1]
+
+
+async def test_port_in_use_is_a_configuration_error(make_settings: Any) -> None:
+    """A metrics port another process holds stops the start with a message naming the setting."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = make_settings(mode="continuous", http_port=port)
+        with pytest.raises(ConfigurationError, match="http_port"):
+            await run_job(settings)
