@@ -28,6 +28,7 @@ async def http_get(port: int, path: str) -> tuple[int, str]:
     await writer.drain()
     response = (await reader.read()).decode()
     writer.close()
+    await writer.wait_closed()  # else the socket may outlive the test's event loop
     head, _, body = response.partition("\r\n\r\n")
     return int(head.split(" ")[1]), body
 
