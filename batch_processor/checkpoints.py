@@ -62,9 +62,15 @@ class CheckpointStore:
         for source, path in (("current", self.path), ("backup", self.backup_path)):
             if not path.exists():
                 continue
-            checkpoint, problem = _read(path)
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:
+                problems.append(f"{path.name}: unreadable ({exc.strerror or exc})")
+                continue
+            checkpoint, problem = _parse(raw, path.name)
             if checkpoint is not None:
-                self._good_current = path.read_bytes() if source == "current" else None
+                # Keep the very bytes that were verified, to become the backup at the next save.
+                self._good_current = raw if source == "current" else None
                 return LoadedCheckpoint(checkpoint, source, tuple(problems))
             problems.append(problem)
         return LoadedCheckpoint(None, "none", tuple(problems))
@@ -74,14 +80,14 @@ def _digest(body: object) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _read(path: Path) -> tuple[Checkpoint | None, str]:
-    """Parse and verify one checkpoint file; return it, or None and what is wrong."""
+def _parse(raw: bytes, name: str) -> tuple[Checkpoint | None, str]:
+    """Parse and verify one checkpoint file's bytes; return it, or None and what is wrong."""
     try:
-        envelope = json.loads(path.read_bytes())
+        envelope = json.loads(raw)
         body = envelope["checkpoint"]
         if envelope.get("sha256") != _digest(body):
-            return None, f"{path.name}: checksum mismatch (corrupt or edited)"
+            return None, f"{name}: checksum mismatch (corrupt or edited)"
         return Checkpoint.model_validate(body), ""
-    except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
+    except (ValueError, KeyError, TypeError, ValidationError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return None, f"{path.name}: unreadable ({reason})"
+        return None, f"{name}: unreadable ({reason})"
