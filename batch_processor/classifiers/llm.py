@@ -101,6 +101,12 @@ class LLMClassifier:
             if options.base_url is None or "openai.azure.com" in options.base_url
             else "max_tokens"
         )
+        # Built once: the same for every request (the schema is in the instructions unless
+        # it travels as the response_format).
+        self._schema = taxonomy.json_schema()
+        self._instructions = {
+            flag: taxonomy.instructions(include_schema=flag) for flag in (False, True)
+        }
 
     @property
     def cache_scope(self) -> str:
@@ -155,16 +161,15 @@ class LLMClassifier:
         """One admitted request: its content and usage, or one of our errors."""
         while True:
             mode = self._mode
-            permit = await self.governor.acquire(self._estimate(messages))
+            args = self._request_args(messages, mode)
+            permit = await self.governor.acquire(self._estimate(args))
             if self.ledger.exhausted:
                 self.governor.release(permit, Outcome.NEUTRAL, used_tokens=0)
                 if self.ledger.first_exhaustion():
                     log.warning("budget reached: no new LLM requests", **self.ledger.summary())
                 raise BudgetExhaustedError("the run's budget (--budget-usd) is spent")
             try:
-                response = await self._client.chat.completions.create(
-                    **self._request_args(messages, mode)
-                )
+                response = await self._client.chat.completions.create(**args)
             except openai.OpenAIError as exc:
                 translated = translate(exc, timeout=self.options.timeout)
                 error = translated.error
@@ -188,7 +193,7 @@ class LLMClassifier:
             return _content(response), usage
 
     def _request_args(self, messages: list[dict[str, str]], mode: OutputMode) -> dict[str, Any]:
-        system = self.taxonomy.instructions(include_schema=mode is not OutputMode.JSON_SCHEMA)
+        system = self._instructions[mode is not OutputMode.JSON_SCHEMA]
         args: dict[str, Any] = {
             "model": self.options.model,
             "messages": [{"role": "system", "content": system}, *messages],
@@ -202,7 +207,7 @@ class LLMClassifier:
                 "json_schema": {
                     "name": "classification",
                     "strict": True,
-                    "schema": self.taxonomy.json_schema(),
+                    "schema": self._schema,
                 },
             }
         elif mode is OutputMode.JSON_OBJECT:
@@ -222,8 +227,11 @@ class LLMClassifier:
             )
         return True
 
-    def _estimate(self, messages: list[dict[str, str]]) -> int:
-        return estimate_tokens(messages) + 600 + self.options.max_output_tokens
+    def _estimate(self, args: dict[str, Any]) -> int:
+        """Tokens a request may use: its messages, a schema sent as response_format, the reply."""
+        response_format = args.get("response_format")
+        schema_tokens = len(json.dumps(response_format)) // 4 if response_format else 0
+        return estimate_tokens(args["messages"]) + schema_tokens + self.options.max_output_tokens
 
     # -- prompts and results -------------------------------------------------------------
 
