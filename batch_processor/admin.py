@@ -54,6 +54,7 @@ def job_status(batch_dir: Path, now: datetime | None = None) -> dict[str, Any]:
     report |= {
         "job_id": checkpoint.job_id,
         "job_status": checkpoint.status.value,
+        "job_error": checkpoint.error,
         "started_at": checkpoint.started_at.isoformat(),
         "checkpoint_age_seconds": round((now - checkpoint.updated_at).total_seconds(), 1),
         "processed": processed,

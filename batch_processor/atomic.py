@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import os
 import secrets
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,18 +112,3 @@ def exclusive_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()
-
-
-def worker_identity(directory: Path) -> str:
-    """The stable id of the worker that owns ``directory`` (created on first use).
-
-    Claims carry it, so a worker recognises its own claims from any earlier crashed job.
-    """
-    path = directory / "worker_id"
-    if path.exists():
-        existing = path.read_text().strip()
-        if existing:
-            return existing
-    identity = f"{socket.gethostname()}-{secrets.token_hex(4)}"
-    atomic_write(path, identity.encode())
-    return identity

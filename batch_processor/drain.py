@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 import structlog
 from pydantic import BaseModel
 
+from .admission import Admission
 from .errors import ConfigurationError, ErrorCategory, categorize, describe
 from .models import ClassifyRetry, DeadLetter, FailedDocument, SourceDocument, StoreRetry
 from .retry_queues import RetryQueue, RetryQueues
@@ -51,6 +52,7 @@ class QueueDrainer:
         job_id: str,
         max_attempts: int,
         start: StartDocument,
+        admission: Admission,
     ) -> None:
         self._queues = queues
         self._writer = writer
@@ -58,6 +60,7 @@ class QueueDrainer:
         self._job_id = job_id
         self._max_attempts = max_attempts
         self._start = start
+        self._admission = admission
         self._in_progress: set[str] = set()
 
     def queue_classify(self, item: ClassifyRetry) -> None:
@@ -92,6 +95,7 @@ class QueueDrainer:
             if item is None:
                 continue
             self._in_progress.add(key)
+            await self._admission.acquire(1)
             await self._start(
                 item.doc,
                 functools.partial(self._classified, key),
@@ -126,7 +130,14 @@ class QueueDrainer:
                     update={"attempts": attempts, "error": error, "category": category}
                 ),
             )
-            log.warning("store queue entry failed again", entry=key, attempts=attempts, error=error)
+            log.warning(
+                "store queue entry failed again; still queued",
+                entry=key,
+                documents=len(entry.results) + len(entry.failures),
+                attempts=attempts,
+                max_attempts=self._max_attempts,
+                error=error,
+            )
             return
         doc_ids = [r.doc_id for r in entry.results] + [f.doc_id for f in entry.failures]
         self._dead_letter("store", doc_ids, error, category, attempts, entry)
@@ -158,11 +169,11 @@ class QueueDrainer:
         self._dead_letter("classify", [doc.id], item.error, item.category, 1, item)
 
     def _classified(self, key: str, outcome: str) -> None:
+        self._admission.release()
+        self._in_progress.discard(key)
         if outcome == "released":  # the run is stopping: the entry stays for the next drain
-            self._in_progress.discard(key)
             return
         self._queues.classify.remove(key)
-        self._in_progress.discard(key)
         self._stats.recovered_from_queues += 1
 
     async def _classify_failed(self, key: str, item: ClassifyRetry, retry: ClassifyRetry) -> None:
@@ -174,6 +185,16 @@ class QueueDrainer:
                     update={"attempts": attempts, "error": retry.error, "category": retry.category}
                 ),
             )
+            log.warning(
+                "classify queue item failed again; still queued",
+                entry=key,
+                doc_id=item.doc.id,
+                attempts=attempts,
+                max_attempts=self._max_attempts,
+                error=retry.error,
+                category=str(retry.category),
+            )
+            self._admission.release()
             self._in_progress.discard(key)
             return
         self._dead_letter("classify", [item.doc.id], retry.error, retry.category, attempts, item)
@@ -184,7 +205,7 @@ class QueueDrainer:
             attempts=attempts,
             job_id=self._job_id,
         )
-        await self._writer.add(failure, functools.partial(self._classified, key))
+        self._writer.add(failure, functools.partial(self._classified, key))
 
     def _dead_letter(
         self,

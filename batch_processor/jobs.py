@@ -11,24 +11,26 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
-from .atomic import atomic_write, ensure_dir, sweep_temp_files, worker_identity
+from .atomic import atomic_write, ensure_dir, sweep_temp_files
 from .batch_files import BatchFiles
 from .checkpoints import CheckpointStore
 from .classifiers import Classifier
 from .dedupe import CachedClassifier
 from .errors import BatchProcessorError, UnfinishedJobError, describe
+from .identity import worker_identity
 from .models import JobStatus
+from .outage import Availability, DatabaseCalls
 from .pipeline import Pipeline, PipelineOptions
 from .retry import RetryPolicy
 from .retry_queues import RetryQueues
-from .settings import Settings
+from .settings import Mode, Settings
 from .shutdown import Stopper
 from .stats import RunStats
 from .store import MongoResultCache, MongoStore
@@ -65,6 +67,33 @@ def retry_policy(settings: Settings, *, rate_limits_apart: bool = False) -> Retr
     )
 
 
+def outage_policy(settings: Settings) -> RetryPolicy:
+    """How long MongoDB reads and claims wait for the server: forever in the service modes.
+
+    A batch run gives up after ``db_outage_grace`` seconds; continuous and scheduled mode wait
+    out an outage of any length (with capped backoff), since a service must stay up.
+    """
+    grace = settings.db_outage_grace if settings.mode is Mode.BATCH else None
+    return RetryPolicy(
+        max_attempts=None,
+        base_delay=settings.retry_base_delay,
+        max_delay=min(settings.retry_max_delay, 10.0),
+        give_up_after=grace,
+    )
+
+
+def database_calls(
+    settings: Settings, availability: Availability, stats: RunStats | None = None
+) -> DatabaseCalls:
+    """MongoDB calls with the settings' retry policies, reporting to ``availability``."""
+    return DatabaseCalls(
+        patient=outage_policy(settings),
+        brief=retry_policy(settings),
+        availability=availability,
+        on_retry=stats.add_db_retry if stats is not None else lambda _error: None,
+    )
+
+
 @dataclass(slots=True)
 class Service:
     """What every job of one process shares."""
@@ -75,10 +104,14 @@ class Service:
     stopper: Stopper
     telemetry: Telemetry
     progress: ProgressSink | None = None
+    mongodb: Availability = field(default_factory=lambda: Availability("MongoDB"))
 
 
 async def run_one_job(service: Service, *, recover: bool) -> RunStats:
-    """Run one job to its end (or its stop) and return its statistics."""
+    """Run one job to its end (or its stop) and return its statistics.
+
+    Raises the error that stopped the job, after its checkpoint and its report are written.
+    """
     settings, classifier, store = service.settings, service.classifier, service.store
     progress, telemetry = service.progress, service.telemetry
     batch_dir = ensure_dir(settings.batch_dir)
@@ -88,10 +121,12 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
     queues = RetryQueues(batch_dir)
     if swept:
         log.info("removed temp files left by a crash", count=len(swept))
-    _check_previous_job(checkpoints, files, recover=recover)
-    worker_id = worker_identity(batch_dir)
+    previous = _check_previous_job(checkpoints, files, recover=recover)
+    worker_id = worker_identity(batch_dir, fallback=previous)
     job_id = new_job_id()
-    pending, _ = await retry_policy(settings).call(store.count_pending)
+    stats = RunStats()
+    db = database_calls(settings, service.mongodb, stats)
+    pending = await db.wait(store.count_pending)
     log.info(
         "job started",
         job_id=job_id,
@@ -105,7 +140,7 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
         queued_store=len(queues.store),
     )
     if progress is not None:
-        progress.start(pending + sum(len(files.load(n).docs) for n in files.names()))
+        _safely(progress.start, pending + files.count_documents())
     cached = _with_dedupe(settings, classifier, store)
     pipeline = Pipeline(
         store=store,
@@ -117,7 +152,8 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
         worker_id=worker_id,
         options=pipeline_options(settings),
         classify_policy=retry_policy(settings, rate_limits_apart=True),
-        db_policy=retry_policy(settings),
+        db=db,
+        stats=stats,
         on_progress=_progress_hook(progress, telemetry),
         telemetry=telemetry,
     )
@@ -125,25 +161,55 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
     telemetry.job_started(pipeline.stats, classifier_summary=summary, queues=queues)
     service.stopper.attach(pipeline)
     try:
-        stats = await pipeline.run(recover=recover)
+        await pipeline.run(recover=recover)
     finally:
         service.stopper.attach(None)
         telemetry.job_ended(pipeline.stats)
         if cached is not None:
             await cached.flush()
-        pipeline.stats.classifier = summary()
+        stats.classifier = summary()
+        stats.set_waiting(classify=len(queues.classify), store=_queued_documents(queues))
         if progress is not None:
-            progress.close()
-    log.info("run finished", job_id=job_id, **stats.summary())
-    _write_report(batch_dir / "reports" / f"{job_id}.json", job_id, stats, settings)
+            _safely(progress.close)
+        error = pipeline.error
+        outcome = {"job_id": job_id, **stats.summary()}
+        if error is not None:
+            log.error("run failed", error=describe(error), **outcome)
+        else:
+            log.info("run finished", **outcome)
+        _write_report(batch_dir / "reports" / f"{job_id}.json", job_id, stats, settings, error)
     return stats
 
 
-def _write_report(path: Path, job_id: str, stats: RunStats, settings: Settings) -> None:
+def _queued_documents(queues: RetryQueues) -> int:
+    """Documents in the store queue's entries, as they are on disk now."""
+    total = 0
+    for key in queues.store.pending_keys():
+        try:
+            entry = queues.store.get(key)
+        except ValueError:
+            continue
+        total += len(entry.results) + len(entry.failures)
+    return total
+
+
+def _safely(action: Callable[..., object], *args: object) -> None:
+    """Run a display action; a display never fails a run."""
+    try:
+        action(*args)
+    except Exception as exc:  # noqa: BLE001 - what only displays must not stop the work
+        log.warning("progress display failed", error=describe(exc))
+
+
+def _write_report(
+    path: Path, job_id: str, stats: RunStats, settings: Settings, error: BaseException | None
+) -> None:
     """The run's performance report: throughput, memory, outcomes, spend, and the settings."""
     summary = stats.summary()
     report = {
         "job_id": job_id,
+        "status": "failed" if error is not None else "finished",
+        "error": describe(error) if error is not None else None,
         "mode": settings.mode.value,
         "success_rate": round(stats.succeeded / stats.processed, 4) if stats.processed else None,
         "summary": summary,
@@ -192,11 +258,17 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         queue_drain_interval=settings.queue_drain_interval,
         claim_ttl=settings.claim_ttl,
         shutdown_grace=settings.shutdown_grace,
+        max_in_flight=settings.max_in_flight,
     )
 
 
-def _check_previous_job(checkpoints: CheckpointStore, files: BatchFiles, *, recover: bool) -> None:
-    """Report the previous job's state; refuse to start over unfinished work without recover."""
+def _check_previous_job(
+    checkpoints: CheckpointStore, files: BatchFiles, *, recover: bool
+) -> str | None:
+    """Report the previous job's state; refuse to start over unfinished work without recover.
+
+    Returns the worker id the previous checkpoint recorded, if any.
+    """
     loaded = checkpoints.load()
     for problem in loaded.problems:
         using = f"the {loaded.source} checkpoint" if loaded.checkpoint else "the database state"
@@ -219,4 +291,6 @@ def _check_previous_job(checkpoints: CheckpointStore, files: BatchFiles, *, reco
             checkpoint=loaded.source,
             updated_at=previous.updated_at.isoformat(),
             in_flight=len(in_flight),
+            error=previous.error,
         )
+    return previous.worker_id if previous is not None else None

@@ -126,6 +126,10 @@ class SourceDocument(BaseModel):
 
     id: str = Field(description="The MongoDB _id in canonical extended JSON.")
     fields: dict[str, Any] = Field(default_factory=dict)
+    problem: str | None = Field(
+        default=None,
+        description="Why the document cannot be classified as read (a DATA failure), if so.",
+    )
 
 
 class ClassifiedDocument(BaseModel):
@@ -195,10 +199,11 @@ class DeadLetter(BaseModel):
 
 
 class JobStatus(StrEnum):
-    """Whether the job a checkpoint describes ended cleanly."""
+    """Whether the job a checkpoint describes ended, and how."""
 
-    RUNNING = "running"
-    FINISHED = "finished"
+    RUNNING = "running"  # still running, or killed: its batch files need --recover
+    FINISHED = "finished"  # ended cleanly, nothing left in flight
+    FAILED = "failed"  # stopped by an error (disk full, configuration...), see ``error``
 
 
 class Checkpoint(BaseModel):
@@ -207,6 +212,8 @@ class Checkpoint(BaseModel):
     format: Literal[1] = 1
     job_id: str
     status: JobStatus = JobStatus.RUNNING
+    error: str | None = Field(default=None, description="Why a failed job stopped.")
+    worker_id: str | None = Field(default=None, description="The worker that ran the job.")
     started_at: datetime
     updated_at: datetime = Field(default_factory=utcnow)
     position: str | None = Field(default=None, description="Last _id paged (extended JSON).")

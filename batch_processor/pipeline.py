@@ -1,11 +1,21 @@
 """The one processing loop: page, claim, save, classify under a semaphore, write, checkpoint.
 
-A producer task reads pages from MongoDB one page ahead; the loop claims each page, saves it as
-a batch file, and starts one task per document as soon as a semaphore slot is free, so no
-document waits for the slowest one of its batch. Outcomes go to the :class:`ResultWriter`; a
-batch file is deleted when its last document has ended. Every ``checkpoint_interval`` finished
-documents (and at exit) a checkpoint is written. Retry queues are drained at the start and every
+Every task of a run lives in one :class:`asyncio.TaskGroup`: the result writer, the periodic
+queue drainer and one task per document, beside the page reader that the loop awaits itself.
+Nothing runs unwatched: if any of them dies, the others are cancelled, every document still held
+is given back (its claim released) and the run ends with the error, its checkpoint saying so.
+
+Documents are *admitted* before they are claimed and leave when they end (stored, failed,
+queued, given back): at most ``max_in_flight`` documents are claimed and unfinished at any
+time, whatever is slow, classification or storage. Each claimed page is saved as a batch file
+before any of it is classified; a document is classified as soon as one of ``concurrent``
+slots is free, so no document waits for the slowest one of its batch. A batch file is deleted
+when its last document has ended. Every ``checkpoint_interval`` ended documents (and at exit) a
+checkpoint is written. Retry queues are drained at the start and every
 ``queue_drain_interval`` seconds (see :mod:`batch_processor.drain`).
+
+MongoDB reads and claims wait out an outage (:class:`~batch_processor.outage.DatabaseCalls`),
+a lost cursor is reopened after the last ``_id`` seen.
 """
 
 from __future__ import annotations
@@ -14,17 +24,17 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
 
 import structlog
 
-from .batch_files import BatchFiles, CorruptBatchFileError
+from .admission import Admission
+from .batch_files import BatchFile, BatchFiles, CorruptBatchFileError
 from .checkpoints import CheckpointStore
 from .classifiers import Classifier
-from .documents import extract_text
+from .documents import ExtractedText, extract_text
 from .drain import QueueDrainer
 from .errors import (
     BatchProcessorError,
@@ -44,19 +54,18 @@ from .models import (
     SourceDocument,
     utcnow,
 )
-from .retry import RetryPolicy, Sleep, announce_retries, should_retry, wait_for
+from .outage import DatabaseCalls
+from .retry import RetryPolicy, Sleep, announce_retries
 from .retry_queues import RetryQueues
 from .stats import RunStats
 from .store import MongoStore
 from .telemetry import Telemetry
 from .tracker import BatchTracker, FinishedBatch
-from .writer import ResultWriter, Settle
+from .writer import RELEASED, ResultWriter, Settle
 
-T = TypeVar("T")
 log = structlog.get_logger("batch_processor.pipeline")
 
-#: A document given back untouched (budget spent, or the run stopping): its claim is released.
-RELEASED = "released"
+__all__ = ["RELEASED", "Pipeline", "PipelineOptions", "first_error", "reason"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +83,27 @@ class PipelineOptions:
     queue_drain_interval: float = 60.0
     claim_ttl: float = 3600.0
     shutdown_grace: float = 30.0
+    max_in_flight: int | None = None  # None: two pages plus the concurrency
+
+    @property
+    def in_flight_limit(self) -> int:
+        """Documents claimed and not yet ended, at most."""
+        if self.max_in_flight is not None:
+            return self.max_in_flight
+        return 2 * self.batch_size + self.concurrent
 
 
 def reason(error: BaseException) -> str:
     """The failure reason stored with a document: our message, or the exception's first line."""
     return error.message if isinstance(error, BatchProcessorError) else describe(error)
+
+
+def first_error(error: BaseException) -> BaseException:
+    """The first real error inside an exception group (a TaskGroup raises groups)."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        inner = [e for e in error.exceptions if not isinstance(e, asyncio.CancelledError)]
+        error = (inner or list(error.exceptions))[0]
+    return error
 
 
 class Pipeline:
@@ -96,7 +121,7 @@ class Pipeline:
         worker_id: str,
         options: PipelineOptions,
         classify_policy: RetryPolicy,
-        db_policy: RetryPolicy,
+        db: DatabaseCalls,
         stats: RunStats | None = None,
         sleep: Sleep = asyncio.sleep,
         on_progress: Callable[[RunStats], None] | None = None,
@@ -105,29 +130,33 @@ class Pipeline:
         self.job_id = job_id
         self.worker_id = worker_id
         self.stats = stats or RunStats()
+        self.error: BaseException | None = None
         self._store = store
         self._classifier = classifier
         self._files = batch_files
         self._checkpoints = checkpoints
+        self._queues = queues
         self._options = options
         self._classify_policy = classify_policy
-        self._db_policy = db_policy
+        self._db = db
         self._sleep = sleep
         self._on_progress = on_progress
         self._telemetry = telemetry
         self._started_at: datetime = utcnow()
         self._slots = asyncio.Semaphore(options.concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._group: asyncio.TaskGroup | None = None
         self._tracker = BatchTracker(batch_files, on_finished=self._batch_finished)
         self._writer = ResultWriter(
             store=store,
-            policy=db_policy,
+            db=db,
             queues=queues,
             stats=self.stats,
             flush_size=options.flush_size,
             flush_interval=options.flush_interval,
             on_fatal=self._stop,
         )
+        self._admission = Admission(options.in_flight_limit, on_full=self._writer.flush_soon)
         self._drainer = QueueDrainer(
             queues=queues,
             writer=self._writer,
@@ -135,51 +164,68 @@ class Pipeline:
             job_id=job_id,
             max_attempts=options.queue_max_attempts,
             start=self._start,
+            admission=self._admission,
         )
         self._position: str | None = None
         self._sequence = 0
         self._since_checkpoint = 0
-        self._fatal: BaseException | None = None
         self._stopping = False
         self._released: list[str] = []
+        self._recovered_claims: list[str] = []  # claim tokens of this directory's old batches
         self._grace_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def in_flight(self) -> int:
+        """Documents admitted (claimed or taken from a queue) and not yet ended."""
+        return self._admission.held
 
     # -- the run -------------------------------------------------------------------------
 
     async def run(self, *, recover: bool = False) -> RunStats:
-        """Process everything pending; with ``recover``, first finish the old batch files."""
+        """Process everything pending; with ``recover``, first finish the old batch files.
+
+        Raises the error that stopped the run, if one did, after every document it held was
+        stored or given back and the checkpoint was written.
+        """
         self._save_checkpoint(JobStatus.RUNNING)
-        writer = asyncio.create_task(self._writer.run(), name="result-writer")
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                group.create_task(self._writer.run(), name="result-writer")
+                await self._work(group, recover=recover)
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                self._stop(first_error(exc))
+            elif self.error is None:
+                raise
+        finally:
+            self._group = None
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+            await self._release_given_back()
+            self._save_final_checkpoint()
+        self.stats.finish()
+        if self.error is not None:
+            raise self.error
+        return self.stats
+
+    async def _work(self, group: asyncio.TaskGroup, *, recover: bool) -> None:
+        """Everything but the writer: queues, recovery, paging; then the writer's last flush."""
         drainer: asyncio.Task[None] | None = None
         try:
             await self._drainer.drain()
             if recover:
                 await self._recover_batch_files()
             await self._release_claims()
-            drainer = asyncio.create_task(self._drain_periodically(), name="queue-drainer")
+            drainer = group.create_task(self._drain_periodically(), name="queue-drainer")
             await self._process_pending()
         except Exception as exc:  # noqa: BLE001 - finish in-flight work first, then re-raise
             self._stop(exc)
         finally:
             if drainer is not None:
                 drainer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await drainer
             await self._wait_for_tasks()
-            if self._grace_timer is not None:
-                self._grace_timer.cancel()
-            await self._writer.close()
-            try:
-                await writer
-            except Exception as exc:  # noqa: BLE001 - recorded, re-raised below
-                self._stop(exc)
-            await self._release_given_back()
-            consistent = not self._tracker.names()
-            self._save_checkpoint(JobStatus.FINISHED if consistent else JobStatus.RUNNING)
-        self.stats.finish()
-        if self._fatal is not None:
-            raise self._fatal
-        return self.stats
+            self._writer.close()
 
     def stop(self, *, now: bool = False) -> None:
         """Take no new documents; in-flight ones finish and are stored.
@@ -204,8 +250,8 @@ class Pipeline:
             task.cancel()
 
     def _stop(self, error: BaseException) -> None:
-        if self._fatal is None:
-            self._fatal = error
+        if self.error is None:
+            self.error = error
             log.error("stopping the run", error=describe(error), category=str(categorize(error)))
         self._stopping = True
 
@@ -225,80 +271,73 @@ class Pipeline:
     # -- paging and submission ----------------------------------------------------------
 
     async def _process_pending(self) -> None:
-        pages: asyncio.Queue[list[SourceDocument] | None] = asyncio.Queue()
-        prefetch = asyncio.Semaphore(1)  # one page read ahead while the current one runs
-        producer = asyncio.create_task(self._produce(pages, prefetch), name="page-reader")
-        try:
-            while not self._stopping and (page := await pages.get()) is not None:
-                prefetch.release()
-                await self._submit_page(page)
-        finally:
-            if not producer.done():
-                producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await producer
+        """Passes over the pending documents until a pass claims none.
 
-    async def _produce(
+        One page is read ahead while the current one is claimed and started.
+        """
+        while not self._stopping:
+            pages: asyncio.Queue[list[SourceDocument] | None] = asyncio.Queue()
+            prefetch = asyncio.Semaphore(1)
+            reader = asyncio.create_task(self._read_pass(pages, prefetch), name="page-reader")
+            claimed = 0
+            try:
+                while not self._stopping and (page := await pages.get()) is not None:
+                    prefetch.release()
+                    claimed += await self._submit_page(page)
+            finally:
+                if not reader.done():
+                    reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader  # its error, if any, ends the run
+            if not claimed:
+                return
+
+    async def _read_pass(
         self, pages: asyncio.Queue[list[SourceDocument] | None], prefetch: asyncio.Semaphore
     ) -> None:
-        """Read passes over the pending documents until a pass finds none."""
+        """Read one pass of pages; outages are waited out and a dead cursor reopened."""
+        cursor = self._store.page_cursor(self._options.batch_size)
         try:
-            while not self._stopping:
-                found = False
-                async for page in self._pages():
-                    await prefetch.acquire()
-                    pages.put_nowait(page)
-                    found = True
-                if not found:
-                    return
+            while page := await self._db.wait(cursor.next_page):
+                self._position = page[-1].id
+                await prefetch.acquire()
+                pages.put_nowait(page)
         finally:
-            pages.put_nowait(None)
+            pages.put_nowait(None)  # never blocks: the queue is unbounded, prefetch paces it
+            await cursor.close()
 
-    async def _pages(self) -> AsyncIterator[list[SourceDocument]]:
-        """One pass of pages; a dead cursor is reopened after the last ``_id`` seen."""
-        after: str | None = None
-        attempt = 0
-        while True:
-            try:
-                async for page in self._store.pages(self._options.batch_size, after=after):
-                    attempt = 0
-                    after = self._position = page[-1].id
-                    yield page
-                return
-            except BatchProcessorError as exc:
-                attempt += 1
-                if not should_retry(exc, attempt, self._db_policy.max_attempts):
-                    raise
-                self.stats.add_db_retry(exc)
-                delay = wait_for(
-                    exc, attempt, base=self._db_policy.base_delay, cap=self._db_policy.max_delay
-                )
-                log.info("reopening page cursor", attempt=attempt, error=describe(exc))
-                await self._sleep(delay)
-
-    async def _submit_page(self, page: list[SourceDocument]) -> None:
+    async def _submit_page(self, page: list[SourceDocument]) -> int:
+        """Admit, claim, save and start one page; return how many documents it claimed."""
         self.stats.fetched += len(page)
+        await self._admission.acquire(len(page))
         ids = [doc.id for doc in page]
         self._sequence += 1
         token = f"{self.job_id}:{self._sequence}"
-        claimed = await self._db(
-            lambda: self._store.claim(
-                ids, job_id=self.job_id, worker_id=self.worker_id, token=token
-            )
-        )
-        docs = [doc for doc in page if doc.id in claimed]
-        if not docs:
-            return
         try:
-            name = self._files.save(self.job_id, self._sequence, docs)
-        except BatchProcessorError:
+            claimed = await self._db.wait(
+                lambda: self._store.claim(
+                    ids, job_id=self.job_id, worker_id=self.worker_id, token=token
+                )
+            )
+        except BaseException:
+            self._admission.release(len(page))
+            raise
+        docs = [doc for doc in page if doc.id in claimed]
+        self._admission.release(len(page) - len(docs))
+        if not docs:
+            return 0
+        try:
+            name = await self._files.save(self.job_id, self._sequence, docs, claim=token)
+        except BaseException:
             # Not saved means not safe: give the claims back before stopping.
+            self._admission.release(len(docs))
             with contextlib.suppress(BatchProcessorError):
                 await self._store.release_ids([doc.id for doc in docs], self.job_id)
             raise
         self._tracker.add(name, [doc.id for doc in docs])
         self.stats.batches += 1
         await self._start_all(docs)
+        return len(docs)
 
     async def _start_all(self, docs: list[SourceDocument]) -> None:
         """Start each document in turn; once the run stops, give the rest back unprocessed."""
@@ -317,7 +356,14 @@ class Pipeline:
     ) -> None:
         """Start one document's task once a slot is free (the only concurrency limit)."""
         await self._slots.acquire()
-        task = asyncio.create_task(self._handle(doc, settle, on_exhausted))
+        try:
+            if self._group is None:
+                raise RuntimeError("the run is not active")
+            task = self._group.create_task(self._handle(doc, settle, on_exhausted))
+        except RuntimeError:  # the group is shutting down: the document is given back
+            self._slots.release()
+            settle(RELEASED)
+            return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -329,7 +375,8 @@ class Pipeline:
         settle: Settle,
         on_exhausted: Callable[[ClassifyRetry], Awaitable[None]] | None,
     ) -> None:
-        handed_over = False
+        """Classify one document and hand its outcome on; whatever happens, it is settled once."""
+        settle = _once(settle)
         try:
             try:
                 outcome = await self._classify(doc)
@@ -344,19 +391,17 @@ class Pipeline:
                     self._drainer.queue_classify(outcome)
                     settle("queued_classify")
             else:
-                handed_over = True
-                await self._writer.add(outcome, settle)
+                # Synchronous: once it returns the writer holds the outcome, and nothing
+                # between here and the end of the task can be interrupted.
+                self._writer.add(outcome, settle)
         except asyncio.CancelledError:
-            if not handed_over:  # a result handed to the writer is stored at close
-                settle(RELEASED)
+            settle(RELEASED)
             raise
-        except ConfigurationError as exc:
-            # Nothing is wrong with the document: give it back, so that once the configuration
-            # is fixed a plain restart (no --recover) takes it again.
+        except Exception as exc:  # noqa: BLE001 - a worker-level failure (disk, configuration)
+            # Nothing is wrong with the document: give it back, so that once the cause is fixed
+            # a plain restart (no --recover) takes it again.
             self._stop(exc)
             settle(RELEASED)
-        except Exception as exc:  # noqa: BLE001 - the doc stays in its batch file for --recover
-            self._stop(exc)
 
     async def _classify(
         self, doc: SourceDocument
@@ -364,10 +409,9 @@ class Pipeline:
         """One document's outcome: a result, a failure, a retry-queue item, or RELEASED."""
         if self._stopping:
             return RELEASED  # waited for a slot while the run was stopping
-        try:
-            text = extract_text(doc, self._options.text_field, self._options.max_text_chars)
-        except DataError as exc:
-            return self._failed(doc, exc, attempts=0)
+        text = self._read_text(doc)
+        if isinstance(text, FailedDocument):
+            return text
 
         on_retry = announce_retries(
             "retrying classification", self.stats.add_classifier_retry, doc_id=doc.id
@@ -407,6 +451,18 @@ class Pipeline:
             cached=output.cached,
         )
 
+    def _read_text(self, doc: SourceDocument) -> ExtractedText | FailedDocument:
+        """The text to classify, or the DATA failure that says why there is none."""
+        if doc.problem is not None:
+            return self._failed(doc, DataError(doc.problem), attempts=0)
+        try:
+            return extract_text(doc, self._options.text_field, self._options.max_text_chars)
+        except DataError as exc:
+            return self._failed(doc, exc, attempts=0)
+        except Exception as exc:  # noqa: BLE001 - odd data never stops the run
+            error = DataError(f"cannot read the text: {describe(exc)}")
+            return self._failed(doc, error, attempts=0)
+
     def _failed(
         self, doc: SourceDocument, error: BaseException, *, attempts: int
     ) -> FailedDocument:
@@ -424,6 +480,7 @@ class Pipeline:
     # -- bookkeeping --------------------------------------------------------------------
 
     def _settle(self, doc_id: str, outcome: str) -> None:
+        self._admission.release()
         self._tracker.settle(doc_id, outcome)
         if outcome == RELEASED:
             self._released.append(doc_id)
@@ -434,7 +491,11 @@ class Pipeline:
         if self._since_checkpoint >= self._options.checkpoint_interval:
             self._save_checkpoint(JobStatus.RUNNING)
         if self._on_progress is not None:
-            self._on_progress(self.stats)
+            try:
+                self._on_progress(self.stats)
+            except Exception as exc:  # noqa: BLE001 - what only displays never fails a run
+                log.warning("progress display failed; hiding it", error=describe(exc))
+                self._on_progress = None
 
     def _batch_finished(self, batch: FinishedBatch) -> None:
         if self._telemetry is not None and batch.outcomes.get("stored"):
@@ -447,11 +508,22 @@ class Pipeline:
             **batch.outcomes,
         )
 
-    def _save_checkpoint(self, status: JobStatus) -> None:
+    def _save_final_checkpoint(self) -> None:
+        """Finished, failed (with the reason), or running when batch files are left."""
+        if self.error is not None:
+            self._save_checkpoint(JobStatus.FAILED, error=reason(self.error))
+        elif self._tracker.names():
+            self._save_checkpoint(JobStatus.RUNNING)
+        else:
+            self._save_checkpoint(JobStatus.FINISHED)
+
+    def _save_checkpoint(self, status: JobStatus, *, error: str | None = None) -> None:
         self._since_checkpoint = 0
         checkpoint = Checkpoint(
             job_id=self.job_id,
             status=status,
+            error=error,
+            worker_id=self.worker_id,
             started_at=self._started_at,
             position=self._position,
             counters=self.stats.counters(),
@@ -463,11 +535,6 @@ class Pipeline:
             # Batch files and queues stay the source of truth; a missed checkpoint is not fatal.
             log.error("checkpoint not written", error=describe(exc))
 
-    async def _db(self, operation: Callable[[], Awaitable[T]]) -> T:
-        hook = announce_retries("retrying MongoDB call", self.stats.add_db_retry)
-        result, _ = await self._db_policy.call(operation, on_retry=hook)
-        return result
-
     # -- recovery -----------------------------------------------------------------------
 
     async def _recover_batch_files(self) -> None:
@@ -478,40 +545,58 @@ class Pipeline:
             except CorruptBatchFileError as exc:
                 kept = self._files.set_aside(name)
                 log.error(
-                    "unreadable batch file set aside", batch=name, kept=str(kept), error=str(exc)
+                    "unreadable batch file set aside; its documents are read again from MongoDB",
+                    batch=name,
+                    kept=str(kept),
+                    error=str(exc),
                 )
                 continue
-            ids = [doc.id for doc in batch.docs]
-            try:
-                claim = functools.partial(
-                    self._store.claim,
-                    ids,
-                    job_id=self.job_id,
-                    worker_id=self.worker_id,
-                    token=f"{self.job_id}:{name}",
-                    reclaim=True,
-                )
-                claimed = await self._db(claim)
-                finish = functools.partial(self._store.finish_stored, sorted(claimed), self.job_id)
-                stored = await self._db(finish)
-            except ConfigurationError:
-                raise
-            except BatchProcessorError as exc:
-                # MongoDB is away: classify anyway; the results wait in the store queue.
-                log.warning("recovering without MongoDB", batch=name, error=describe(exc))
-                claimed, stored = set(ids), set()
-            todo = [doc for doc in batch.docs if doc.id in claimed and doc.id not in stored]
-            self.stats.already_stored += len(stored)
-            log.info(
-                "recovering batch file",
+            if batch.claim is not None:
+                self._recovered_claims.append(batch.claim)
+            await self._recover_batch(name, batch)
+
+    async def _recover_batch(self, name: str, batch: BatchFile) -> None:
+        """Reclaim one batch file's documents, mark those already stored, classify the rest."""
+        if batch.damaged:
+            log.error(
+                "damaged lines in a batch file; those documents are read again from MongoDB",
                 batch=name,
-                documents=len(ids),
-                already_stored=len(stored),
-                to_classify=len(todo),
-                taken_elsewhere=len(ids) - len(claimed),
+                damaged_lines=batch.damaged,
+                kept=str(self._files.keep_copy(name)),
             )
-            self._tracker.add(name, [doc.id for doc in todo])
-            await self._start_all(todo)
+        ids = [doc.id for doc in batch.docs]
+        try:
+            claim = functools.partial(
+                self._store.claim,
+                ids,
+                job_id=self.job_id,
+                worker_id=self.worker_id,
+                token=f"{self.job_id}:{name}",
+                reclaim=True,
+                previous_claim=batch.claim,
+            )
+            claimed = await self._db.brief(claim)
+            finish = functools.partial(self._store.finish_stored, sorted(claimed), self.job_id)
+            stored = await self._db.brief(finish)
+        except ConfigurationError:
+            raise
+        except BatchProcessorError as exc:
+            # MongoDB is away: classify anyway; the results wait in the store queue.
+            log.warning("recovering without MongoDB", batch=name, error=describe(exc))
+            claimed, stored = set(ids), set()
+        todo = [doc for doc in batch.docs if doc.id in claimed and doc.id not in stored]
+        self.stats.already_stored += len(stored)
+        log.info(
+            "recovering batch file",
+            batch=name,
+            documents=len(ids),
+            already_stored=len(stored),
+            to_classify=len(todo),
+            taken_elsewhere=len(ids) - len(claimed),
+        )
+        await self._admission.acquire(len(todo))
+        self._tracker.add(name, [doc.id for doc in todo])
+        await self._start_all(todo)
 
     async def _release_given_back(self) -> None:
         """Release the claims of documents given back unprocessed, so any worker takes them."""
@@ -528,13 +613,27 @@ class Pipeline:
 
     async def _release_claims(self) -> None:
         """Free the claims of this worker's dead jobs, and anyone's past the claim TTL."""
-        released = await self._db(
+        released = await self._db.wait(
             lambda: self._store.release_claims(
                 worker_id=self.worker_id,
                 job_id=self.job_id,
                 older_than=timedelta(seconds=self._options.claim_ttl),
                 exclude=self._drainer.queued_doc_ids(),
+                claims=self._recovered_claims,
             )
         )
         if released:
             log.info("released claims of dead jobs", documents=released)
+
+
+def _once(settle: Settle) -> Settle:
+    """``settle``, callable any number of times but acting only the first time."""
+    done = False
+
+    def settle_once(outcome: str) -> None:
+        nonlocal done
+        if not done:
+            done = True
+            settle(outcome)
+
+    return settle_once

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -62,15 +63,22 @@ def wait_for(error: BaseException | None, attempt: int, *, base: float, cap: flo
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often and how patiently one kind of operation is retried."""
+    """How often and how patiently one kind of operation is retried.
 
-    max_attempts: int = 3
+    ``max_attempts`` bounds the attempts (None: no bound); ``give_up_after`` bounds the time
+    since the call began (None: no bound). Both None waits out an outage of any length, which is
+    what a service does with MongoDB; a batch run gives up after its grace period.
+    """
+
+    max_attempts: int | None = 3
     base_delay: float = 0.5
     max_delay: float = 30.0
     #: If set, 429s are counted apart: the provider said "wait", which is not a failure, so
     #: they do not use up ``max_attempts`` but stop after this many of their own.
     rate_limit_attempts: int | None = None
+    give_up_after: float | None = None
     sleep: Sleep = field(default=asyncio.sleep, compare=False)
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
 
     async def call(
         self,
@@ -88,13 +96,18 @@ class RetryPolicy:
             return wait_for(error, state.attempt_number, base=self.base_delay, cap=self.max_delay)
 
         rate_limited = 0
+        began = self.clock()
 
         def _stop(state: RetryCallState) -> bool:
             nonlocal rate_limited
             error = state.outcome.exception() if state.outcome else None
+            if self.give_up_after is not None and self.clock() - began >= self.give_up_after:
+                return True
             if self.rate_limit_attempts is not None and _is_rate_limit(error):
                 rate_limited += 1
                 return rate_limited >= self.rate_limit_attempts
+            if self.max_attempts is None:
+                return False
             return state.attempt_number - rate_limited >= self.max_attempts
 
         def _before_sleep(state: RetryCallState) -> None:

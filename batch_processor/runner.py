@@ -23,7 +23,7 @@ from .classifiers import Classifier
 from .embedded import EmbeddedServer
 from .errors import BatchProcessorError, describe
 from .health import HealthServer
-from .jobs import ProgressSink, Service, retry_policy, run_one_job
+from .jobs import ProgressSink, Service, database_calls, outage_policy, retry_policy, run_one_job
 from .logs import register_secret
 from .models import utcnow
 from .notify import SystemdNotifier
@@ -71,11 +71,16 @@ async def open_store(
             target_collection=settings.target_collection,
             projection=[settings.text_field, *settings.metadata_fields],
             server_selection_timeout=settings.server_selection_timeout,
+            socket_timeout=settings.db_socket_timeout,
             listeners=listeners,
             cache_collection=settings.cache_collection,
         )
         try:
-            policy = retry_policy(settings)
+            # A service waits for its database to come up (systemd may start it first); a
+            # batch run that cannot reach it at all is more likely misconfigured: it fails fast.
+            policy = (
+                retry_policy(settings) if settings.mode is Mode.BATCH else outage_policy(settings)
+            )
             await policy.call(store.ping)
             await policy.call(store.ensure_indexes)
             yield store
@@ -175,6 +180,8 @@ async def _watchdog(notifier: SystemdNotifier, telemetry: Telemetry, stall_after
 async def _readiness(service: Service) -> list[str]:
     """What keeps the worker from being ready (empty: ready)."""
     problems = []
+    if not service.mongodb.available:
+        problems.append(f"MongoDB unavailable: {service.mongodb.last_error}")
     try:
         await asyncio.wait_for(service.store.ping(), 5)
     except (BatchProcessorError, TimeoutError) as exc:
@@ -237,6 +244,7 @@ async def _wait_for_work(service: Service) -> bool:
         interval=settings.interval,
         change_streams=settings.change_streams,
     )
+    db = database_calls(settings, service.mongodb)
     async with contextlib.AsyncExitStack() as stack:
         waiter = None
         if settings.change_streams:
@@ -246,7 +254,7 @@ async def _wait_for_work(service: Service) -> bool:
                 log.info("change streams unavailable: polling only", error=describe(exc))
         while not stopper.stopped:
             service.telemetry.beat()  # idle is not stalled
-            pending, _ = await retry_policy(settings).call(store.has_pending)
+            pending = await db.wait(store.has_pending)  # an outage is waited out
             if pending:
                 return True
             try:

@@ -72,6 +72,18 @@ class Settings(BaseSettings):
     server_selection_timeout: float = Field(
         default=10.0, gt=0, le=300, description="Seconds to wait for a reachable MongoDB server."
     )
+    db_outage_grace: float = Field(
+        default=300.0,
+        ge=0,
+        description="Batch mode: seconds a MongoDB outage is waited out before the run stops "
+        "(the service modes wait for any length).",
+    )
+    db_socket_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds one MongoDB operation may take before it fails and is retried.",
+    )
     embedded_port: int = Field(
         default=0, ge=0, le=65535, description="Port of the embedded server (0: a free port)."
     )
@@ -135,6 +147,12 @@ class Settings(BaseSettings):
     )
     flush_interval: float = Field(
         default=1.0, gt=0, le=60, description="Longest a result waits before it is written (s)."
+    )
+    max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        description="Documents claimed and not yet stored, at most (unset: two pages plus "
+        "--concurrent).",
     )
     claim_ttl: float = Field(
         default=3600.0,

@@ -40,6 +40,8 @@ class RunStats:
     retries_by_category: Counter[str] = field(default_factory=Counter)
     classifier: dict[str, Any] = field(default_factory=dict)
     ended: float | None = None
+    #: Documents waiting in the retry queues on disk when the run ended (None: not counted).
+    waiting: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         self.started = self.clock()
@@ -69,6 +71,10 @@ class RunStats:
     def record_failure(self, category: ErrorCategory) -> None:
         """Count one document marked failed."""
         self.failed[str(category)] += 1
+
+    def set_waiting(self, *, classify: int, store: int) -> None:
+        """Record what the retry queues on disk hold now (documents), for the summary."""
+        self.waiting = {"classify": classify, "store": store}
 
     def finish(self) -> None:
         """Stop the run's clock, so the summary says the same whenever it is read."""
@@ -105,6 +111,7 @@ class RunStats:
             "failed_by_category": dict(sorted(self.failed.items())),
             "queued_classify": self.queued_classify,
             "queued_store": self.queued_store,
+            "waiting_in_queues": self.waiting,
             "recovered_from_queues": self.recovered_from_queues,
             "dead_lettered": self.dead_lettered,
             "classifier_retries": self.classifier_retries,

@@ -16,15 +16,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import bson
+import structlog
 from bson import json_util
+from bson.codec_options import CodecOptions
+from bson.errors import InvalidBSON
 from bson.json_util import CANONICAL_JSON_OPTIONS, RELAXED_JSON_OPTIONS
+from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, AsyncMongoClient, UpdateOne, WriteConcern
 from pymongo import errors as mongo_errors
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.monitoring import (
     CommandListener as CommandListener,
 )  # re-exported: only this module imports pymongo
@@ -39,6 +46,9 @@ from .errors import (
 )
 from .models import ClassifiedDocument, FailedDocument, SourceDocument, utcnow
 
+_log = structlog.get_logger("batch_processor.store")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
 STATE = "processing"
 STATUS = f"{STATE}.status"
 CLAIMED, DONE, FAILED = "claimed", "done", "failed"
@@ -47,6 +57,30 @@ Raw = dict[str, Any]
 _AUTH_CODES = {13, 18}  # Unauthorized, AuthenticationFailed
 _DATA_CODES = {121, 10334, 17419, 2}  # validation failed, BSON too large, bad value
 _DUPLICATE_KEY = 11000
+# Codes that say "the server or the cursor went away; try again": a restart loses every open
+# cursor (CursorNotFound 43, CursorKilled 237), a step-down or shutdown interrupts operations.
+_TRANSIENT_CODES = {
+    6,  # HostUnreachable
+    7,  # HostNotFound
+    43,  # CursorNotFound
+    89,  # NetworkTimeout
+    91,  # ShutdownInProgress
+    189,  # PrimarySteppedDown
+    237,  # CursorKilled
+    9001,  # SocketException
+    10107,  # NotWritablePrimary
+    11600,  # InterruptedAtShutdown
+    11602,  # InterruptedDueToReplStateChange
+    13435,  # NotPrimaryNoSecondaryOk
+    13436,  # NotPrimaryOrSecondary
+}
+# Source documents are read raw and decoded one by one, so one undecodable document (a string
+# that is not UTF-8, written by another driver) cannot fail the page that holds it.
+_RAW = CodecOptions(document_class=RawBSONDocument, tz_aware=True)
+_STRICT: CodecOptions[Raw] = CodecOptions(tz_aware=True)
+_ESCAPED: CodecOptions[Raw] = CodecOptions(
+    tz_aware=True, unicode_decode_error_handler="surrogateescape"
+)
 
 
 def encode_id(value: Any) -> str:
@@ -71,7 +105,9 @@ def translated(action: str) -> Iterator[None]:
     except BatchProcessorError:
         raise
     except (mongo_errors.InvalidURI, mongo_errors.ConfigurationError) as exc:
-        raise ConfigurationError(f"{action}: MongoDB configuration: {exc}") from exc
+        raise ConfigurationError(
+            f"invalid setting mongodb_uri: {action}: {_first_line(exc)}"
+        ) from exc
     except (mongo_errors.AutoReconnect, mongo_errors.ConnectionFailure) as exc:
         # Covers NetworkTimeout and ServerSelectionTimeoutError (server down or unreachable).
         raise TransientError(f"{action}: MongoDB unreachable: {_first_line(exc)}") from exc
@@ -91,6 +127,8 @@ def _operation_failure(action: str, exc: mongo_errors.OperationFailure) -> Batch
     if exc.code in _AUTH_CODES:
         return ConfigurationError(f"{action}: not authorised: {_first_line(exc)}")
     if exc.has_error_label("RetryableWriteError") or exc.has_error_label("TransientTransaction"):
+        return TransientError(f"{action}: {_first_line(exc)}")
+    if exc.code in _TRANSIENT_CODES:
         return TransientError(f"{action}: {_first_line(exc)}")
     if exc.code == 14031:  # OutOfDiskSpace
         return ResourceError(f"{action}: MongoDB out of disk space")
@@ -114,19 +152,29 @@ class MongoStore:
         target_collection: str,
         projection: Sequence[str],
         server_selection_timeout: float = 10.0,
+        socket_timeout: float = 60.0,
         listeners: Sequence[CommandListener] = (),
         cache_collection: str = "classification_cache",
     ) -> None:
+        # A frozen server (SIGSTOP, a hung primary) keeps its sockets open: without a socket
+        # timeout an operation on it would wait forever instead of failing and being retried.
+        self.socket_timeout = socket_timeout
         with translated("connect"):
-            self.client: AsyncMongoClient[Raw] = AsyncMongoClient(
-                uri,
-                serverSelectionTimeoutMS=int(server_selection_timeout * 1000),
-                w="majority",
-                journal=True,
-                appname="batch-processor",
-                event_listeners=list(listeners),
-                tz_aware=True,
-            )
+            try:
+                self.client: AsyncMongoClient[Raw] = AsyncMongoClient(
+                    uri,
+                    serverSelectionTimeoutMS=int(server_selection_timeout * 1000),
+                    socketTimeoutMS=int(socket_timeout * 1000),
+                    w="majority",
+                    journal=True,
+                    appname="batch-processor",
+                    event_listeners=list(listeners),
+                    tz_aware=True,
+                )
+            except (ValueError, TypeError) as exc:  # e.g. a port out of range
+                raise ConfigurationError(
+                    f"invalid setting mongodb_uri: {_first_line(exc)}"
+                ) from None
         db = self.client[database]
         self.source: AsyncCollection[Raw] = db[source_collection]
         self.target: AsyncCollection[Raw] = db[target_collection]
@@ -185,37 +233,20 @@ class MongoStore:
         where change streams are unavailable (a standalone mongod); callers then poll.
         """
         pipeline: list[Raw] = [{"$match": {"operationType": "insert"}}]
+        # The server holds each getMore this long: keep it well inside the socket timeout.
+        held = min(max_await, self.socket_timeout / 2)
         with translated("open change stream"):
-            stream = await self.source.watch(
-                pipeline, max_await_time_ms=max(1, int(max_await * 1000))
-            )
+            stream = await self.source.watch(pipeline, max_await_time_ms=max(1, int(held * 1000)))
         try:
             yield InsertWaiter(stream)
         finally:
             with contextlib.suppress(mongo_errors.PyMongoError):
                 await stream.close()
 
-    async def pages(
-        self, page_size: int, after: str | None = None
-    ) -> AsyncIterator[list[SourceDocument]]:
-        """Unprocessed documents in ``_id`` order, ``page_size`` at a time, from one cursor."""
-        query: Raw = {STATUS: None}
-        if after is not None:
-            query["_id"] = {"$gt": decode_id(after)}
-        page: list[SourceDocument] = []
-        with translated("read page"):
-            cursor = self.source.find(query, self.projection or None).sort("_id", ASCENDING)
-            async for raw in cursor.batch_size(page_size):
-                page.append(self._to_source(raw))
-                if len(page) == page_size:
-                    yield page
-                    page = []
-        if page:
-            yield page
-
-    def _to_source(self, raw: Raw) -> SourceDocument:
-        doc_id = encode_id(raw.pop("_id"))
-        return SourceDocument(id=doc_id, fields=_json_safe(raw))
+    def page_cursor(self, page_size: int) -> PageCursor:
+        """Unprocessed documents in ``_id`` order, a page at a time (see :class:`PageCursor`)."""
+        raw_source = self.source.with_options(codec_options=_RAW)
+        return PageCursor(raw_source, self.projection or None, page_size)
 
     async def claim(
         self,
@@ -225,20 +256,25 @@ class MongoStore:
         worker_id: str,
         token: str,
         reclaim: bool = False,
+        previous_claim: str | None = None,
     ) -> set[str]:
         """Claim the free documents (and, with ``reclaim``, this worker's old claims).
 
         Returns the ids this claim won. ``token`` is unique per claim, so a document this job
         claimed earlier (a cursor may return a document again after it changed) is never taken a
         second time. Claims carry the worker id, so a worker's crashed jobs are recognised as
-        its own however many times it was killed.
+        its own however many times it was killed; ``previous_claim`` (the token a batch file
+        recorded) recognises them even if the worker's identity was lost.
         """
         if not doc_ids:
             return set()
         ids = [decode_id(doc_id) for doc_id in doc_ids]
         free: Raw = {STATUS: None}
         if reclaim:
-            free = {"$or": [free, {STATUS: CLAIMED, f"{STATE}.worker": worker_id}]}
+            own: list[Raw] = [{STATUS: CLAIMED, f"{STATE}.worker": worker_id}]
+            if previous_claim is not None:
+                own.append({STATUS: CLAIMED, f"{STATE}.claim": previous_claim})
+            free = {"$or": [free, *own]}
         claim = {
             STATUS: CLAIMED,
             f"{STATE}.job": job_id,
@@ -261,20 +297,22 @@ class MongoStore:
         job_id: str,
         older_than: timedelta,
         exclude: Sequence[str] = (),
+        claims: Sequence[str] = (),
     ) -> int:
         """Free the claims of this worker's dead jobs, and anyone's claims past ``older_than``.
 
         Only one process runs as a worker at a time (its batch directory is locked), so every
-        claim of ``worker_id`` not made by the running ``job_id`` belongs to a dead job.
+        claim of ``worker_id`` not made by the running ``job_id`` belongs to a dead job, and so
+        does every claim token in ``claims`` (recorded by this directory's batch files).
         Documents in ``exclude`` (waiting in a retry queue) keep their claim.
         """
-        query: Raw = {
-            STATUS: CLAIMED,
-            "$or": [
-                {f"{STATE}.worker": worker_id, f"{STATE}.job": {"$ne": job_id}},
-                {f"{STATE}.claimed_at": {"$lt": utcnow() - older_than}},
-            ],
-        }
+        dead: list[Raw] = [
+            {f"{STATE}.worker": worker_id, f"{STATE}.job": {"$ne": job_id}},
+            {f"{STATE}.claimed_at": {"$lt": utcnow() - older_than}},
+        ]
+        if claims:
+            dead.append({f"{STATE}.claim": {"$in": list(claims)}})
+        query: Raw = {STATUS: CLAIMED, "$or": dead}
         if exclude:
             query["_id"] = {"$nin": [decode_id(doc_id) for doc_id in exclude]}
         with translated("release claims"):
@@ -453,6 +491,106 @@ def _result_doc(result: ClassifiedDocument) -> Raw:
         "classified_at": result.classified_at,
         "stored_at": utcnow(),
     }
+
+
+class PageCursor:
+    """One long server cursor over the unprocessed documents, reopened if it dies.
+
+    A server restart or failover loses every open cursor (the next ``getMore`` answers
+    CursorNotFound). :meth:`next_page` then raises a TransientError and forgets the cursor; the
+    next call reopens it after the last ``_id`` returned, so a retry resumes where it stopped.
+    """
+
+    def __init__(
+        self, collection: AsyncCollection[Any], projection: Raw | None, page_size: int
+    ) -> None:
+        self._collection = collection
+        self._projection = projection
+        self._page_size = page_size
+        self._cursor: AsyncCursor[Any] | None = None
+        self.after: str | None = None
+
+    async def next_page(self) -> list[SourceDocument]:
+        """The next page (empty when the pass is over)."""
+        try:
+            with translated("read page"):
+                if self._cursor is None:
+                    self._cursor = self._open()
+                raws = await self._cursor.to_list(self._page_size)
+        except BatchProcessorError:
+            await self.close()
+            raise
+        page = [doc for doc in map(decode_source, raws) if doc is not None]
+        if raws:
+            self.after = encode_id(_raw_id(raws[-1]))
+        return page
+
+    def _open(self) -> AsyncCursor[Any]:
+        query: Raw = {STATUS: None}
+        if self.after is not None:
+            query["_id"] = {"$gt": decode_id(self.after)}
+        cursor = self._collection.find(query, self._projection).sort("_id", ASCENDING)
+        return cursor.batch_size(self._page_size)
+
+    async def close(self) -> None:
+        """Close the server cursor, if one is open."""
+        cursor, self._cursor = self._cursor, None
+        if cursor is not None:
+            with contextlib.suppress(mongo_errors.PyMongoError):
+                await cursor.close()
+
+
+def _raw_id(raw: RawBSONDocument) -> Any:
+    return bson.decode(raw.raw, codec_options=_ESCAPED)["_id"]
+
+
+def decode_source(raw: RawBSONDocument) -> SourceDocument | None:
+    """One source document from its raw BSON; one that cannot be decoded carries a problem.
+
+    A string that is not valid UTF-8 (or encodes a lone surrogate) is read with its bad bytes
+    replaced by U+FFFD and the document carries a DATA problem naming each such field, so it
+    ends ``failed`` instead of failing its whole page. None if even its ``_id`` is unusable (it
+    is logged and left pending: no query could address it).
+    """
+    try:
+        doc = bson.decode(raw.raw, codec_options=_STRICT)
+        return SourceDocument(id=encode_id(doc.pop("_id")), fields=_json_safe(doc))
+    except InvalidBSON:
+        pass
+    try:
+        doc = bson.decode(raw.raw, codec_options=_ESCAPED)
+    except InvalidBSON as exc:
+        _log.error("unreadable source document skipped", error=_first_line(exc))
+        return None
+    bad: list[str] = []
+    raw_id = _scrub(doc.pop("_id"), "_id", bad)
+    if bad:
+        _log.error("source document with a non-UTF-8 _id skipped", id=repr(raw_id)[:120])
+        return None
+    fields = _scrub(doc, "", bad)
+    problem = f"not valid UTF-8 in field(s) {', '.join(repr(path) for path in bad[:5])}"
+    return SourceDocument(id=encode_id(raw_id), fields=_json_safe(fields), problem=problem)
+
+
+def _scrub(value: Any, path: str, bad: list[str]) -> Any:
+    """``value`` with undecodable bytes replaced by U+FFFD; their paths appended to ``bad``."""
+    if isinstance(value, str):
+        if _SURROGATES.search(value) is None:
+            return value
+        bad.append(path)
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {
+            _scrub(key, _join(path, "<key>"), bad): _scrub(item, _join(path, str(key)), bad)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_scrub(item, _join(path, str(index)), bad) for index, item in enumerate(value)]
+    return value
+
+
+def _join(path: str, part: str) -> str:
+    return f"{path}.{part}" if path else part
 
 
 class InsertWaiter:

@@ -6,28 +6,34 @@ bulk upsert of results, then one bulk mark of their sources (done only after the
 stored), then one bulk mark of failures. If MongoDB still refuses after the retries, the whole
 flush goes to the ``store`` retry queue with its results, so no computed classification is lost.
 Each outcome carries a ``settle`` callback, called once the outcome is durable somewhere.
+
+Handing an outcome over (:meth:`ResultWriter.add`) never waits: the pipeline's admission bound
+already limits what can be buffered, and a hand-over that cannot be interrupted halfway cannot
+leave a document neither stored nor given back. If the writer task itself dies (say the store
+queue cannot be written during an outage), every outcome it still holds is settled
+``released``: its claim is given back and the document is classified again later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import structlog
 
 from .errors import ConfigurationError, categorize, describe
 from .models import ClassifiedDocument, FailedDocument, StoreRetry
-from .retry import RetryPolicy, announce_retries
+from .outage import DatabaseCalls
 from .retry_queues import RetryQueues
 from .stats import RunStats
 from .store import MongoStore
 
 Outcome = ClassifiedDocument | FailedDocument
 Settle = Callable[[str], None]
-T = TypeVar("T")
+#: The outcome of a document given back unprocessed: its claim is released.
+RELEASED = "released"
 
 log = structlog.get_logger("batch_processor.writer")
 
@@ -45,7 +51,7 @@ class ResultWriter:
         self,
         *,
         store: MongoStore,
-        policy: RetryPolicy,
+        db: DatabaseCalls,
         queues: RetryQueues,
         stats: RunStats,
         flush_size: int,
@@ -54,35 +60,48 @@ class ResultWriter:
     ) -> None:
         self._store = store
         self._on_fatal = on_fatal
-        self._policy = policy
+        self._db = db
         self._queues = queues
         self._stats = stats
         self._flush_size = flush_size
         self._flush_interval = flush_interval
         self._buffer: list[_Pending] = []
+        self._writing: list[_Pending] = []
         self._wake = asyncio.Event()
-        self._room = asyncio.Condition()
         self._closed = False
 
-    async def add(self, outcome: Outcome, settle: Settle) -> None:
-        """Queue an outcome for the next flush; wait if the buffer is far ahead of MongoDB."""
-        async with self._room:
-            # Backpressure: never hold more than a few flushes' worth of results in memory.
-            await self._room.wait_for(lambda: len(self._buffer) < 4 * self._flush_size)
-            self._buffer.append(_Pending(outcome, settle))
+    @property
+    def holding(self) -> int:
+        """Outcomes handed over and not yet durable."""
+        return len(self._buffer) + len(self._writing)
+
+    def add(self, outcome: Outcome, settle: Settle) -> None:
+        """Take an outcome for the next flush (never waits; see the module docstring)."""
+        if self._closed:
+            raise RuntimeError("the result writer is closed")
+        self._buffer.append(_Pending(outcome, settle))
         if len(self._buffer) >= self._flush_size:
             self._wake.set()
 
-    async def run(self) -> None:
-        """Flush until closed, then flush what is left."""
-        while not self._closed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
-            self._wake.clear()
-            await self.flush()
-        await self.flush()
+    def flush_soon(self) -> None:
+        """Flush now rather than at the timer: someone waits for documents to end."""
+        if self._buffer:
+            self._wake.set()
 
-    async def close(self) -> None:
+    async def run(self) -> None:
+        """Flush until closed, then flush what is left; give back what it holds if it dies."""
+        try:
+            while not self._closed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+                self._wake.clear()
+                await self.flush()
+            await self.flush()
+        except BaseException:
+            self._give_back()
+            raise
+
+    def close(self) -> None:
         """Ask :meth:`run` to finish after a last flush."""
         self._closed = True
         self._wake.set()
@@ -91,9 +110,16 @@ class ResultWriter:
         """Write everything buffered now."""
         while self._buffer:
             batch, self._buffer = self._buffer[: self._flush_size], self._buffer[self._flush_size :]
-            async with self._room:
-                self._room.notify_all()
+            self._writing = batch
             await self._flush_batch(batch)
+            self._writing = []
+
+    def _give_back(self) -> None:
+        pending, self._buffer, self._writing = self._writing + self._buffer, [], []
+        if pending:
+            log.error("result writer stopped: giving back what it held", documents=len(pending))
+        for item in pending:
+            item.settle(RELEASED)
 
     async def _flush_batch(self, batch: list[_Pending]) -> None:
         results = [p.outcome for p in batch if isinstance(p.outcome, ClassifiedDocument)]
@@ -119,9 +145,11 @@ class ResultWriter:
                 error=describe(exc),
                 category=str(categorize(exc)),
             )
+            self._writing = []
             for pending in batch:
                 pending.settle("queued_store")
             return
+        self._writing = []
         for pending in batch:
             outcome = pending.outcome
             if isinstance(outcome, FailedDocument) or outcome.doc_id in refused:
@@ -137,7 +165,7 @@ class ResultWriter:
 
         Raises the last error if MongoDB is still unavailable after the retries.
         """
-        refused = await self._retrying(lambda: self._store.store_results(results))
+        refused = await self._db.brief(lambda: self._store.store_results(results))
         job_of = {result.doc_id: result.job_id for result in results}
         failures = failures + [
             FailedDocument(
@@ -150,13 +178,8 @@ class ResultWriter:
             for doc_id, error in refused.items()
         ]
         stored = [result for result in results if result.doc_id not in refused]
-        await self._retrying(lambda: self._store.mark_done(stored))
-        await self._retrying(lambda: self._store.mark_failed(failures))
+        await self._db.brief(lambda: self._store.mark_done(stored))
+        await self._db.brief(lambda: self._store.mark_failed(failures))
         for failure in failures:
             self._stats.record_failure(failure.category)
         return set(refused)
-
-    async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
-        hook = announce_retries("retrying MongoDB write", self._stats.add_db_retry)
-        result, _ = await self._policy.call(operation, on_retry=hook)
-        return result

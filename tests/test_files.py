@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from batch_processor.atomic import atomic_write, exclusive_lock, sweep_temp_files, worker_identity
+from batch_processor.atomic import atomic_write, exclusive_lock, sweep_temp_files
+from batch_processor.identity import worker_identity
 from batch_processor.batch_files import BatchFiles, CorruptBatchFileError
 from batch_processor.checkpoints import CheckpointStore
 from batch_processor.errors import ConfigurationError, ErrorCategory, ResourceError
@@ -52,23 +53,33 @@ def test_sweep_removes_temp_files_a_crash_left(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["checkpoint.json"]
 
 
-def test_batch_file_round_trip_and_delete(tmp_path: Path) -> None:
-    """A saved batch reads back identically, names its job, and is gone once deleted."""
+async def test_batch_file_round_trip_and_delete(tmp_path: Path) -> None:
+    """A saved batch reads back identically, names its job and claim, and is gone once deleted."""
     files = BatchFiles(tmp_path)
-    name = files.save("20260101T000000Z-abc123", 7, [doc(1), doc(2)])
+    name = await files.save("20260101T000000Z-abc123", 7, [doc(1), doc(2)], claim="tok")
     loaded = files.load(name)
     assert loaded.docs == [doc(1), doc(2)] and loaded.job_id == "20260101T000000Z-abc123"
+    assert loaded.claim == "tok" and loaded.damaged == 0
     files.delete(name)
     assert files.names() == []
 
 
-def test_truncated_batch_file_is_detected(tmp_path: Path) -> None:
-    """A batch file missing lines is reported corrupt, not half-processed."""
+async def test_truncated_batch_file_is_detected(tmp_path: Path) -> None:
+    """A batch file missing lines reports them damaged and keeps only the intact documents."""
     files = BatchFiles(tmp_path)
-    name = files.save("job", 1, [doc(1), doc(2), doc(3)])
+    name = await files.save("job", 1, [doc(1), doc(2), doc(3)])
     path = tmp_path / name
     path.write_bytes(b"\n".join(path.read_bytes().splitlines()[:2]))
-    with pytest.raises(CorruptBatchFileError, match="header says 3"):
+    loaded = files.load(name)
+    assert loaded.docs == [doc(1)] and loaded.damaged == 2
+
+
+async def test_unreadable_batch_file_is_corrupt(tmp_path: Path) -> None:
+    """A batch file with no readable line at all is reported corrupt."""
+    files = BatchFiles(tmp_path)
+    name = await files.save("job", 1, [doc(1)])
+    (tmp_path / name).write_bytes(b"garbage\n")
+    with pytest.raises(CorruptBatchFileError):
         files.load(name)
 
 

@@ -138,7 +138,10 @@ async def test_wrong_api_key_stops_the_run_at_once_and_loses_nothing(
     assert await sources.count_documents({"processing.status": "failed"}) == 0
     assert await sources.count_documents({"processing.status": None}) == 100
     checkpoint = json.loads((tmp_path / "batch_files" / "checkpoint.json").read_text())
-    assert checkpoint["checkpoint"]["status"] == "finished"
+    # Recorded as failed, with the reason; nothing is left in flight, so no --recover is needed.
+    assert checkpoint["checkpoint"]["status"] == "failed"
+    assert "401" in checkpoint["checkpoint"]["error"]
+    assert checkpoint["checkpoint"]["in_flight"] == []
 
     stats = await run_job(llm_settings())  # fixed key, no --recover needed
     assert stats.succeeded == 100

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from batch_processor.identity import decode_identity
 from batch_processor.models import utcnow
 
 from .conftest import conversation, worker_command
@@ -203,7 +204,7 @@ async def test_orphan_claims_of_a_forgotten_dead_run_are_recovered(
     batch_dir = tmp_path / "batch_files"
     await seed(db)
     await kill_when(worker_args(mongo_uri, db_name, batch_dir), some_results_stored, db, batch_dir)
-    worker = (batch_dir / "worker_id").read_text().strip()
+    worker = decode_identity((batch_dir / "worker_id").read_bytes())
     page = await db.conversation_set.find({"processing.status": None}, {"_id": 1}).to_list(30)
     claim = {
         "status": "claimed",

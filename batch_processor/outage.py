@@ -1,0 +1,97 @@
+"""Outages: whether a dependency answers, logged once per change of state, and waited out.
+
+A MongoDB restart, a failover or a network cut makes every operation fail for a while. Logging
+each failed attempt (or each document) buries the one line an operator needs, so
+:class:`Availability` logs a warning when the dependency is first found away and one when it
+answers again, with how long it was away; retries in between log at debug level. ``/readyz``
+reads it.
+
+:class:`DatabaseCalls` is the one way the pipeline and the writer call MongoDB with retries:
+``wait`` retries with capped backoff for as long as the outage policy allows (forever in the
+service modes, ``db_outage_grace`` seconds in a batch run), ``brief`` a few attempts for writes
+that have a fallback (the store retry queue).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+
+from .errors import describe
+from .retry import RetryPolicy
+
+T = TypeVar("T")
+log = structlog.get_logger("batch_processor.outage")
+
+
+class Availability:
+    """Up or down, for one dependency; each change of state is logged once."""
+
+    def __init__(self, name: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self._clock = clock
+        self._down_since: float | None = None
+        self._last_error = ""
+
+    @property
+    def available(self) -> bool:
+        """False from the first failure until the next success."""
+        return self._down_since is None
+
+    @property
+    def last_error(self) -> str:
+        """The error that made it unavailable ('' while available)."""
+        return self._last_error if self._down_since is not None else ""
+
+    def failed(self, error: BaseException) -> None:
+        """An operation failed for a reason that may heal; log if this starts an outage."""
+        self._last_error = describe(error)
+        if self._down_since is None:
+            self._down_since = self._clock()
+            log.warning(f"{self.name} unavailable: waiting for it", error=self._last_error)
+        else:
+            log.debug(f"{self.name} still unavailable", error=self._last_error)
+
+    def succeeded(self) -> None:
+        """An operation succeeded; log if this ends an outage."""
+        if self._down_since is not None:
+            away = self._clock() - self._down_since
+            self._down_since = None
+            log.warning(f"{self.name} available again", unavailable_seconds=round(away, 1))
+
+
+class DatabaseCalls:
+    """MongoDB operations with retries, reporting to one :class:`Availability`."""
+
+    def __init__(
+        self,
+        *,
+        patient: RetryPolicy,
+        brief: RetryPolicy,
+        availability: Availability,
+        on_retry: Callable[[BaseException], None] = lambda _error: None,
+    ) -> None:
+        self.patient = patient
+        self.brief_policy = brief
+        self.availability = availability
+        self._count = on_retry
+
+    async def wait(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation``, waiting out an outage as long as the patient policy allows."""
+        return await self._call(self.patient, operation)
+
+    async def brief(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation`` with a few attempts (the caller has a fallback)."""
+        return await self._call(self.brief_policy, operation)
+
+    async def _call(self, policy: RetryPolicy, operation: Callable[[], Awaitable[T]]) -> T:
+        def on_retry(error: BaseException, _attempt: int, _delay: float) -> None:
+            self._count(error)
+            self.availability.failed(error)
+
+        result, _ = await policy.call(operation, on_retry=on_retry)
+        self.availability.succeeded()
+        return result
