@@ -93,6 +93,24 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
+def writable_dir(path: Path, setting: str) -> Path:
+    """``path``, created if missing, after checking a file can be written in it.
+
+    A directory the daemon cannot write is a setup problem: ConfigurationError naming the
+    setting (checked by writing, since permission bits do not tell for root or read-only mounts).
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".probe.{os.getpid()}{TEMP_SUFFIX}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"invalid setting {setting}: {path} is not writable ({exc.strerror or exc})"
+        ) from None
+    return path
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (a batch directory's lock file) or refuse at once.
@@ -100,7 +118,12 @@ def exclusive_lock(path: Path) -> Iterator[None]:
     Two processes sharing one batch directory would take each other's batch files and claims
     for a crashed job's; the lock makes that impossible. The OS drops it when the process dies.
     """
-    handle = path.open("a+")
+    try:
+        handle = path.open("a+")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"invalid setting batch_dir: {path.parent} is not writable ({exc.strerror or exc})"
+        ) from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

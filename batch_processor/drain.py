@@ -102,6 +102,10 @@ class QueueDrainer:
                 functools.partial(self._classify_failed, key, item),
             )
 
+    async def drain_store(self) -> None:
+        """One pass over the store queue only (results already paid for, waiting for MongoDB)."""
+        await self._drain_store()
+
     async def _drain_store(self) -> None:
         for key in self._queues.store.pending_keys():
             entry = self._read(self._queues.store, key)

@@ -219,6 +219,11 @@ class Pipeline:
             await self._release_claims()
             drainer = group.create_task(self._drain_periodically(), name="queue-drainer")
             await self._process_pending()
+            await self._wait_for_tasks()
+            if self.stats.queued_store and self.error is None:
+                # Results spilled during an outage that has passed: store them before ending.
+                await self._writer.drained()
+                await self._drainer.drain_store()
         except Exception as exc:  # noqa: BLE001 - finish in-flight work first, then re-raise
             self._stop(exc)
         finally:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from .atomic import ensure_dir, exclusive_lock
+from .atomic import exclusive_lock, writable_dir
 from .classifier_setup import build_classifier
 from .classifiers import Classifier
 from .embedded import EmbeddedServer
@@ -121,7 +121,10 @@ async def run_job(
     stopper = stopper or Stopper()
     telemetry = telemetry or Telemetry()
     try:
-        with exclusive_lock(ensure_dir(settings.batch_dir) / ".lock"), stopper.on_signals():
+        with (
+            exclusive_lock(writable_dir(settings.batch_dir, "batch_dir") / ".lock"),
+            stopper.on_signals(),
+        ):
             async with contextlib.AsyncExitStack() as stack:
                 if store is None:
                     store = await stack.enter_async_context(

@@ -68,6 +68,7 @@ class ResultWriter:
         self._buffer: list[_Pending] = []
         self._writing: list[_Pending] = []
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set after each flush: waiters of drained() look again
         self._closed = False
 
     @property
@@ -88,6 +89,13 @@ class ResultWriter:
         if self._buffer:
             self._wake.set()
 
+    async def drained(self) -> None:
+        """Wait until everything handed over so far is durable (written or queued)."""
+        while self.holding:
+            self._wake.set()
+            self._idle.clear()
+            await self._idle.wait()
+
     async def run(self) -> None:
         """Flush until closed, then flush what is left; give back what it holds if it dies."""
         try:
@@ -96,6 +104,7 @@ class ResultWriter:
                     await asyncio.wait_for(self._wake.wait(), self._flush_interval)
                 self._wake.clear()
                 await self.flush()
+                self._idle.set()
             await self.flush()
         except BaseException:
             self._give_back()

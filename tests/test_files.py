@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from batch_processor.atomic import atomic_write, exclusive_lock, sweep_temp_files
-from batch_processor.identity import worker_identity
 from batch_processor.batch_files import BatchFiles, CorruptBatchFileError
 from batch_processor.checkpoints import CheckpointStore
 from batch_processor.errors import ConfigurationError, ErrorCategory, ResourceError
+from batch_processor.identity import worker_identity
 from batch_processor.models import Checkpoint, ClassifyRetry, DeadLetter, SourceDocument, utcnow
 from batch_processor.retry_queues import RetryQueues
 

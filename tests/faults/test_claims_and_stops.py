@@ -1,0 +1,88 @@
+"""Claims never run ahead of the work, and a stop gives back everything it holds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batch_processor.runner import run_job
+
+from ..conftest import conversation, worker_command
+
+
+async def test_claimed_but_unstored_documents_stay_within_the_bound(
+    db: Any, make_settings: Any
+) -> None:
+    """However fast classification is, at most two pages plus the concurrency are claimed."""
+    await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(600)])
+    settings = make_settings(batch_size=20, concurrent=4)
+    limit = 2 * 20 + 4
+    peak_claimed, peak_files = 0, 0
+    run = asyncio.create_task(run_job(settings))
+    while not run.done():
+        claimed = await db.conversation_set.count_documents({"processing.status": "claimed"})
+        files = len(list((settings.batch_dir / "batches").glob("*.jsonl")))
+        peak_claimed, peak_files = max(peak_claimed, claimed), max(peak_files, files)
+        await asyncio.sleep(0.01)
+    stats = await run
+
+    assert stats.succeeded == 600
+    assert 0 < peak_claimed <= limit
+    assert peak_files <= 3
+
+
+@pytest.mark.parametrize("how", ["second-signal", "grace-0"])
+async def test_immediate_stop_leaves_nothing_claimed_and_needs_no_recover(
+    db: Any, db_name: str, mongo_uri: str, tmp_path: Path, how: str
+) -> None:
+    """SIGTERM then a second signal (or no grace) mid-run: exit 0, nothing claimed, clean restart."""
+    await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(1500)])
+    batch_dir = tmp_path / "batch"
+    args = worker_command(
+        "--mongodb-uri",
+        mongo_uri,
+        "--database",
+        db_name,
+        "--batch-dir",
+        str(batch_dir),
+        "--batch-size",
+        "50",
+        "--concurrent",
+        "16",
+        "--log-format",
+        "json",
+        "--no-progress",
+        *(["--shutdown-grace", "0"] if how == "grace-0" else []),
+    )
+    process = await asyncio.create_subprocess_exec(
+        *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    async with asyncio.timeout(60):
+        while await db.sentimental_analysis.count_documents({}) < 200:
+            await asyncio.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    if how == "second-signal":
+        await asyncio.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert await db.conversation_set.count_documents({"processing.status": "claimed"}) == 0
+    checkpoint = json.loads((batch_dir / "checkpoint.json").read_text())["checkpoint"]
+    assert checkpoint["status"] == "finished" and checkpoint["in_flight"] == []
+    done = await db.conversation_set.count_documents({"processing.status": "done"})
+    assert done == await db.sentimental_analysis.count_documents({}) < 1500
+
+    restart = await asyncio.create_subprocess_exec(
+        *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(restart.communicate(), 90)
+    assert restart.returncode == 0, stderr.decode()[-2000:]  # no --recover asked for
+    assert await db.conversation_set.count_documents({"processing.status": "done"}) == 1500
+    assert await db.sentimental_analysis.count_documents({}) == 1500

@@ -1,0 +1,181 @@
+"""MongoDB restarts, outages and a frozen server are waited out; nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..conftest import conversation, worker_command
+from .tools import database, own_server
+
+COUNT = 600
+
+
+def worker(uri: str, db_name: str, batch_dir: Path, *extra: str) -> list[str]:
+    """A worker with small pages, so a restart lands between many of them."""
+    return worker_command(
+        "--mongodb-uri",
+        uri,
+        "--database",
+        db_name,
+        "--batch-dir",
+        str(batch_dir),
+        "--batch-size",
+        "20",
+        "--log-format",
+        "json",
+        "--no-progress",
+        *extra,
+    )
+
+
+def fast_env(**extra: str) -> dict[str, str]:
+    """Short timeouts, so an outage is noticed in seconds, not minutes."""
+    return {
+        **os.environ,
+        "BATCH_SERVER_SELECTION_TIMEOUT": "1",
+        "BATCH_DB_SOCKET_TIMEOUT": "2",
+        "BATCH_RETRY_BASE_DELAY": "0.2",
+        "BATCH_RETRY_MAX_DELAY": "1",
+        **extra,
+    }
+
+
+async def exactly_once(db: Any, count: int) -> None:
+    """Every source done once with one result; nothing claimed or pending."""
+    assert await db.conversation_set.count_documents({"processing.status": "done"}) == count
+    assert await db.sentimental_analysis.count_documents({}) == count
+    assert await db.conversation_set.count_documents({"processing.status": {"$ne": "done"}}) == 0
+
+
+async def wait_for(predicate: Any, timeout: float = 60) -> None:
+    """Poll ``predicate`` (async) until true."""
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.05)
+
+
+def events(log: str) -> list[str]:
+    """The event names of a JSON log."""
+    names = []
+    for line in log.splitlines():
+        try:
+            names.append(json.loads(line)["event"])
+        except (ValueError, KeyError):
+            continue
+    return names
+
+
+async def test_batch_run_waits_out_a_server_restart(tmp_path: Path) -> None:
+    """A restart mid-run (cursors lost, 3 s away) ends exit 0 with every document once."""
+    name = f"bp_fault_{secrets.token_hex(3)}"
+    async with own_server(tmp_path / "server") as server, database(server.uri, name) as db:
+        await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(COUNT)])
+        process = await asyncio.create_subprocess_exec(
+            *worker(server.uri, name, tmp_path / "batch"),
+            env=fast_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        await wait_for(lambda: _stored_at_least(db, 60))
+        await server.stop()
+        await asyncio.sleep(3)
+        await server.start()
+        _, stderr = await asyncio.wait_for(process.communicate(), 120)
+        log = stderr.decode()
+
+        assert process.returncode == 0, log[-3000:]
+        await exactly_once(db, COUNT)
+        names = events(log)
+        assert names.count("MongoDB unavailable: waiting for it") >= 1
+        assert names.count("MongoDB available again") >= 1
+        # One warning per state change, not one per attempt or document.
+        assert names.count("MongoDB unavailable: waiting for it") <= 3
+
+
+async def test_continuous_service_outlives_an_outage_longer_than_its_retries(
+    tmp_path: Path,
+) -> None:
+    """A continuous worker stays up through a 5 s outage and then classifies new documents."""
+    name = f"bp_fault_{secrets.token_hex(3)}"
+    async with own_server(tmp_path / "server") as server, database(server.uri, name) as db:
+        await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(40)])
+        process = await asyncio.create_subprocess_exec(
+            *worker(
+                server.uri, name, tmp_path / "batch", "--mode", "continuous", "--interval", "1"
+            ),
+            env=fast_env(BATCH_RETRIES="2", BATCH_HTTP="false"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            await wait_for(lambda: _stored_at_least(db, 40))
+            await server.stop()
+            await asyncio.sleep(5)  # longer than 2 attempts of 1 s server selection
+            assert process.returncode is None, "the service exited during the outage"
+            await server.start()
+            await db.conversation_set.insert_many(
+                [conversation(f"refund late {i}") for i in range(20)]
+            )
+            await wait_for(lambda: _stored_at_least(db, 60))
+            assert process.returncode is None
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, stderr.decode()[-3000:]
+        await exactly_once(db, 60)
+
+
+async def test_frozen_server_is_waited_out(tmp_path: Path) -> None:
+    """A server that stops answering (SIGSTOP) without closing sockets does not hang the run."""
+    name = f"bp_fault_{secrets.token_hex(3)}"
+    async with own_server(tmp_path / "server") as server, database(server.uri, name) as db:
+        await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(300)])
+        process = await asyncio.create_subprocess_exec(
+            *worker(server.uri, name, tmp_path / "batch"),
+            env=fast_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        await wait_for(lambda: _stored_at_least(db, 40))
+        server.freeze()
+        await asyncio.sleep(4)
+        server.thaw()
+        _, stderr = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode == 0, stderr.decode()[-3000:]
+        await exactly_once(db, 300)
+
+
+@pytest.mark.parametrize("grace", ["1"])
+async def test_batch_run_gives_up_after_the_outage_grace(tmp_path: Path, grace: str) -> None:
+    """A batch run whose server never comes back stops after db_outage_grace, exit 1."""
+    name = f"bp_fault_{secrets.token_hex(3)}"
+    async with own_server(tmp_path / "server") as server, database(server.uri, name) as db:
+        await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(400)])
+        process = await asyncio.create_subprocess_exec(
+            *worker(server.uri, name, tmp_path / "batch"),
+            env=fast_env(BATCH_DB_OUTAGE_GRACE=grace),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        await wait_for(lambda: _stored_at_least(db, 40))
+        await server.stop()
+        _, stderr = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode == 1, stderr.decode()[-3000:]
+        checkpoint = json.loads((tmp_path / "batch" / "checkpoint.json").read_text())
+        assert checkpoint["checkpoint"]["status"] == "failed"
+        assert "MongoDB" in checkpoint["checkpoint"]["error"]
+        await server.start()
+
+
+async def _stored_at_least(db: Any, count: int) -> bool:
+    return bool(await db.sentimental_analysis.count_documents({}) >= count)

@@ -1,0 +1,160 @@
+"""Tools of the fault suite: a corrupting wire proxy, and servers a test may restart or freeze."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import struct
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+from batch_processor.embedded import EmbeddedServer, free_port
+
+#: Same-length ASCII markers a test writes, and the bytes the proxy puts in their place.
+INVALID_UTF8 = b"~~INVALID~~"
+LONE_SURROGATE = b"~~SURROGT~~"
+REWRITES = {
+    INVALID_UTF8: b"\xff\xfe" + b"~" * (len(INVALID_UTF8) - 2),
+    LONE_SURROGATE: b"\xed\xa0\x80" + b"~" * (len(LONE_SURROGATE) - 3),
+}
+
+
+class CorruptingProxy:
+    """A MongoDB wire proxy that rewrites the markers above in the server's replies.
+
+    SecantusDB refuses invalid UTF-8 on insert, while a real MongoDB can hold it (written by
+    other drivers or imports); the proxy makes the server *answer* with such strings. The
+    rewrite keeps every message's length, so the framing stays valid.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    @property
+    def uri(self) -> str:
+        """The URI a client uses to go through the proxy."""
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    async def __aenter__(self) -> CorruptingProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._pipes):
+            task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        tasks = [
+            asyncio.create_task(self._pipe(reader, up_writer, rewrite=False)),
+            asyncio.create_task(self._pipe(up_reader, writer, rewrite=True)),
+        ]
+        self._pipes.update(tasks)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._pipes.difference_update(tasks)
+            for stream in (writer, up_writer):
+                stream.close()
+                with contextlib.suppress(OSError):
+                    await stream.wait_closed()
+
+    @staticmethod
+    async def _pipe(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, rewrite: bool
+    ) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readexactly(4)
+                (length,) = struct.unpack("<i", head)
+                message = head + await reader.readexactly(length - 4)
+                if rewrite:
+                    for marker, replacement in REWRITES.items():
+                        message = message.replace(marker, replacement)
+                writer.write(message)
+                await writer.drain()
+
+
+class OwnServer:
+    """A SecantusDB server of the test's own, which it may restart, freeze and thaw."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.server = EmbeddedServer(data_dir, port=free_port())
+
+    @property
+    def uri(self) -> str:
+        """The server's URI (the same across restarts)."""
+        return self.server.uri
+
+    async def start(self) -> None:
+        """Start (or start again, on the same port and data)."""
+        await self.server.start()
+
+    async def stop(self) -> None:
+        """Stop it (SIGTERM): every open cursor and connection is lost."""
+        await self.server.stop()
+
+    def freeze(self) -> None:
+        """SIGSTOP: sockets stay open, nothing answers (a hung primary)."""
+        assert self.server.process is not None
+        os.kill(self.server.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT."""
+        assert self.server.process is not None
+        os.kill(self.server.process.pid, signal.SIGCONT)
+
+
+@contextlib.asynccontextmanager
+async def own_server(data_dir: Path) -> AsyncIterator[OwnServer]:
+    """A started :class:`OwnServer`, stopped (and thawed) at the end."""
+    server = OwnServer(data_dir)
+    await server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            server.thaw()
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def database(uri: str, name: str) -> AsyncIterator[Any]:
+    """A database through a client of the test's own, dropped at the end."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        uri, tz_aware=True, serverSelectionTimeoutMS=20_000
+    )
+    try:
+        yield client[name]
+    finally:
+        with contextlib.suppress(Exception):
+            await client.drop_database(name)
+        await client.close()
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str = "256k") -> Iterator[bool]:
+    """Mount a small tmpfs at ``path`` if the machine allows it; yield whether it did."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = os.system(f"mount -t tmpfs -o size={size} tmpfs {path} 2>/dev/null") == 0
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            os.system(f"umount -l {path} 2>/dev/null")
