@@ -14,6 +14,12 @@ import pytest
 from batch_processor.runner import run_job
 
 from ..conftest import conversation, worker_command
+from .tools import poll_until
+
+
+async def stored_at_least(db: Any, count: int) -> bool:
+    """Whether ``count`` results are stored."""
+    return bool(await db.sentimental_analysis.count_documents({}) >= count)
 
 
 async def test_claimed_but_unstored_documents_stay_within_the_bound(
@@ -41,7 +47,7 @@ async def test_claimed_but_unstored_documents_stay_within_the_bound(
 async def test_immediate_stop_leaves_nothing_claimed_and_needs_no_recover(
     db: Any, db_name: str, mongo_uri: str, tmp_path: Path, how: str
 ) -> None:
-    """SIGTERM then a second signal (or no grace) mid-run: exit 0, nothing claimed, clean restart."""
+    """SIGTERM then a second signal (or no grace): exit 0, nothing claimed, a clean restart."""
     await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(1500)])
     batch_dir = tmp_path / "batch"
     args = worker_command(
@@ -63,9 +69,7 @@ async def test_immediate_stop_leaves_nothing_claimed_and_needs_no_recover(
     process = await asyncio.create_subprocess_exec(
         *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    async with asyncio.timeout(60):
-        while await db.sentimental_analysis.count_documents({}) < 200:
-            await asyncio.sleep(0.02)
+    await poll_until(lambda: stored_at_least(db, 200))
     process.send_signal(signal.SIGTERM)
     if how == "second-signal":
         await asyncio.sleep(0.05)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from batch_processor.runner import run_job
 
 from ..conftest import conversation, worker_command
 from ..test_retry_queues import GatedClassifier
-from .tools import small_tmpfs
+from .tools import run_root_command, small_tmpfs
 
 
 def cli(mongo_uri: str, db_name: str, batch_dir: Path, *extra: str) -> list[str]:
@@ -110,7 +109,7 @@ async def test_read_only_batch_directory_is_one_line_and_exit_2(
     with small_tmpfs(batch_dir) as mounted:
         if not mounted:
             pytest.skip("this machine cannot mount a read-only tmpfs")
-        assert os.system(f"mount -o remount,ro {batch_dir}") == 0
+        assert run_root_command(f"mount -o remount,ro {batch_dir}")
         code, log = await run_cli(cli(mongo_uri, db_name, batch_dir))
     assert code == 2
     lines = [line for line in log.splitlines() if line.strip()]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ..conftest import conversation, worker_command
-from .tools import database, own_server
+from .tools import database, own_server, poll_until
 
 COUNT = 600
 
@@ -56,13 +56,6 @@ async def exactly_once(db: Any, count: int) -> None:
     assert await db.conversation_set.count_documents({"processing.status": {"$ne": "done"}}) == 0
 
 
-async def wait_for(predicate: Any, timeout: float = 60) -> None:
-    """Poll ``predicate`` (async) until true."""
-    async with asyncio.timeout(timeout):
-        while not await predicate():
-            await asyncio.sleep(0.05)
-
-
 def events(log: str) -> list[str]:
     """The event names of a JSON log."""
     names = []
@@ -85,7 +78,7 @@ async def test_batch_run_waits_out_a_server_restart(tmp_path: Path) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        await wait_for(lambda: _stored_at_least(db, 60))
+        await poll_until(lambda: _stored_at_least(db, 60))
         await server.stop()
         await asyncio.sleep(3)
         await server.start()
@@ -117,7 +110,7 @@ async def test_continuous_service_outlives_an_outage_longer_than_its_retries(
             stderr=subprocess.PIPE,
         )
         try:
-            await wait_for(lambda: _stored_at_least(db, 40))
+            await poll_until(lambda: _stored_at_least(db, 40))
             await server.stop()
             await asyncio.sleep(5)  # longer than 2 attempts of 1 s server selection
             assert process.returncode is None, "the service exited during the outage"
@@ -125,7 +118,7 @@ async def test_continuous_service_outlives_an_outage_longer_than_its_retries(
             await db.conversation_set.insert_many(
                 [conversation(f"refund late {i}") for i in range(20)]
             )
-            await wait_for(lambda: _stored_at_least(db, 60))
+            await poll_until(lambda: _stored_at_least(db, 60))
             assert process.returncode is None
         finally:
             if process.returncode is None:
@@ -146,7 +139,7 @@ async def test_frozen_server_is_waited_out(tmp_path: Path) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        await wait_for(lambda: _stored_at_least(db, 40))
+        await poll_until(lambda: _stored_at_least(db, 40))
         server.freeze()
         await asyncio.sleep(4)
         server.thaw()
@@ -167,7 +160,7 @@ async def test_batch_run_gives_up_after_the_outage_grace(tmp_path: Path, grace: 
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        await wait_for(lambda: _stored_at_least(db, 40))
+        await poll_until(lambda: _stored_at_least(db, 40))
         await server.stop()
         _, stderr = await asyncio.wait_for(process.communicate(), 120)
         assert process.returncode == 1, stderr.decode()[-3000:]

@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +152,23 @@ async def database(uri: str, name: str) -> AsyncIterator[Any]:
 def small_tmpfs(path: Path, size: str = "256k") -> Iterator[bool]:
     """Mount a small tmpfs at ``path`` if the machine allows it; yield whether it did."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = os.system(f"mount -t tmpfs -o size={size} tmpfs {path} 2>/dev/null") == 0
+    mounted = run_root_command(f"mount -t tmpfs -o size={size} tmpfs {path}")
     try:
         yield mounted
     finally:
         if mounted:
-            os.system(f"umount -l {path} 2>/dev/null")
+            run_root_command(f"umount -l {path}")
+
+
+async def poll_until(predicate: Callable[[], Awaitable[bool]], within: float = 60) -> None:
+    """Check ``predicate`` every 20 ms until it holds; fail after ``within`` seconds."""
+    async with asyncio.timeout(within):
+        while True:
+            if await predicate():
+                return
+            await asyncio.sleep(0.02)
+
+
+def run_root_command(command: str) -> bool:
+    """Run a mount-style shell command; whether it succeeded."""
+    return os.system(f"{command} 2>/dev/null") == 0
