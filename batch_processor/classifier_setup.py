@@ -11,7 +11,6 @@ from .classifiers import AVAILABLE, Classifier, OfflineClassifier, Taxonomy, loa
 from .cost import SpendLedger, price_for
 from .errors import ConfigurationError
 from .governor import Governor
-from .logs import register_secret
 from .settings import Settings
 
 
@@ -38,7 +37,6 @@ def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:
             f"for model {settings.llm_model!r}; add it to llm_prices"
         )
     api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-    register_secret(api_key)
     options = LLMOptions(
         model=settings.llm_model,
         api_key=api_key,

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from .redaction import redact_text
+
 
 class ErrorCategory(StrEnum):
     """The user's error categories; stored with every failed document and dead-letter entry."""
@@ -145,7 +147,10 @@ def is_retryable_now(error: BaseException) -> bool:
 
 
 def describe(error: BaseException) -> str:
-    """A one-line description of ``error`` for logs, documents and dead-letter entries."""
+    """A one-line description of ``error`` for logs, documents and dead-letter entries.
+
+    Secrets in it (a URL's password, an API key) are masked: this is the string that is stored.
+    """
     text = str(error).strip().splitlines()
-    first = text[0] if text else ""
+    first = redact_text(text[0]) if text else ""
     return f"{type(error).__name__}: {first}" if first else type(error).__name__

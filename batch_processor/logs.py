@@ -17,38 +17,21 @@ from typing import Any, TextIO
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
-MASK = "**********"
+from .redaction import MASK, redact_text, register_secret, register_url_secrets
+
+__all__ = ["MASK", "configure_logging", "redact", "register_secret", "register_url_secrets"]
+
 _SECRET_KEY = re.compile(
     r"(^|_)(pass|passwd|password|secret|token|api_key|apikey|authorization|uri|credentials?)$",
     re.IGNORECASE,
 )
-_PATTERNS = (
-    (re.compile(r"(mongodb(?:\+srv)?://[^:/@\s]+:)[^@\s]+@"), r"\1" + MASK + "@"),
-    (re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + MASK),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-" + MASK),
-)
-_registered: set[str] = set()
-
-
-def register_secret(value: str | None) -> None:
-    """Mask every later occurrence of ``value`` in log output (ignored if short or empty)."""
-    if value and len(value) >= 4:
-        _registered.add(value)
-
-
-def _redact_text(text: str) -> str:
-    for secret in sorted(_registered, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 def _redact_value(key: str | None, value: Any) -> Any:
     if key is not None and _SECRET_KEY.search(key) and value not in (None, ""):
         return MASK
     if isinstance(value, str):
-        return _redact_text(value)
+        return redact_text(value)
     if isinstance(value, dict):
         return {k: _redact_value(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -55,6 +55,7 @@ from .models import (
     utcnow,
 )
 from .outage import DatabaseCalls
+from .redaction import redact_text
 from .retry import RetryPolicy, Sleep, announce_retries
 from .retry_queues import RetryQueues
 from .stats import RunStats
@@ -94,8 +95,13 @@ class PipelineOptions:
 
 
 def reason(error: BaseException) -> str:
-    """The failure reason stored with a document: our message, or the exception's first line."""
-    return error.message if isinstance(error, BatchProcessorError) else describe(error)
+    """The failure reason stored with a document: our message, or the exception's first line.
+
+    Secrets are masked (see :mod:`batch_processor.redaction`).
+    """
+    if isinstance(error, BatchProcessorError):
+        return redact_text(error.message)
+    return describe(error)
 
 
 def first_error(error: BaseException) -> BaseException:

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import os
 from collections.abc import AsyncIterator, Sequence
-from urllib.parse import urlsplit
 
 import structlog
 
@@ -24,7 +23,6 @@ from .embedded import EmbeddedServer
 from .errors import BatchProcessorError, describe
 from .health import HealthServer
 from .jobs import ProgressSink, Service, database_calls, outage_policy, retry_policy, run_one_job
-from .logs import register_secret
 from .models import utcnow
 from .notify import SystemdNotifier
 from .schedule import CronSchedule
@@ -35,12 +33,6 @@ from .store import CommandListener, MongoStore
 from .telemetry import Telemetry
 
 log = structlog.get_logger("batch_processor.runner")
-
-
-def _register_uri_secrets(uri: str) -> None:
-    register_secret(uri)
-    with contextlib.suppress(ValueError):
-        register_secret(urlsplit(uri).password)
 
 
 @contextlib.asynccontextmanager
@@ -61,8 +53,7 @@ async def open_store(
         uri = await embedded.start()
         log.info("embedded server ready", address=f"127.0.0.1:{embedded.port}")
     else:
-        uri = settings.mongodb_uri.get_secret_value()
-        _register_uri_secrets(uri)
+        uri = settings.mongodb_uri.get_secret_value()  # its secrets: see load_settings
     try:
         store = MongoStore(
             uri=uri,

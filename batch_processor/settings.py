@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from pydantic_settings import (
 from .cost import ModelPrice
 from .errors import ConfigurationError
 from .models import OutputMode
+from .redaction import MASK, redact_text, register_secret, register_url_secrets
 
 ENV_PREFIX = "BATCH_"
 
@@ -257,13 +259,29 @@ class Settings(BaseSettings):
         )
 
     def masked(self) -> dict[str, Any]:
-        """The effective settings as JSON-safe values, every secret shown as ``**********``."""
+        """The effective settings as JSON-safe values, every secret shown as ``**********``.
+
+        Secret settings are masked whole; credentials inside other values (a password in
+        ``llm_base_url``, an ``?api-key=``) are masked where they stand.
+        """
         data: dict[str, Any] = json.loads(self.model_dump_json())
         for name, field in type(self).model_fields.items():
             is_secret = "SecretStr" in str(field.annotation)
             if is_secret and getattr(self, name) is not None:
-                data[name] = "**********"
+                data[name] = MASK
+            elif isinstance(data.get(name), str):
+                data[name] = redact_text(data[name])
         return data
+
+    def register_secrets(self) -> None:
+        """Make every secret of these settings masked wherever it would be printed."""
+        if self.mongodb_uri is not None:
+            uri = self.mongodb_uri.get_secret_value()
+            register_secret(uri)
+            register_url_secrets(uri)
+        if self.llm_api_key is not None:
+            register_secret(self.llm_api_key.get_secret_value())
+        register_url_secrets(self.llm_base_url)
 
 
 def load_settings(
@@ -295,7 +313,16 @@ def load_settings(
         effective = _Effective(**values)
     except ValidationError as exc:
         raise ConfigurationError(_explain(exc)) from None
-    return Settings.model_construct(**dict(effective))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"config: {toml} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"config: a settings file ({toml or '.env'}) is not UTF-8 text: {exc.reason} "
+            f"at byte {exc.start}"
+        ) from None
+    settings = Settings.model_construct(**dict(effective))
+    settings.register_secrets()
+    return settings
 
 
 def _explain(exc: ValidationError) -> str:
