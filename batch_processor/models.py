@@ -117,6 +117,9 @@ class ClassifierOutput(BaseModel):
     truncated: bool = Field(default=False, description="The classifier shortened the text.")
     model: str | None = None
     taxonomy_version: str | None = None
+    repairs: tuple[str, ...] = Field(
+        default=(), description="Reply fields repaired before validation (LLM near misses)."
+    )
 
 
 class SourceDocument(BaseModel):
@@ -151,6 +154,7 @@ class ClassifiedDocument(BaseModel):
     usage: TokenUsage | None = None
     cost_usd: float = 0.0
     cached: bool = False
+    repairs: tuple[str, ...] = ()
 
 
 class FailedDocument(BaseModel):

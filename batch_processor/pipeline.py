@@ -460,6 +460,7 @@ class Pipeline:
             usage=output.usage,
             cost_usd=output.cost_usd,
             cached=output.cached,
+            repairs=output.repairs,
         )
 
     def _read_text(self, doc: SourceDocument) -> ExtractedText | FailedDocument:

@@ -8,7 +8,8 @@ instructions), so any taxonomy works. It models a provider's limits and faults:
 * ``max_concurrency``, ``rpm`` and ``tpm`` limits, answered with 429 and ``retry-after``,
   ``retry-after-ms`` and ``x-ratelimit-*`` headers (RPM and TPM are token buckets holding one
   second's worth, refilled continuously, like real providers);
-* injected 500s, hangs, malformed (non-JSON) replies and out-of-enum labels at given rates;
+* injected 500s, hangs, malformed (non-JSON) replies, out-of-enum labels and near misses
+  (``"English"`` for ``"en"``, eight themes, a score of 1.5...) at given rates;
   injected 500s fail in front of the rate limiter, so they do not use the RPM budget;
 * an API key to check (401), known models (404), a context limit (400
   ``context_length_exceeded``), and servers without JSON-schema support (400 on
@@ -59,6 +60,7 @@ class SimulatorConfig:
     hang_seconds: float = 600.0
     malformed_rate: float = 0.0
     out_of_enum_rate: float = 0.0
+    near_miss_rate: float = 0.0
     api_key: str | None = None
     models: tuple[str, ...] = ()
     context_tokens: int = 128_000
@@ -224,7 +226,14 @@ class Simulator:
             out_of_enum = forced == "out_of_enum" or (
                 forced is None and self._chance(config.out_of_enum_rate)
             )
-            content = json.dumps(_reply(body, out_of_enum=out_of_enum, stats=self.stats))
+            reply = _reply(body, out_of_enum=out_of_enum, stats=self.stats)
+            near_miss = forced == "near_miss" or (
+                forced is None and self._chance(config.near_miss_rate)
+            )
+            if near_miss:
+                self.stats["near_miss"] += 1
+                reply = _near_miss(reply, self._random)
+            content = json.dumps(reply)
         self.stats["ok"] += 1
         completion_tokens = max(1, len(content) // 4)
         return web.json_response(
@@ -350,6 +359,38 @@ def _reply(body: dict[str, Any], *, out_of_enum: bool, stats: Counter[str]) -> d
         "summary": text[:80].replace("\n", " "),
         "confidence": round(0.5 + ((digest >> 40) % 50) / 100, 2),
     }
+
+
+#: What real models get nearly right: names for codes, case, regional tags, too many themes,
+#: too long a summary, numbers out of range.
+NEAR_MISSES: tuple[tuple[str, Any], ...] = (
+    ("language", "English"),
+    ("language", "EN"),
+    ("language", "en-US"),
+    ("language", "eng"),
+    ("themes", [f"theme number {i}" for i in range(8)]),
+    ("summary", "A very long summary that goes on. " * 12),
+    ("score", 1.5),
+    ("score", -1.3),
+    ("confidence", 85),
+    ("category", "upper"),
+    ("urgency", "title"),
+)
+
+
+def _near_miss(reply: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """``reply`` with one or two near misses a real model makes."""
+    reply = {**reply, "sentiment": dict(reply["sentiment"])}
+    for name, value in rng.sample(NEAR_MISSES, k=rng.choice((1, 2))):
+        if name == "score":
+            reply["sentiment"]["score"] = value
+        elif value == "upper":
+            reply[name] = str(reply[name]).replace("_", " ").upper()
+        elif value == "title":
+            reply[name] = str(reply[name]).title()
+        else:
+            reply[name] = value
+    return reply
 
 
 def _parser() -> argparse.ArgumentParser:

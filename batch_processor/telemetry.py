@@ -137,6 +137,12 @@ class _Collector(Collector):
         for kind in ("input_tokens", "output_tokens", "retry_tokens"):
             tokens.add_metric([kind.removesuffix("_tokens")], summary.get(kind, 0) or 0)
         yield tokens
+        repaired = CounterMetricFamily(
+            f"{PREFIX}_llm_replies_repaired",
+            "LLM replies repaired before validation instead of asked again.",
+        )
+        repaired.add_metric([], summary.get("replies_repaired", 0) or 0)
+        yield repaired
         cost = CounterMetricFamily(f"{PREFIX}_llm_cost_usd", "USD spent by this process.")
         cost.add_metric([], summary.get("cost_usd") or 0.0)
         yield cost

@@ -15,6 +15,7 @@ The SDK runs with ``max_retries=0``: retries belong to the pipeline's policy alo
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,8 @@ class LLMClassifier:
         self.taxonomy = taxonomy
         self.governor = governor
         self.ledger = ledger
+        self.replies_repaired = 0
+        self.repairs: Counter[str] = Counter()
         self._mode: OutputMode = (
             OutputMode.JSON_SCHEMA if options.output is OutputMode.AUTO else options.output
         )
@@ -132,20 +135,25 @@ class LLMClassifier:
                 continue
             asks += 1
             try:
-                classification = self.taxonomy.validate_reply(content)
+                classification, repairs = self.taxonomy.read_reply(content)
             except ValueError as exc:
                 problem = str(exc)
                 self.ledger.record(usage, wasted=True)
                 log.info("invalid reply, asking again", problem=problem[:200], ask=asks)
                 messages = [*messages, *self._feedback(content, problem)]
                 continue
-            return self._output(classification, usage, shortened)
+            if repairs:
+                self.repairs.update(repairs)
+                self.replies_repaired += 1
+            return self._output(classification, usage, shortened, repairs)
         raise InvalidReplyError(f"reply still invalid after {asks} asks: {problem[:300]}")
 
     def summary(self) -> dict[str, Any]:
         """Tokens, cost, the governor's state and the output mode in use."""
         return {
             **self.ledger.summary(),
+            "replies_repaired": self.replies_repaired,
+            "repairs_by_field": dict(sorted(self.repairs.items())),
             "model": self.options.model,
             "output_mode": self._mode.value,
             "governor": self.governor.snapshot(),
@@ -259,10 +267,15 @@ class LLMClassifier:
         ]
 
     def _output(
-        self, classification: Classification, usage: TokenUsage | None, shortened: bool
+        self,
+        classification: Classification,
+        usage: TokenUsage | None,
+        shortened: bool,
+        repairs: list[str],
     ) -> ClassifierOutput:
         cost = self.ledger.record(usage)
         return ClassifierOutput(
+            repairs=tuple(repairs),
             classification=classification,
             usage=usage,
             cost_usd=cost,

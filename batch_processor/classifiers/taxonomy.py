@@ -22,9 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..errors import ConfigurationError
 from ..models import Classification, Sentiment, SentimentLabel
+from .repair import ReplyLimits, parse_reply, repair_reply
 
 DEFAULT_FILE = "customer_support.toml"
 DEFAULT_EMOTIONS = ("joy", "anger", "sadness", "fear", "surprise", "disgust", "neutral")
+MAX_SUMMARY = 300
+LANGUAGE_PATTERN = r"^([a-z]{2}|und)$"
 LABEL_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 
@@ -72,9 +75,9 @@ class Taxonomy(BaseModel):
             sentiment=(sentiment, ...),
             urgency=(_one_of(self.urgency), ...),
             emotion=(_one_of(self.emotions), ...),
-            language=(str, Field(pattern=r"^([a-z]{2}|und)$")),
+            language=(str, Field(pattern=LANGUAGE_PATTERN)),
             themes=(list[str], Field(max_length=self.max_themes)),
-            summary=(str, Field(max_length=300)),
+            summary=(str, Field(max_length=MAX_SUMMARY)),
             confidence=(float, Field(ge=0.0, le=1.0)),
         )
 
@@ -94,20 +97,32 @@ class Taxonomy(BaseModel):
                     "label": enum((s.value for s in SentimentLabel), "Overall sentiment."),
                     "score": {
                         "type": "number",
+                        "minimum": -1,
+                        "maximum": 1,
                         "description": "-1 very negative .. 1 very positive",
                     },
                 },
             },
             "urgency": enum(self.urgency, "How soon the customer needs an answer."),
             "emotion": enum(self.emotions, "The customer's dominant emotion."),
-            "language": {"type": "string", "description": "ISO 639-1 code, e.g. en, de, fr."},
+            "language": {
+                "type": "string",
+                "pattern": LANGUAGE_PATTERN,
+                "description": "Two-letter lower-case ISO 639-1 code (en, de, fr), or und.",
+            },
             "themes": {
                 "type": "array",
                 "items": {"type": "string"},
+                "maxItems": self.max_themes,
                 "description": f"At most {self.max_themes} short themes (2-4 words each).",
             },
             "summary": {"type": "string", "description": "One line, at most 200 characters."},
-            "confidence": {"type": "number", "description": "0 .. 1, your confidence."},
+            "confidence": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "description": "0 .. 1, your confidence.",
+            },
         }
         return {
             "type": "object",
@@ -140,10 +155,36 @@ class Taxonomy(BaseModel):
             )
         return "\n".join(lines)
 
+    @cached_property
+    def reply_limits(self) -> ReplyLimits:
+        """What a reply may hold, for the repair of near misses."""
+        return ReplyLimits(
+            categories=frozenset(self.categories),
+            urgency=frozenset(self.urgency),
+            emotions=frozenset(self.emotions),
+            sentiments=frozenset(label.value for label in SentimentLabel),
+            max_themes=self.max_themes,
+            max_summary=MAX_SUMMARY,
+            fields=frozenset(self.reply_model.model_fields),
+        )
+
     def validate_reply(self, content: str) -> Classification:
-        """Parse and validate one reply; raise ``ValueError`` saying what is wrong."""
+        """Parse, repair and validate one reply; raise ``ValueError`` saying what is wrong."""
+        return self.read_reply(content)[0]
+
+    def read_reply(self, content: str) -> tuple[Classification, list[str]]:
+        """The classification in a reply and the fields repaired on the way (see ``repair``).
+
+        Raises ``ValueError`` saying what is wrong when the reply cannot be used: not JSON, a
+        label outside the taxonomy, a missing field.
+        """
         try:
-            reply = self.reply_model.model_validate_json(content)
+            parsed, repairs = parse_reply(content)
+        except ValueError as exc:
+            raise ValueError(f"reply: not JSON ({exc})") from None
+        fixed, repaired = repair_reply(parsed, self.reply_limits)
+        try:
+            reply = self.reply_model.model_validate(fixed)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or 'reply'}: {err['msg']}"
@@ -151,7 +192,7 @@ class Taxonomy(BaseModel):
             )
             raise ValueError(problems) from None
         data = reply.model_dump()
-        return Classification(
+        classification = Classification(
             sentiment=Sentiment(**data["sentiment"]),
             category=data["category"],
             urgency=data["urgency"],
@@ -161,6 +202,7 @@ class Taxonomy(BaseModel):
             summary=data["summary"].strip()[:500] or None,
             confidence=data["confidence"],
         )
+        return classification, repairs + repaired
 
 
 def _one_of(labels: Iterable[str]) -> Any:
