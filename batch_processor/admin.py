@@ -36,12 +36,15 @@ def job_status(batch_dir: Path, now: datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
     loaded = CheckpointStore(batch_dir).load()
     queues = RetryQueues(batch_dir)
+    dead_letter = len(queues.dead_letter)
     report: dict[str, Any] = {
         "batch_dir": str(batch_dir),
         "in_flight_batch_files": len(BatchFiles(batch_dir / "batches").names()),
         "queued_classify": len(queues.classify),
         "queued_store": len(queues.store),
-        "dead_letter": len(queues.dead_letter),
+        "queued_store_documents": queues.store_documents(),
+        "dead_letter": dead_letter,
+        "dead_letter_damaged_lines": queues.dead_letter.damaged,
         "checkpoint": loaded.source,
         "checkpoint_problems": list(loaded.problems),
     }

@@ -21,6 +21,7 @@ libraries' exceptions), so that no other module needs to know pymongo's or opena
 
 from __future__ import annotations
 
+import asyncio
 from enum import StrEnum
 
 from .redaction import redact_text
@@ -154,3 +155,11 @@ def describe(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     first = redact_text(text[0]) if text else ""
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def first_error(error: BaseException) -> BaseException:
+    """The first real error inside an exception group (a TaskGroup raises groups)."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        inner = [e for e in error.exceptions if not isinstance(e, asyncio.CancelledError)]
+        error = (inner or list(error.exceptions))[0]
+    return error

@@ -78,7 +78,9 @@ class HealthServer:
         if method != "GET":
             return "405 Method Not Allowed", text, b"GET only\n"
         if path == "/metrics":
-            return "200 OK", CONTENT_TYPE_LATEST, generate_latest(self._telemetry.registry)
+            # Off the event loop: collecting reads files (queue sizes) and may take a while.
+            body = await asyncio.to_thread(generate_latest, self._telemetry.registry)
+            return "200 OK", CONTENT_TYPE_LATEST, body
         if path == "/healthz":
             if self._telemetry.progressing(self._stall_after):
                 return "200 OK", text, b"ok\n"

@@ -22,6 +22,7 @@ from .atomic import atomic_write, ensure_dir, sweep_temp_files
 from .batch_files import BatchFiles
 from .checkpoints import CheckpointStore
 from .classifiers import Classifier
+from .clock import Clock, SystemClock
 from .dedupe import CachedClassifier
 from .errors import BatchProcessorError, UnfinishedJobError, describe
 from .identity import worker_identity
@@ -105,6 +106,7 @@ class Service:
     telemetry: Telemetry
     progress: ProgressSink | None = None
     mongodb: Availability = field(default_factory=lambda: Availability("MongoDB"))
+    clock: Clock = field(default_factory=SystemClock)
 
 
 async def run_one_job(service: Service, *, recover: bool) -> RunStats:
@@ -168,7 +170,7 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
         if cached is not None:
             await cached.flush()
         stats.classifier = summary()
-        stats.set_waiting(classify=len(queues.classify), store=_queued_documents(queues))
+        stats.set_waiting(classify=len(queues.classify), store=queues.store_documents())
         if progress is not None:
             _safely(progress.close)
         error = pipeline.error
@@ -179,18 +181,6 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
             log.info("run finished", **outcome)
         _write_report(batch_dir / "reports" / f"{job_id}.json", job_id, stats, settings, error)
     return stats
-
-
-def _queued_documents(queues: RetryQueues) -> int:
-    """Documents in the store queue's entries, as they are on disk now."""
-    total = 0
-    for key in queues.store.pending_keys():
-        try:
-            entry = queues.store.get(key)
-        except ValueError:
-            continue
-        total += len(entry.results) + len(entry.failures)
-    return total
 
 
 def _safely(action: Callable[..., object], *args: object) -> None:

@@ -43,6 +43,7 @@ from .errors import (
     DataError,
     categorize,
     describe,
+    first_error,
     is_retryable,
 )
 from .models import (
@@ -102,14 +103,6 @@ def reason(error: BaseException) -> str:
     if isinstance(error, BatchProcessorError):
         return redact_text(error.message)
     return describe(error)
-
-
-def first_error(error: BaseException) -> BaseException:
-    """The first real error inside an exception group (a TaskGroup raises groups)."""
-    while isinstance(error, BaseExceptionGroup) and error.exceptions:
-        inner = [e for e in error.exceptions if not isinstance(e, asyncio.CancelledError)]
-        error = (inner or list(error.exceptions))[0]
-    return error
 
 
 class Pipeline:

@@ -19,18 +19,18 @@ import structlog
 from .atomic import exclusive_lock, writable_dir
 from .classifier_setup import build_classifier
 from .classifiers import Classifier
+from .clock import Clock
 from .embedded import EmbeddedServer
-from .errors import BatchProcessorError, describe
+from .errors import BatchProcessorError, describe, first_error
 from .health import HealthServer
 from .jobs import ProgressSink, Service, database_calls, outage_policy, retry_policy, run_one_job
-from .models import utcnow
 from .notify import SystemdNotifier
 from .schedule import CronSchedule
 from .settings import Mode, Settings
 from .shutdown import Stopper
 from .stats import RunStats
 from .store import CommandListener, MongoStore
-from .telemetry import Telemetry
+from .telemetry import Telemetry, watch_loop_lag
 
 log = structlog.get_logger("batch_processor.runner")
 
@@ -91,6 +91,7 @@ async def run_job(
     store: MongoStore | None = None,
     stopper: Stopper | None = None,
     telemetry: Telemetry | None = None,
+    clock: Clock | None = None,
 ) -> RunStats:
     """Run in the configured mode until done (batch) or stopped (the others); return the stats.
 
@@ -99,7 +100,8 @@ async def run_job(
     the next; scheduled mode runs one job per cron firing. Both run until SIGTERM/SIGINT or
     ``stopper`` stops them and return the last job's statistics. ``classifier`` replaces the one
     named in the settings (for library use and tests); ``store`` is an already open store (from
-    :func:`open_store`), else one is opened.
+    :func:`open_store`), else one is opened. ``clock`` replaces the wall clock and sleeping of
+    the cron and idle loops (tests).
     """
     schedule = (
         CronSchedule.parse(settings.cron, settings.timezone)
@@ -122,6 +124,8 @@ async def run_job(
                         open_store(settings, listeners=listeners)
                     )
                 service = Service(settings, classifier, store, stopper, telemetry, progress)
+                if clock is not None:
+                    service.clock = clock
                 await stack.enter_async_context(_process_services(service))
                 return await _drive(service, schedule)
     finally:
@@ -130,7 +134,11 @@ async def run_job(
 
 @contextlib.asynccontextmanager
 async def _process_services(service: Service) -> AsyncIterator[None]:
-    """The health endpoint and the systemd protocol, for as long as the jobs run."""
+    """The health endpoint, the loop-lag monitor and the systemd protocol, while jobs run.
+
+    The monitors run in a task group: if one of them dies, the jobs are cancelled and the
+    error ends the process rather than the monitor going quiet unseen.
+    """
     settings, telemetry = service.settings, service.telemetry
     notifier = SystemdNotifier()
     async with contextlib.AsyncExitStack() as stack:
@@ -145,19 +153,23 @@ async def _process_services(service: Service) -> AsyncIterator[None]:
         telemetry.ready = True
         notifier.ready(f"{settings.mode.value} mode, classifier {service.classifier.name}")
         service.stopper.on_stop(notifier.stopping)
-        watchdog = None
-        if notifier.watchdog_interval is not None:
-            watchdog = asyncio.create_task(_watchdog(notifier, telemetry, settings.stall_seconds))
         try:
-            yield
-        finally:
-            telemetry.ready = False
-            if not service.stopper.stopped:  # a stop already said so when it came
-                notifier.stopping()
-            if watchdog is not None:
-                watchdog.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watchdog
+            async with asyncio.TaskGroup() as monitors:
+                tasks = [monitors.create_task(watch_loop_lag(telemetry), name="loop-lag")]
+                if notifier.watchdog_interval is not None:
+                    watchdog = _watchdog(notifier, telemetry, settings.stall_seconds)
+                    tasks.append(monitors.create_task(watchdog, name="systemd-watchdog"))
+                try:
+                    yield
+                finally:
+                    telemetry.ready = False
+                    if not service.stopper.stopped:  # a stop already said so when it came
+                        notifier.stopping()
+                    for task in tasks:
+                        task.cancel()
+        except BaseExceptionGroup as group:
+            # The jobs' own error (or a monitor's) as itself, for the exit code.
+            raise first_error(group) from None
 
 
 async def _watchdog(notifier: SystemdNotifier, telemetry: Telemetry, stall_after: float) -> None:
@@ -202,25 +214,25 @@ async def _drive(service: Service, schedule: CronSchedule | None) -> RunStats:
 
 async def _run_on_schedule(service: Service, schedule: CronSchedule) -> RunStats:
     """One job per firing of the cron schedule; runs never overlap (missed firings are logged)."""
-    settings, stopper = service.settings, service.stopper
+    settings, stopper, clock = service.settings, service.stopper, service.clock
     stats = RunStats()
     recover = settings.recover
     if settings.run_now:
         stats = await run_one_job(service, recover=recover)
         recover = False
     while not stopper.stopped:
-        fire = schedule.next_after(utcnow())
+        fire = schedule.next_after(clock.now())
         log.info("next scheduled run", at=fire.isoformat(), cron=schedule.expression)
         service.telemetry.beat()
-        if not await stopper.race(asyncio.sleep(max(0.0, (fire - utcnow()).total_seconds()))):
+        if not await stopper.race(clock.sleep(max(0.0, (fire - clock.now()).total_seconds()))):
             break
-        late = (utcnow() - fire).total_seconds()
+        late = (clock.now() - fire).total_seconds()
         if late > settings.misfire_grace:
             log.warning("scheduled run skipped: woke too late", at=fire.isoformat(), late=late)
             continue
         stats = await run_one_job(service, recover=recover)
         recover = False
-        skipped = schedule.firings_between(fire, utcnow())
+        skipped = schedule.firings_between(fire, clock.now())
         if skipped:
             log.warning("firings skipped: the previous run was still going", skipped=skipped)
     return stats
@@ -252,7 +264,9 @@ async def _wait_for_work(service: Service) -> bool:
             if pending:
                 return True
             try:
-                idle = waiter.wait() if waiter is not None else asyncio.sleep(settings.interval)
+                idle = (
+                    waiter.wait() if waiter is not None else service.clock.sleep(settings.interval)
+                )
                 if not await stopper.race(idle):
                     return False
             except BatchProcessorError as exc:

@@ -11,11 +11,13 @@ systemd watchdog).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import structlog
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -24,6 +26,7 @@ from .retry_queues import RetryQueues
 from .stats import RunStats
 
 PREFIX = "batch_processor"
+log = structlog.get_logger("batch_processor.telemetry")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -47,6 +50,8 @@ class Telemetry:
         self.last_success: float | None = None  # wall-clock time of the last stored batch
         self.last_beat = clock()
         self.ready = False
+        self.loop_lag = 0.0  # the event loop's largest delay in the last sampling window (s)
+        self.loop_lag_max = 0.0
         self.registry.register(_Collector(self))
 
     # -- what jobs report -----------------------------------------------------------------
@@ -80,6 +85,11 @@ class Telemetry:
     def beat(self) -> None:
         """The main loop made progress (a document ended, a page came, an idle poll ran)."""
         self.last_beat = self._clock()
+
+    def loop_lagged(self, lag: float) -> None:
+        """The event loop answered ``lag`` seconds late in the last sampling window."""
+        self.loop_lag = lag
+        self.loop_lag_max = max(self.loop_lag_max, lag)
 
     def progressing(self, within: float) -> bool:
         """Whether the loop made progress in the last ``within`` seconds."""
@@ -117,6 +127,14 @@ class _Collector(Collector):
         yield failures
         yield from self._classifier_metrics()
         yield from self._queue_metrics()
+        yield _gauge(
+            "event_loop_lag_seconds",
+            "How late the event loop ran a timer in the last sampling window.",
+            self._t.loop_lag,
+        )
+        yield _gauge(
+            "event_loop_lag_max_seconds", "The largest event-loop lag seen.", self._t.loop_lag_max
+        )
         last = GaugeMetricFamily(
             f"{PREFIX}_last_success_timestamp_seconds",
             "Unix time of the last batch with stored results (0: none yet).",
@@ -168,3 +186,27 @@ def _counter(name: str, help_text: str, values: dict[str, int]) -> CounterMetric
 
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"{PREFIX}_{name}", help_text, value=value)
+
+
+async def watch_loop_lag(
+    telemetry: Telemetry,
+    *,
+    interval: float = 0.25,
+    warn_after: float = 0.1,
+    warn_every: float = 30.0,
+) -> None:
+    """Measure how late the event loop wakes from a timer, forever; warn when it passes 100 ms.
+
+    A blocked loop delays every request, heartbeat and health check: this makes it visible
+    (``event_loop_lag_seconds``) and logs a warning at most every ``warn_every`` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    last_warning = -warn_every
+    while True:
+        started = loop.time()
+        await asyncio.sleep(interval)
+        lag = max(0.0, loop.time() - started - interval)
+        telemetry.loop_lagged(lag)
+        if lag > warn_after and loop.time() - last_warning >= warn_every:
+            last_warning = loop.time()
+            log.warning("event loop blocked", lag_seconds=round(lag, 3))

@@ -7,14 +7,17 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 
+from batch_processor.classifiers import OfflineClassifier
 from batch_processor.errors import ConfigurationError
+from batch_processor.models import ClassifierOutput
 from batch_processor.runner import run_job
 from batch_processor.schedule import CronSchedule
 from batch_processor.shutdown import Stopper
@@ -171,39 +174,80 @@ def test_cron_schedule_decisions() -> None:
         CronSchedule.parse("* * * * *", "Mars/Olympus")
 
 
+class FakeClock:
+    """Wall time that moves only when slept on (or pushed by the test's classifier)."""
+
+    def __init__(self, start: datetime, *, until: datetime, stopper: Stopper) -> None:
+        self.moment = start
+        self.until = until
+        self.stopper = stopper
+
+    def now(self) -> datetime:
+        """The fake time."""
+        return self.moment
+
+    async def sleep(self, seconds: float) -> None:
+        """Jump ahead at once; stop the service once the end of the test's day is reached."""
+        self.moment += timedelta(seconds=seconds)
+        if self.moment >= self.until:
+            self.stopper.stop()
+        await asyncio.sleep(0)
+
+
+class SlowClassifier:
+    """The offline classifier, each call taking seven fake minutes (fake for the cron test)."""
+
+    name = "slow"
+    version = "1"
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.inner = OfflineClassifier()
+
+    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
+        """Advance the clock, then classify."""
+        self.clock.moment += timedelta(minutes=7)
+        return await self.inner.classify(text, metadata)
+
+    def summary(self) -> dict[str, Any]:
+        """Nothing to add."""
+        return {}
+
+    async def aclose(self) -> None:
+        """Release the inner classifier."""
+        await self.inner.aclose()
+
+
 async def test_scheduled_mode_fires_and_never_overlaps_a_long_run(
-    db: Any, db_name: str, mongo_uri: str, tmp_path: Path, slow_provider: Simulator
+    db: Any, make_settings: Any
 ) -> None:
-    """Every 2 s a run fires; a run of ~5 s makes the firings during it skipped and logged."""
-    await db.conversation_set.insert_many([conversation(f"question {i}") for i in range(10)])
-    batch_dir = tmp_path / "batch_files"
-    worker = await start_worker(
-        mongo_uri, db_name, batch_dir, slow_provider,
-        "--mode", "scheduled", "--cron", "* * * * * */2", "--concurrent", "1",
-    )  # fmt: skip
+    """Every 15 minutes a run fires; a 21-minute run skips (and logs) the firing during it."""
+    await db.conversation_set.insert_many([conversation(f"question {i}") for i in range(3)])
+    stopper = Stopper()
+    start = datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)
+    clock = FakeClock(start, until=start + timedelta(hours=1), stopper=stopper)
+    settings = make_settings(mode="scheduled", cron="*/15 * * * *", concurrent=1)
 
-    async def all_done() -> bool:
-        return await db.conversation_set.count_documents({"processing.status": "done"}) == 10
+    with structlog.testing.capture_logs() as logs:
+        stats = await asyncio.wait_for(
+            run_job(settings, stopper=stopper, clock=clock, classifier=SlowClassifier(clock)), 60
+        )
 
-    await wait_until(all_done, 60)
-    await db.conversation_set.insert_one(conversation("one more"))
-
-    async def next_firing_took_it() -> bool:
-        return await db.conversation_set.count_documents({"processing.status": "done"}) == 11
-
-    await wait_until(next_firing_took_it, 10)
-    worker.send_signal(signal.SIGTERM)
-    _, err = await asyncio.wait_for(worker.communicate(), 30)
-
-    assert worker.returncode == 0, err.decode()
-    events = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
-    names = [event["event"] for event in events]
+    names = [entry["event"] for entry in logs]
+    assert await db.conversation_set.count_documents({"processing.status": "done"}) == 3
     assert names.index("next scheduled run") < names.index("job started")  # no run at start
-    skipped = [e for e in events if e["event"].startswith("firings skipped")]
-    assert skipped and skipped[0]["skipped"] >= 1
+    skipped = [entry for entry in logs if entry["event"].startswith("firings skipped")]
+    assert [entry["skipped"] for entry in skipped] == [1]  # 00:30 fell inside 00:15-00:36
+    fired = [e["at"] for e in logs if e["event"] == "next scheduled run"]
+    assert fired[:3] == [
+        "2026-01-01T00:15:00+00:00",
+        "2026-01-01T00:45:00+00:00",
+        "2026-01-01T01:00:00+00:00",
+    ]
     # Runs never overlap: every job starts after the previous one finished.
     order = [name for name in names if name in {"job started", "run finished"}]
-    assert order == ["job started", "run finished"] * (len(order) // 2)
+    assert order == ["job started", "run finished"] * (len(order) // 2) and len(order) >= 4
+    assert stats.processed == 0  # the last run found nothing new
 
 
 async def test_run_now_runs_once_at_start(db: Any, make_settings: Any) -> None:
