@@ -35,6 +35,7 @@ class HealthServer:
         self._telemetry = telemetry
         self._ready_check = ready_check
         self._stall_after = stall_after
+        self._handlers: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
     async def serving(self, host: str, port: int) -> AsyncIterator[int]:
@@ -53,8 +54,17 @@ class HealthServer:
         finally:
             server.close()
             await server.wait_closed()
+            # On Python 3.11 wait_closed() does not wait for the connections being served: a
+            # request in flight would outlive the event loop, its socket never closed.
+            for handler in list(self._handlers):
+                handler.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handlers.discard)
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             request_line = request.split(b"\r\n", 1)[0].decode("latin-1")

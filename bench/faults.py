@@ -31,6 +31,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from batch_processor.demo import sample_conversations
+from batch_processor.documents import extract_text
+from batch_processor.errors import DataError
+from batch_processor.models import SourceDocument
 from batch_processor.simulator import Simulator, SimulatorConfig
 from tests.faults.tools import (
     INVALID_UTF8,
@@ -96,15 +99,16 @@ class Context:
         return code
 
     async def seed(self, count: int, *, poison_every: int = 0) -> int:
-        """Sample conversations (some with invalid UTF-8 through the proxy); how many are bad."""
+        """Sample conversations (some with invalid UTF-8 through the proxy); how many are bad.
+
+        The sample has a few bad documents of its own (empty or missing text): those count.
+        """
         docs = sample_conversations(count, seed=7)
-        bad = 0
         for index, doc in enumerate(docs):
             if poison_every and index % poison_every == 0:
                 doc["messages"] = [{"role": "customer", "content": INVALID_UTF8.decode()}]
-                bad += 1
         await self.db.conversation_set.insert_many(docs)
-        return bad
+        return sum(1 for doc in docs if not _readable(doc))
 
     async def stored(self) -> int:
         """Results stored so far."""
@@ -143,6 +147,17 @@ class Context:
         return figures
 
 
+def _readable(doc: dict[str, Any]) -> bool:
+    """Whether the product can read a text out of ``doc`` (a poisoned one it cannot)."""
+    if INVALID_UTF8.decode() in json.dumps(doc, default=str):
+        return False
+    try:
+        extract_text(SourceDocument(id="x", fields=doc), "messages", 20_000)
+    except DataError:
+        return False
+    return True
+
+
 async def poison(ctx: Context) -> dict[str, Any]:
     """1 % of the documents hold invalid UTF-8 (served through a corrupting proxy)."""
     bad = await ctx.seed(ctx.args.count, poison_every=100)
@@ -153,19 +168,19 @@ async def poison(ctx: Context) -> dict[str, Any]:
 
 async def restart_batch(ctx: Context) -> dict[str, Any]:
     """The server goes away for ``--outage`` seconds mid-run (every cursor lost)."""
-    await ctx.seed(ctx.args.count)
+    bad = await ctx.seed(ctx.args.count)
     worker = await ctx.start(ctx.command())
     await ctx.when_stored(ctx.args.count // 4)
     await ctx.server.stop()
     await asyncio.sleep(ctx.args.outage)
     await ctx.server.start()
     await ctx.finish(worker)
-    return await ctx.verdict(expected_failed=0)
+    return await ctx.verdict(expected_failed=bad)
 
 
 async def restart_continuous(ctx: Context) -> dict[str, Any]:
     """A continuous worker through an outage of ``--outage`` seconds, then more documents."""
-    await ctx.seed(ctx.args.count // 2)
+    bad = await ctx.seed(ctx.args.count // 2)
     worker = await ctx.start(
         ctx.command(None, "--mode", "continuous", "--interval", "2"), BATCH_HTTP="false"
     )
@@ -174,28 +189,30 @@ async def restart_continuous(ctx: Context) -> dict[str, Any]:
     await asyncio.sleep(ctx.args.outage)
     alive = worker.returncode is None
     await ctx.server.start()
-    await ctx.db.conversation_set.insert_many(sample_conversations(ctx.args.count // 2, seed=8))
-    await ctx.when_stored(ctx.args.count)
+    later = sample_conversations(ctx.args.count // 2, seed=8)
+    bad += sum(1 for doc in later if not _readable(doc))
+    await ctx.db.conversation_set.insert_many(later)
+    await ctx.when_stored(ctx.args.count - bad)
     worker.send_signal(signal.SIGTERM)
     await ctx.finish(worker)
-    return {**await ctx.verdict(expected_failed=0), "alive_through_outage": alive}
+    return {**await ctx.verdict(expected_failed=bad), "alive_through_outage": alive}
 
 
 async def freeze(ctx: Context) -> dict[str, Any]:
     """The server is frozen (SIGSTOP) for ``--outage`` seconds: sockets open, no answers."""
-    await ctx.seed(ctx.args.count)
+    bad = await ctx.seed(ctx.args.count)
     worker = await ctx.start(ctx.command())
     await ctx.when_stored(ctx.args.count // 4)
     ctx.server.freeze()
     await asyncio.sleep(ctx.args.outage)
     ctx.server.thaw()
     await ctx.finish(worker)
-    return await ctx.verdict(expected_failed=0)
+    return await ctx.verdict(expected_failed=bad)
 
 
 async def kills(ctx: Context) -> dict[str, Any]:
     """``--kills`` SIGKILLs at random moments, each followed by a ``--recover`` start."""
-    await ctx.seed(ctx.args.count)
+    bad = await ctx.seed(ctx.args.count)
     rng = random.Random(1)
     done_kills = 0
     while True:
@@ -211,7 +228,7 @@ async def kills(ctx: Context) -> dict[str, Any]:
             worker.send_signal(signal.SIGKILL)
             await worker.wait()
             done_kills += 1
-    return {**await ctx.verdict(expected_failed=0), "kills": done_kills}
+    return {**await ctx.verdict(expected_failed=bad), "kills": done_kills}
 
 
 async def disk_full(ctx: Context) -> dict[str, Any]:
@@ -219,6 +236,7 @@ async def disk_full(ctx: Context) -> dict[str, Any]:
     docs = sample_conversations(ctx.args.count, seed=7)
     for doc in docs:
         doc["padding"] = "x" * 2000
+    bad = sum(1 for doc in docs if not _readable(doc))
     await ctx.db.conversation_set.insert_many(docs)
     small = ctx.work / "small"
     with small_tmpfs(small, "512k") as mounted:
@@ -229,12 +247,12 @@ async def disk_full(ctx: Context) -> dict[str, Any]:
         await ctx.finish(await ctx.start(command, BATCH_METADATA_FIELDS='["padding"]'), limit=600)
         checkpoint = json.loads((small / "checkpoint.json").read_text())["checkpoint"]
     await ctx.finish(await ctx.start(ctx.command(None, batch="roomy")))
-    return {**await ctx.verdict(expected_failed=0), "first_run": checkpoint["status"]}
+    return {**await ctx.verdict(expected_failed=bad), "first_run": checkpoint["status"]}
 
 
 async def sigterm_twice(ctx: Context) -> dict[str, Any]:
     """SIGTERM and a second signal while results wait for the writer; then a plain restart."""
-    await ctx.seed(ctx.args.count)
+    bad = await ctx.seed(ctx.args.count)
     worker = await ctx.start(ctx.command())
     await ctx.when_stored(ctx.args.count // 5)
     worker.send_signal(signal.SIGTERM)
@@ -245,7 +263,7 @@ async def sigterm_twice(ctx: Context) -> dict[str, Any]:
         {"processing.status": "claimed"}
     )
     await ctx.finish(await ctx.start(ctx.command()))
-    return {**await ctx.verdict(expected_failed=0), "claimed_after_stop": claimed_after_stop}
+    return {**await ctx.verdict(expected_failed=bad), "claimed_after_stop": claimed_after_stop}
 
 
 async def llm_replies(ctx: Context) -> dict[str, Any]:

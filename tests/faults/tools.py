@@ -37,6 +37,7 @@ class CorruptingProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
 
     @property
     def uri(self) -> str:
@@ -51,27 +52,35 @@ class CorruptingProxy:
     async def __aexit__(self, *_: object) -> None:
         assert self._server is not None
         self._server.close()
-        for task in list(self._pipes):
+        for task in [*self._pipes, *self._handlers]:
             task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
+        await asyncio.gather(*self._pipes, *self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        tasks = [
-            asyncio.create_task(self._pipe(reader, up_writer, rewrite=False)),
-            asyncio.create_task(self._pipe(up_reader, writer, rewrite=True)),
-        ]
-        self._pipes.update(tasks)
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handlers.discard)
+        streams = [writer]
+        tasks: list[asyncio.Task[None]] = []
         try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            streams.append(up_writer)
+            tasks = [
+                asyncio.create_task(self._pipe(reader, up_writer, rewrite=False)),
+                asyncio.create_task(self._pipe(up_reader, writer, rewrite=True)),
+            ]
+            self._pipes.update(tasks)
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._pipes.difference_update(tasks)
-            for stream in (writer, up_writer):
-                stream.close()
+            for stream in streams:
+                stream.close()  # both at once, before any await
+            for stream in streams:
                 with contextlib.suppress(OSError):
                     await stream.wait_closed()
 
