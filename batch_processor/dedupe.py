@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from .classifiers import Classifier
 from .errors import describe
 from .models import Classification, ClassifierOutput, utcnow
+from .outage import Availability
 
 log = structlog.get_logger("batch_processor.dedupe")
 
@@ -74,6 +75,7 @@ class CachedClassifier:
         self._recent: OrderedDict[str, ClassifierOutput] = OrderedDict()
         self._recent_size = recent_size
         self._saving: set[asyncio.Task[None]] = set()
+        self._availability = Availability("dedupe cache (classifying without it)")
 
     async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
         """The cached classification of ``text``, or the inner classifier's (then cached)."""
@@ -127,8 +129,10 @@ class CachedClassifier:
         try:
             entry = await self._cache.lookup(key)
         except Exception as exc:  # noqa: BLE001 - the cache is an optimisation, never a failure
-            log.warning("dedupe cache lookup failed; classifying anyway", error=describe(exc))
+            # Logged once per outage, not once per document: texts are classified meanwhile.
+            self._availability.failed(exc)
             return None
+        self._availability.succeeded()
         if entry is None:
             return None
         try:
@@ -169,4 +173,5 @@ class CachedClassifier:
         try:
             await self._cache.save(entries)
         except Exception as exc:  # noqa: BLE001 - losing cache entries costs calls, not data
-            log.warning("dedupe cache entries not saved", entries=len(entries), error=describe(exc))
+            self._availability.failed(exc)
+            log.debug("dedupe cache entries not saved", entries=len(entries), error=describe(exc))

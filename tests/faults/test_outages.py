@@ -12,6 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
+
+from batch_processor.classifiers import OfflineClassifier
+from batch_processor.dedupe import CachedClassifier
+from batch_processor.errors import TransientError
 
 from ..conftest import conversation, worker_command
 from .tools import database, own_server, poll_until
@@ -172,3 +177,36 @@ async def test_batch_run_gives_up_after_the_outage_grace(tmp_path: Path, grace: 
 
 async def _stored_at_least(db: Any, count: int) -> bool:
     return bool(await db.sentimental_analysis.count_documents({}) >= count)
+
+
+class FlakyCache:
+    """A dedupe cache whose MongoDB is away until ``back`` is set."""
+
+    def __init__(self) -> None:
+        self.back = False
+
+    async def lookup(self, key: str) -> dict[str, Any] | None:
+        """Fail while away; find nothing once back."""
+        if not self.back:
+            raise TransientError("cache lookup: MongoDB unreachable: " + "x" * 1000)
+        return None
+
+    async def save(self, entries: dict[str, dict[str, Any]]) -> None:
+        """Accept anything."""
+
+
+async def test_dedupe_cache_outage_is_logged_once_per_state_change() -> None:
+    """Fifty lookups during an outage give one warning, and one more when it is back."""
+    cache = FlakyCache()
+    classifier = CachedClassifier(OfflineClassifier(), cache, scope="s")
+    with structlog.testing.capture_logs() as logs:
+        for i in range(50):
+            await classifier.classify(f"refund please {i}", {})
+        cache.back = True
+        await classifier.classify("refund please, again", {})
+    warnings = [entry["event"] for entry in logs if entry["log_level"] == "warning"]
+    assert warnings == [
+        "dedupe cache (classifying without it) unavailable: waiting for it",
+        "dedupe cache (classifying without it) available again",
+    ]
+    await classifier.aclose()
