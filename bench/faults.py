@@ -34,6 +34,7 @@ from batch_processor.demo import sample_conversations
 from batch_processor.documents import extract_text
 from batch_processor.errors import DataError
 from batch_processor.models import SourceDocument
+from batch_processor.retry_queues import RetryQueues
 from batch_processor.simulator import Simulator, SimulatorConfig
 from tests.faults.tools import (
     INVALID_UTF8,
@@ -128,7 +129,11 @@ class Context:
         total = await sources.count_documents({})
         done = await sources.count_documents({"processing.status": "done"})
         failed = await sources.count_documents({"processing.status": "failed"})
-        stuck = await sources.count_documents({"processing.status": "claimed"})
+        claimed = await sources.count_documents({"processing.status": "claimed"})
+        queued = 0
+        for batch_dir in self.work.glob("*/queues"):
+            queues = RetryQueues(batch_dir.parent)
+            queued += len(queues.classify) + queues.store_documents()
         pending = await sources.count_documents({"processing.status": None})
         results = await self.db.sentimental_analysis.count_documents({})
         done_ids = set(await sources.distinct("_id", {"processing.status": "done"}))
@@ -139,7 +144,8 @@ class Context:
             "failed": failed,
             "lost": pending + len(done_ids - result_ids),
             "duplicated": (results - len(result_ids)) + len(result_ids - done_ids),
-            "stuck": stuck,
+            "queued": queued,  # claimed, waiting in a retry queue on disk for the next drain
+            "stuck": claimed - queued,
             "exit_codes": self.codes,
         }
         if expected_failed is not None:

@@ -83,3 +83,19 @@ def conversation(text: str) -> dict[str, Any]:
 def worker_command(*args: str) -> list[str]:
     """The command line of a worker process running this checkout's package."""
     return [sys.executable, "-m", "batch_processor", *args]
+
+
+def worker_cli(mongo_uri: str, db_name: str, batch_dir: Path, *extra: str) -> list[str]:
+    """A worker on the test's database and batch directory, logging JSON, with no progress bar."""
+    return worker_command(
+        "--mongodb-uri",
+        mongo_uri,
+        "--database",
+        db_name,
+        "--batch-dir",
+        str(batch_dir),
+        "--log-format",
+        "json",
+        "--no-progress",
+        *extra,
+    )

@@ -13,7 +13,7 @@ import pytest
 
 from batch_processor.runner import run_job
 
-from ..conftest import conversation, worker_command
+from ..conftest import conversation, worker_cli
 from .tools import poll_until
 
 
@@ -50,21 +50,9 @@ async def test_immediate_stop_leaves_nothing_claimed_and_needs_no_recover(
     """SIGTERM then a second signal (or no grace): exit 0, nothing claimed, a clean restart."""
     await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(1500)])
     batch_dir = tmp_path / "batch"
-    args = worker_command(
-        "--mongodb-uri",
-        mongo_uri,
-        "--database",
-        db_name,
-        "--batch-dir",
-        str(batch_dir),
-        "--batch-size",
-        "50",
-        "--concurrent",
-        "16",
-        "--log-format",
-        "json",
-        "--no-progress",
-        *(["--shutdown-grace", "0"] if how == "grace-0" else []),
+    grace = ["--shutdown-grace", "0"] if how == "grace-0" else []
+    args = worker_cli(
+        mongo_uri, db_name, batch_dir, "--batch-size", "50", "--concurrent", "16", *grace
     )
     process = await asyncio.create_subprocess_exec(
         *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

@@ -14,25 +14,9 @@ from batch_processor.classifiers import OfflineClassifier
 from batch_processor.errors import ResourceError
 from batch_processor.runner import run_job
 
-from ..conftest import conversation, worker_command
+from ..conftest import conversation, worker_cli
 from ..test_retry_queues import GatedClassifier
 from .tools import run_root_command, small_tmpfs
-
-
-def cli(mongo_uri: str, db_name: str, batch_dir: Path, *extra: str) -> list[str]:
-    """A worker command line on the shared test server."""
-    return worker_command(
-        "--mongodb-uri",
-        mongo_uri,
-        "--database",
-        db_name,
-        "--batch-dir",
-        str(batch_dir),
-        "--log-format",
-        "json",
-        "--no-progress",
-        *extra,
-    )
 
 
 async def run_cli(args: list[str]) -> tuple[int, str]:
@@ -55,7 +39,7 @@ async def test_full_disk_stops_the_run_as_failed_and_gives_everything_back(
     with small_tmpfs(batch_dir, "96k") as mounted:
         if not mounted:
             pytest.skip("this machine cannot mount a tmpfs (the injected-ENOSPC test covers it)")
-        code, log = await run_cli(cli(mongo_uri, db_name, batch_dir, "--batch-size", "40"))
+        code, log = await run_cli(worker_cli(mongo_uri, db_name, batch_dir, "--batch-size", "40"))
 
         assert code == 1, log[-2000:]
         checkpoint = json.loads((batch_dir / "checkpoint.json").read_text())["checkpoint"]
@@ -68,7 +52,7 @@ async def test_full_disk_stops_the_run_as_failed_and_gives_everything_back(
     assert done == await db.sentimental_analysis.count_documents({})
 
     # Room again (a fresh directory): a plain start, no --recover, finishes exactly once.
-    code, log = await run_cli(cli(mongo_uri, db_name, tmp_path / "roomy"))
+    code, log = await run_cli(worker_cli(mongo_uri, db_name, tmp_path / "roomy"))
     assert code == 0, log[-2000:]
     assert await db.conversation_set.count_documents({"processing.status": "done"}) == 200
     assert await db.sentimental_analysis.count_documents({}) == 200
@@ -110,7 +94,7 @@ async def test_read_only_batch_directory_is_one_line_and_exit_2(
         if not mounted:
             pytest.skip("this machine cannot mount a read-only tmpfs")
         assert run_root_command(f"mount -o remount,ro {batch_dir}")
-        code, log = await run_cli(cli(mongo_uri, db_name, batch_dir))
+        code, log = await run_cli(worker_cli(mongo_uri, db_name, batch_dir))
     assert code == 2
     lines = [line for line in log.splitlines() if line.strip()]
     assert len(lines) == 1 and "batch_dir" in lines[0] and "not writable" in lines[0]

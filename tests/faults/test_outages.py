@@ -18,7 +18,7 @@ from batch_processor.classifiers import OfflineClassifier
 from batch_processor.dedupe import CachedClassifier
 from batch_processor.errors import TransientError
 
-from ..conftest import conversation, worker_command
+from ..conftest import conversation, worker_cli
 from .tools import database, own_server, poll_until
 
 COUNT = 600
@@ -26,20 +26,7 @@ COUNT = 600
 
 def worker(uri: str, db_name: str, batch_dir: Path, *extra: str) -> list[str]:
     """A worker with small pages, so a restart lands between many of them."""
-    return worker_command(
-        "--mongodb-uri",
-        uri,
-        "--database",
-        db_name,
-        "--batch-dir",
-        str(batch_dir),
-        "--batch-size",
-        "20",
-        "--log-format",
-        "json",
-        "--no-progress",
-        *extra,
-    )
+    return worker_cli(uri, db_name, batch_dir, "--batch-size", "20", *extra)
 
 
 def fast_env(**extra: str) -> dict[str, str]:
