@@ -12,8 +12,10 @@ categories (seed 004). Whether an operation is retried is decided by ``error.ret
     ├── ConfigurationError   CONFIGURATION   not retried: stops the run (bad URI, auth, settings)
     ├── DataError            DATA            not retried: the document is marked failed
     ├── PermanentError       PERMANENT       not retried: the document is marked failed
-    └── BudgetExhaustedError   (no category) the spend limit is reached: the document is
-                                              given back untouched for the next run
+    ├── BudgetExhaustedError   (no category) the spend limit is reached: the document is
+    │                                         given back untouched for the next run
+    └── Interrupted            (no category) a stop was asked for while waiting out an
+                                              outage: not a failure, the run ends cleanly
 
 Code outside this module raises these (the MongoDB and classifier modules translate their
 libraries' exceptions), so that no other module needs to know pymongo's or openai's errors.
@@ -108,6 +110,10 @@ class BudgetExhaustedError(BatchProcessorError):
     Not a failure of any document: the pipeline gives the document back (its claim released)
     and stops taking new ones, while requests already sent finish and are stored.
     """
+
+
+class Interrupted(BatchProcessorError):
+    """A stop (SIGTERM) came while waiting for MongoDB to come back: end cleanly, not failed."""
 
 
 class UnfinishedJobError(BatchProcessorError):

@@ -83,15 +83,14 @@ def outage_policy(settings: Settings) -> RetryPolicy:
     )
 
 
-def database_calls(
-    settings: Settings, availability: Availability, stats: RunStats | None = None
-) -> DatabaseCalls:
-    """MongoDB calls with the settings' retry policies, reporting to ``availability``."""
+def database_calls(service: Service, stats: RunStats | None = None) -> DatabaseCalls:
+    """MongoDB calls with the settings' retry policies; a stop ends a wait for MongoDB."""
     return DatabaseCalls(
-        patient=outage_policy(settings),
-        brief=retry_policy(settings),
-        availability=availability,
+        patient=outage_policy(service.settings),
+        brief=retry_policy(service.settings),
+        availability=service.mongodb,
         on_retry=stats.add_db_retry if stats is not None else lambda _error: None,
+        stop=service.stopper.event,
     )
 
 
@@ -127,7 +126,7 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
     worker_id = worker_identity(batch_dir, fallback=previous)
     job_id = new_job_id()
     stats = RunStats()
-    db = database_calls(settings, service.mongodb, stats)
+    db = database_calls(service, stats)
     pending = await db.wait(store.count_pending)
     log.info(
         "job started",

@@ -9,18 +9,24 @@ reads it.
 :class:`DatabaseCalls` is the one way the pipeline and the writer call MongoDB with retries:
 ``wait`` retries with capped backoff for as long as the outage policy allows (forever in the
 service modes, ``db_outage_grace`` seconds in a batch run), ``brief`` a few attempts for writes
-that have a fallback (the store retry queue).
+that have a fallback (the store retry queue). A stop request ends a ``wait`` that is waiting
+out an outage: no further attempt, the backoff sleep cut short, and :class:`Interrupted`
+raised, which the loops treat as a clean stop (a service stopped during an outage exits 0 at
+once instead of being killed by its supervisor).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
 
-from .errors import describe
+from .errors import BatchProcessorError, Interrupted, describe
 from .retry import RetryPolicy
 
 T = TypeVar("T")
@@ -73,15 +79,31 @@ class DatabaseCalls:
         brief: RetryPolicy,
         availability: Availability,
         on_retry: Callable[[BaseException], None] = lambda _error: None,
+        stop: asyncio.Event | None = None,
     ) -> None:
-        self.patient = patient
+        self._stop = stop or asyncio.Event()
+        self.patient = dataclasses.replace(
+            patient, give_up=self._stop.is_set, sleep=self._sleep_unless_stopped
+        )
         self.brief_policy = brief
         self.availability = availability
         self._count = on_retry
 
     async def wait(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run ``operation``, waiting out an outage as long as the patient policy allows."""
-        return await self._call(self.patient, operation)
+        """Run ``operation``, waiting out an outage as long as the patient policy allows.
+
+        Raises :class:`Interrupted` if a stop is requested while it waits.
+        """
+        try:
+            return await self._call(self.patient, operation)
+        except BatchProcessorError as exc:
+            if self._stop.is_set():
+                raise Interrupted(f"stopped while waiting for MongoDB ({describe(exc)})") from exc
+            raise
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def brief(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run ``operation`` with a few attempts (the caller has a fallback)."""

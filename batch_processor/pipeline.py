@@ -41,6 +41,7 @@ from .errors import (
     BudgetExhaustedError,
     ConfigurationError,
     DataError,
+    Interrupted,
     categorize,
     describe,
     first_error,
@@ -223,6 +224,8 @@ class Pipeline:
                 # Results spilled during an outage that has passed: store them before ending.
                 await self._writer.drained()
                 await self._drainer.drain_store()
+        except Interrupted:
+            self._stopping = True  # a stop came while MongoDB was away: a clean end
         except Exception as exc:  # noqa: BLE001 - finish in-flight work first, then re-raise
             self._stop(exc)
         finally:
@@ -314,6 +317,9 @@ class Pipeline:
         """Admit, claim, save and start one page; return how many documents it claimed."""
         self.stats.fetched += len(page)
         await self._admission.acquire(len(page))
+        if self._stopping:  # the stop came while waiting for room: claim nothing more
+            self._admission.release(len(page))
+            return 0
         ids = [doc.id for doc in page]
         self._sequence += 1
         token = f"{self.job_id}:{self._sequence}"

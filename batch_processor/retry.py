@@ -77,6 +77,8 @@ class RetryPolicy:
     #: they do not use up ``max_attempts`` but stop after this many of their own.
     rate_limit_attempts: int | None = None
     give_up_after: float | None = None
+    #: Asked before each retry: True ends the retrying at once (a stop was requested).
+    give_up: Callable[[], bool] = field(default=lambda: False, compare=False)
     sleep: Sleep = field(default=asyncio.sleep, compare=False)
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)
 
@@ -101,6 +103,8 @@ class RetryPolicy:
         def _stop(state: RetryCallState) -> bool:
             nonlocal rate_limited
             error = state.outcome.exception() if state.outcome else None
+            if self.give_up():
+                return True
             if self.give_up_after is not None and self.clock() - began >= self.give_up_after:
                 return True
             if self.rate_limit_attempts is not None and _is_rate_limit(error):

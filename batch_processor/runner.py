@@ -21,7 +21,7 @@ from .classifier_setup import build_classifier
 from .classifiers import Classifier
 from .clock import Clock
 from .embedded import EmbeddedServer
-from .errors import BatchProcessorError, describe, first_error
+from .errors import BatchProcessorError, Interrupted, describe, first_error
 from .health import HealthServer
 from .jobs import ProgressSink, Service, database_calls, outage_policy, retry_policy, run_one_job
 from .notify import SystemdNotifier
@@ -200,6 +200,15 @@ async def _readiness(service: Service) -> list[str]:
 
 
 async def _drive(service: Service, schedule: CronSchedule | None) -> RunStats:
+    """Run the mode's loop; a stop while waiting for MongoDB ends it cleanly."""
+    try:
+        return await _drive_mode(service, schedule)
+    except Interrupted as exc:
+        log.warning("stopped while MongoDB was unavailable", error=exc.message)
+        return RunStats()
+
+
+async def _drive_mode(service: Service, schedule: CronSchedule | None) -> RunStats:
     """One job in batch mode; jobs and idle waits in turn in continuous mode."""
     if schedule is not None:
         return await _run_on_schedule(service, schedule)
@@ -250,7 +259,7 @@ async def _wait_for_work(service: Service) -> bool:
         interval=settings.interval,
         change_streams=settings.change_streams,
     )
-    db = database_calls(settings, service.mongodb)
+    db = database_calls(service)
     async with contextlib.AsyncExitStack() as stack:
         waiter = None
         if settings.change_streams:
@@ -260,7 +269,10 @@ async def _wait_for_work(service: Service) -> bool:
                 log.info("change streams unavailable: polling only", error=describe(exc))
         while not stopper.stopped:
             service.telemetry.beat()  # idle is not stalled
-            pending = await db.wait(store.has_pending)  # an outage is waited out
+            try:
+                pending = await db.wait(store.has_pending)  # an outage is waited out
+            except Interrupted:
+                return False
             if pending:
                 return True
             try:

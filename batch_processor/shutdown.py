@@ -40,6 +40,11 @@ class Stopper:
         """Whether a stop was asked for."""
         return self._event.is_set()
 
+    @property
+    def event(self) -> asyncio.Event:
+        """Set once a stop is asked for (waits that must end on a stop watch it)."""
+        return self._event
+
     def attach(self, target: Stoppable | None) -> None:
         """Make ``target`` the job to stop (None when between jobs)."""
         self._target = target

@@ -512,19 +512,22 @@ class PageCursor:
         self.after: str | None = None
 
     async def next_page(self) -> list[SourceDocument]:
-        """The next page (empty when the pass is over)."""
-        try:
-            with translated("read page"):
-                if self._cursor is None:
-                    self._cursor = self._open()
-                raws = await self._cursor.to_list(self._page_size)
-        except BatchProcessorError:
-            await self.close()
-            raise
-        page = [doc for doc in map(decode_source, raws) if doc is not None]
-        if raws:
+        """The next page (empty only when the pass is over)."""
+        while True:
+            try:
+                with translated("read page"):
+                    if self._cursor is None:
+                        self._cursor = self._open()
+                    raws = await self._cursor.to_list(self._page_size)
+            except BatchProcessorError:
+                await self.close()
+                raise
+            if not raws:
+                return []
             self.after = encode_id(_raw_id(raws[-1]))
-        return page
+            page = [doc for doc in map(decode_source, raws) if doc is not None]
+            if page:  # a page of only unaddressable documents is skipped, not the end
+                return page
 
     def _open(self) -> AsyncCursor[Any]:
         query: Raw = {STATUS: None}

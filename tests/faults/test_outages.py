@@ -120,6 +120,35 @@ async def test_continuous_service_outlives_an_outage_longer_than_its_retries(
         await exactly_once(db, 60)
 
 
+async def test_sigterm_during_an_outage_stops_the_service_at_once(tmp_path: Path) -> None:
+    """A service waiting out an outage stops on SIGTERM with exit 0, not when MongoDB returns."""
+    name = f"bp_fault_{secrets.token_hex(3)}"
+    async with own_server(tmp_path / "server") as server, database(server.uri, name) as db:
+        await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(400)])
+        process = await asyncio.create_subprocess_exec(
+            *worker(server.uri, name, tmp_path / "batch", "--mode", "continuous"),
+            env=fast_env(BATCH_HTTP="false"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        await poll_until(lambda: _stored_at_least(db, 40))
+        await server.stop()
+        await asyncio.sleep(3)  # the worker is now waiting for MongoDB
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 20)
+        assert process.returncode == 0, stderr.decode()[-3000:]
+        await server.start()
+        restart = await asyncio.create_subprocess_exec(
+            *worker(server.uri, name, tmp_path / "batch"),
+            env=fast_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(restart.communicate(), 90)
+        assert restart.returncode == 0, stderr.decode()[-3000:]  # no --recover needed
+        await exactly_once(db, 400)
+
+
 async def test_frozen_server_is_waited_out(tmp_path: Path) -> None:
     """A server that stops answering (SIGSTOP) without closing sockets does not hang the run."""
     name = f"bp_fault_{secrets.token_hex(3)}"
