@@ -146,3 +146,35 @@ async def test_writer_dying_stops_the_run_instead_of_hanging(
         await client.close()
     finally:
         await server.stop()
+
+
+class BrokenDisplay:
+    """A progress display that fails on every call (a terminal gone away, a rendering bug)."""
+
+    def start(self, total: int) -> None:
+        """Fail."""
+        raise OSError("display broken")
+
+    def update(self, stats: Any) -> None:
+        """Fail."""
+        raise OSError("display broken")
+
+    def close(self) -> None:
+        """Fail."""
+        raise OSError("display broken")
+
+
+async def test_recover_with_a_corrupt_batch_file_and_a_failing_display_finishes(
+    db: Any, make_settings: Any
+) -> None:
+    """Nothing that only displays can fail a run; an unreadable batch file is set aside."""
+    await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(40)])
+    settings = make_settings(batch_size=10, recover=True)
+    batches = settings.batch_dir / "batches"
+    batches.mkdir(parents=True)
+    (batches / "20260101T000000Z-dead00-000001.jsonl").write_bytes(b"\xff\xfe not a batch\n")
+
+    stats = await run_job(settings, progress=BrokenDisplay())
+
+    assert stats.succeeded == 40
+    assert [p.name for p in batches.iterdir()] == ["20260101T000000Z-dead00-000001.jsonl.corrupt"]
