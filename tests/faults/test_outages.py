@@ -16,9 +16,11 @@ import structlog.testing
 
 from batch_processor.classifiers import OfflineClassifier
 from batch_processor.dedupe import CachedClassifier
+from batch_processor.embedded import free_port
 from batch_processor.errors import TransientError
 
 from ..conftest import conversation, worker_cli
+from ..test_telemetry import http_get
 from .tools import database, own_server, poll_until
 
 COUNT = 600
@@ -93,25 +95,30 @@ async def test_continuous_service_outlives_an_outage_longer_than_its_retries(
     name = f"bp_fault_{secrets.token_hex(3)}"
     async with own_server(tmp_path / "server") as server, database(server.uri, name) as db:
         await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(40)])
+        port = free_port()
         process = await asyncio.create_subprocess_exec(
             *worker(
                 server.uri, name, tmp_path / "batch", "--mode", "continuous", "--interval", "1"
             ),
-            env=fast_env(BATCH_RETRIES="2", BATCH_HTTP="false"),
+            env=fast_env(BATCH_RETRIES="2", BATCH_HTTP_PORT=str(port)),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
         try:
             await poll_until(lambda: _stored_at_least(db, 40))
+            assert (await http_get(port, "/readyz"))[0] == 200
             await server.stop()
             await asyncio.sleep(5)  # longer than 2 attempts of 1 s server selection
             assert process.returncode is None, "the service exited during the outage"
+            status, body = await http_get(port, "/readyz")
+            assert status == 503 and "MongoDB" in body
             await server.start()
             await db.conversation_set.insert_many(
                 [conversation(f"refund late {i}") for i in range(20)]
             )
             await poll_until(lambda: _stored_at_least(db, 60))
             assert process.returncode is None
+            assert (await http_get(port, "/readyz"))[0] == 200
         finally:
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
