@@ -189,8 +189,8 @@ async def _readiness(service: Service) -> list[str]:
     if not service.mongodb.available:
         problems.append(f"MongoDB unavailable: {service.mongodb.last_error}")
     try:
-        await asyncio.wait_for(service.store.ping(), 5)
-    except (BatchProcessorError, TimeoutError) as exc:
+        await service.store.ping(within=5)
+    except BatchProcessorError as exc:
         problems.append(f"MongoDB unreachable: {describe(exc)}")
     if not os.access(service.settings.batch_dir, os.W_OK):
         problems.append(f"batch directory not writable: {service.settings.batch_dir}")

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import bson
+import pymongo
 import structlog
 from bson import json_util
 from bson.codec_options import CodecOptions
@@ -185,9 +186,14 @@ class MongoStore:
         """Close the client's connections."""
         await self.client.close()
 
-    async def ping(self) -> None:
-        """Check that the server answers; raise TransientError or ConfigurationError if not."""
-        with translated("ping"):
+    async def ping(self, within: float | None = None) -> None:
+        """Check that the server answers; raise TransientError or ConfigurationError if not.
+
+        ``within`` (seconds) bounds the whole ping inside the driver. Never bound it by
+        cancelling the task instead: pymongo 4.20 leaks the socket of a connection cancelled
+        while it is being created (PYTHON-5867).
+        """
+        with translated("ping"), pymongo.timeout(within):
             await self.client.admin.command("ping")
 
     async def ensure_indexes(self) -> None:

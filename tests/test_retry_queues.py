@@ -17,7 +17,7 @@ from batch_processor.errors import TransientError
 from batch_processor.models import ClassifierOutput
 from batch_processor.runner import run_job
 
-from .conftest import conversation
+from .conftest import PYMONGO_CLOSE_WHILE_DOWN, conversation
 
 
 class GatedClassifier:
@@ -76,6 +76,7 @@ def queue_files(batch_dir: Path, queue: str) -> list[Path]:
     return sorted((batch_dir / "queues" / queue).glob("*.json"))
 
 
+@PYMONGO_CLOSE_WHILE_DOWN
 async def test_mongodb_outage_keeps_results_in_store_queue_until_it_is_back(
     tmp_path: Path, make_settings: Any, db_name: str
 ) -> None:

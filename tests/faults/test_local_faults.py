@@ -14,7 +14,7 @@ from batch_processor.classifiers import OfflineClassifier
 from batch_processor.errors import ResourceError
 from batch_processor.runner import run_job
 
-from ..conftest import conversation, worker_cli
+from ..conftest import PYMONGO_CLOSE_WHILE_DOWN, conversation, worker_cli
 from ..test_retry_queues import GatedClassifier
 from .tools import run_root_command, small_tmpfs
 
@@ -100,6 +100,7 @@ async def test_read_only_batch_directory_is_one_line_and_exit_2(
     assert len(lines) == 1 and "batch_dir" in lines[0] and "not writable" in lines[0]
 
 
+@PYMONGO_CLOSE_WHILE_DOWN
 async def test_writer_dying_stops_the_run_instead_of_hanging(
     tmp_path: Path, make_settings: Any, db_name: str
 ) -> None:
