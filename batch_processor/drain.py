@@ -87,7 +87,7 @@ class QueueDrainer:
 
     async def drain(self) -> None:
         """One pass over both queues: store first (cheapest), then classify."""
-        await self._drain_store()
+        await self.drain_store()
         for key in self._queues.classify.pending_keys():
             if key in self._in_progress:
                 continue
@@ -104,9 +104,6 @@ class QueueDrainer:
 
     async def drain_store(self) -> None:
         """One pass over the store queue only (results already paid for, waiting for MongoDB)."""
-        await self._drain_store()
-
-    async def _drain_store(self) -> None:
         for key in self._queues.store.pending_keys():
             entry = self._read(self._queues.store, key)
             if entry is None:

@@ -174,11 +174,6 @@ class Pipeline:
         self._recovered_claims: list[str] = []  # claim tokens of this directory's old batches
         self._grace_timer: asyncio.TimerHandle | None = None
 
-    @property
-    def in_flight(self) -> int:
-        """Documents admitted (claimed or taken from a queue) and not yet ended."""
-        return self._admission.held
-
     # -- the run -------------------------------------------------------------------------
 
     async def run(self, *, recover: bool = False) -> RunStats:
