@@ -6,9 +6,9 @@ protocol with the offline classifier, the result models and the error hierarchy.
 
 from __future__ import annotations
 
-from .classifier_setup import build_classifier
-from .classifiers import Classifier, OfflineClassifier, Taxonomy, load_taxonomy
-from .errors import (
+from batch_processor.classifiers import Classifier, OfflineClassifier, Taxonomy, load_taxonomy
+from batch_processor.classifiers.setup import build_classifier
+from batch_processor.errors import (
     BatchProcessorError,
     ConfigurationError,
     DataError,
@@ -18,16 +18,16 @@ from .errors import (
     ResourceError,
     TransientError,
 )
-from .governor import Governor
-from .models import (
+from batch_processor.llm.governor import Governor
+from batch_processor.models import (
     Classification,
     ClassifiedDocument,
     ClassifierOutput,
     FailedDocument,
     SourceDocument,
 )
-from .pipeline import Pipeline, PipelineOptions
-from .settings import Settings, load_settings
+from batch_processor.pipeline.core import Pipeline, PipelineOptions
+from batch_processor.settings import Settings, load_settings
 
 __version__ = "0.1.0"
 

@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime
 from typing import Protocol
 
-from .models import utcnow
+from batch_processor.models import utcnow
 
 
 class Clock(Protocol):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 from enum import StrEnum
 
-from .redaction import redact_text
+from batch_processor.redaction import redact_text
 
 
 class ErrorCategory(StrEnum):

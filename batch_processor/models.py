@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import ErrorCategory
+from batch_processor.errors import ErrorCategory
 
 
 def utcnow() -> datetime:

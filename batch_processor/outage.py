@@ -26,8 +26,8 @@ from typing import TypeVar
 
 import structlog
 
-from .errors import BatchProcessorError, Interrupted, describe
-from .retry import RetryPolicy
+from batch_processor.errors import BatchProcessorError, Interrupted, describe
+from batch_processor.retry import RetryPolicy
 
 T = TypeVar("T")
 log = structlog.get_logger("batch_processor.outage")

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from .errors import BatchProcessorError, ErrorCategory, describe, is_retryable_now
+from batch_processor.errors import BatchProcessorError, ErrorCategory, describe, is_retryable_now
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]

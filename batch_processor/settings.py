@@ -24,10 +24,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .cost import ModelPrice
-from .errors import ConfigurationError
-from .models import OutputMode
-from .redaction import MASK, redact_text, register_secret, register_url_secrets
+from batch_processor.errors import ConfigurationError
+from batch_processor.llm.cost import ModelPrice
+from batch_processor.models import OutputMode
+from batch_processor.redaction import MASK, redact_text, register_secret, register_url_secrets
 
 ENV_PREFIX = "BATCH_"
 

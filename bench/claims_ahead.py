@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from batch_processor.demo import sample_conversations
+from batch_processor.testing.samples import sample_conversations
 from tests.faults.tools import database, own_server
 
 

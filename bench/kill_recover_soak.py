@@ -23,8 +23,8 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from batch_processor.demo import sample_conversations
-from batch_processor.embedded import EmbeddedServer
+from batch_processor.service.embedded import EmbeddedServer
+from batch_processor.testing.samples import sample_conversations
 
 
 async def trial(

@@ -34,9 +34,9 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from batch_processor.embedded import EmbeddedServer, free_port
-from batch_processor.logs import configure_logging
-from batch_processor.runner import open_store, run_job
+from batch_processor.service.embedded import EmbeddedServer, free_port
+from batch_processor.service.logs import configure_logging
+from batch_processor.service.runner import open_store, run_job
 from batch_processor.settings import load_settings
 
 LATENCY, JITTER, MAX_CONCURRENCY = 0.2, 0.05, 64
@@ -75,7 +75,7 @@ def start_simulator(scenario: Scenario) -> tuple[subprocess.Popen[str], str]:
     """The simulator process and its base URL."""
     port = free_port()
     command = [
-        sys.executable, "-m", "batch_processor.simulator", "--port", str(port),
+        sys.executable, "-m", "batch_processor.testing.simulator", "--port", str(port),
         "--latency", str(LATENCY), "--jitter", str(JITTER), "--rpm", str(scenario.rpm),
         "--max-concurrency", str(MAX_CONCURRENCY), "--error-rate", str(scenario.error_rate),
     ]  # fmt: skip

@@ -26,11 +26,11 @@ from pymongo.monitoring import (
     CommandSucceededEvent,
 )
 
-from batch_processor.demo import sample_conversations
-from batch_processor.embedded import EmbeddedServer
-from batch_processor.logs import configure_logging
-from batch_processor.runner import run_job
+from batch_processor.service.embedded import EmbeddedServer
+from batch_processor.service.logs import configure_logging
+from batch_processor.service.runner import run_job
 from batch_processor.settings import load_settings
+from batch_processor.testing.samples import sample_conversations
 
 IGNORED = {"hello", "ismaster", "isMaster", "ping", "endSessions", "buildInfo"}
 

@@ -19,11 +19,11 @@ from typing import Any
 from offline_throughput import CommandCounter
 from pymongo import AsyncMongoClient
 
-from batch_processor.embedded import EmbeddedServer
-from batch_processor.logs import configure_logging
-from batch_processor.runner import run_job
+from batch_processor.service.embedded import EmbeddedServer
+from batch_processor.service.logs import configure_logging
+from batch_processor.service.runner import run_job
+from batch_processor.service.shutdown import Stopper
 from batch_processor.settings import load_settings
-from batch_processor.shutdown import Stopper
 
 
 async def measure(uri: str, batch_dir: Path, *, change_streams: bool) -> dict[str, Any]:

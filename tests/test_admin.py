@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from batch_processor.runner import run_job
-from batch_processor.simulator import Simulator, SimulatorConfig
+from batch_processor.service.runner import run_job
+from batch_processor.testing.simulator import Simulator, SimulatorConfig
 
 from .conftest import conversation, worker_command
 

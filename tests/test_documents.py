@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from batch_processor.documents import extract_text
 from batch_processor.errors import DataError
 from batch_processor.models import SourceDocument
+from batch_processor.pipeline.text import extract_text
 
 
 def text_of(fields: dict[str, Any], field: str = "messages", limit: int = 1000) -> str:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from batch_processor.atomic import atomic_write, exclusive_lock, sweep_temp_files
-from batch_processor.batch_files import BatchFiles, CorruptBatchFileError
-from batch_processor.checkpoints import CheckpointStore
 from batch_processor.errors import ConfigurationError, ErrorCategory, ResourceError
-from batch_processor.identity import worker_identity
+from batch_processor.files.atomic import atomic_write, exclusive_lock, sweep_temp_files
+from batch_processor.files.batch_files import BatchFiles, CorruptBatchFileError
+from batch_processor.files.checkpoints import CheckpointStore
+from batch_processor.files.identity import worker_identity
+from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.models import Checkpoint, ClassifyRetry, DeadLetter, SourceDocument, utcnow
-from batch_processor.retry_queues import RetryQueues
 
 
 def doc(n: int) -> SourceDocument:
@@ -103,7 +103,7 @@ def test_checkpoint_name_is_never_missing_while_saving(
     def crash(path: Path, data: bytes) -> None:
         raise ResourceError("simulated crash before the write")
 
-    monkeypatch.setattr("batch_processor.checkpoints.atomic_write", crash)
+    monkeypatch.setattr("batch_processor.files.checkpoints.atomic_write", crash)
     with pytest.raises(ResourceError):
         store.save(checkpoint("job", position="b"))
 
@@ -128,7 +128,7 @@ def test_backup_survives_corruption_of_a_checkpoint_interrupted_mid_save(
             raise ResourceError("simulated crash")
         real_write(path, data)
 
-    monkeypatch.setattr("batch_processor.checkpoints.atomic_write", crash_on_second_write)
+    monkeypatch.setattr("batch_processor.files.checkpoints.atomic_write", crash_on_second_write)
     with pytest.raises(ResourceError):
         store.save(checkpoint("job", position="c"))
     current = tmp_path / "checkpoint.json"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from batch_processor.governor import Governor, Outcome
+from batch_processor.llm.governor import Governor, Outcome
 
 
 class FakeClock:

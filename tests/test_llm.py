@@ -13,8 +13,8 @@ import pytest
 
 from batch_processor.classifiers import load_taxonomy
 from batch_processor.errors import ConfigurationError
-from batch_processor.runner import run_job
-from batch_processor.simulator import Simulator, SimulatorConfig
+from batch_processor.service.runner import run_job
+from batch_processor.testing.simulator import Simulator, SimulatorConfig
 
 from .conftest import conversation, worker_command
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from batch_processor.classifiers import load_taxonomy
-from batch_processor.classifiers.llm import LLMClassifier, LLMOptions
-from batch_processor.classifiers.llm_errors import parse_duration, retry_after_from_headers
-from batch_processor.cost import SpendLedger
 from batch_processor.errors import ConfigurationError, RateLimitError, TransientError
-from batch_processor.governor import Governor
+from batch_processor.llm.client import LLMClassifier, LLMOptions
+from batch_processor.llm.cost import SpendLedger
+from batch_processor.llm.errors import parse_duration, retry_after_from_headers
+from batch_processor.llm.governor import Governor
 from batch_processor.models import utcnow
 from batch_processor.retry import RetryPolicy
-from batch_processor.simulator import Simulator, SimulatorConfig
+from batch_processor.testing.simulator import Simulator, SimulatorConfig
 
 from .test_governor import FakeClock
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batch_processor.logs import MASK, redact, register_secret
+from batch_processor.service.logs import MASK, redact, register_secret
 
 
 def test_secret_keys_uri_credentials_and_tokens_are_masked() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from batch_processor.classifiers import load_taxonomy
-from batch_processor.runner import run_job
+from batch_processor.service.runner import run_job
 
 from .conftest import conversation
 

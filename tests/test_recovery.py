@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from batch_processor.identity import decode_identity
+from batch_processor.files.identity import decode_identity
 from batch_processor.models import utcnow
 
 from .conftest import conversation, worker_command

@@ -12,10 +12,10 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from batch_processor.classifiers import OfflineClassifier
-from batch_processor.embedded import EmbeddedServer
 from batch_processor.errors import TransientError
 from batch_processor.models import ClassifierOutput
-from batch_processor.runner import run_job
+from batch_processor.service.embedded import EmbeddedServer
+from batch_processor.service.runner import run_job
 
 from .conftest import PYMONGO_CLOSE_WHILE_DOWN, conversation
 

@@ -18,10 +18,10 @@ import structlog.testing
 from batch_processor.classifiers import OfflineClassifier
 from batch_processor.errors import ConfigurationError
 from batch_processor.models import ClassifierOutput
-from batch_processor.runner import run_job
-from batch_processor.schedule import CronSchedule
-from batch_processor.shutdown import Stopper
-from batch_processor.simulator import Simulator, SimulatorConfig
+from batch_processor.service.runner import run_job
+from batch_processor.service.schedule import CronSchedule
+from batch_processor.service.shutdown import Stopper
+from batch_processor.testing.simulator import Simulator, SimulatorConfig
 
 from .conftest import conversation, worker_command
 

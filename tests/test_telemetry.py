@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from batch_processor.embedded import free_port
 from batch_processor.errors import ConfigurationError
-from batch_processor.runner import run_job
-from batch_processor.shutdown import Stopper
+from batch_processor.service.embedded import free_port
+from batch_processor.service.runner import run_job
+from batch_processor.service.shutdown import Stopper
 
 from .conftest import conversation, worker_command
 from .test_service import wait_until

@@ -16,14 +16,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from batch_processor.cli import main
-from batch_processor.embedded import free_port
+from batch_processor.cli.main import main
+from batch_processor.service.embedded import free_port
 
 
 def with_simulator(args: list[str]) -> int:
     """Run the demo against a simulator process with a provider-like 200 ms latency."""
     port = free_port()
-    command = [sys.executable, "-m", "batch_processor.simulator", "--port", str(port)]
+    command = [sys.executable, "-m", "batch_processor.testing.simulator", "--port", str(port)]
     simulator = subprocess.Popen([*command, "--latency", "0.2"], stdout=subprocess.PIPE, text=True)
     try:
         assert simulator.stdout is not None

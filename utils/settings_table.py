@@ -5,7 +5,7 @@ Usage: .venv/bin/python utils/settings_table.py  (paste the output under "## Con
 
 from __future__ import annotations
 
-from batch_processor.cli import build_parser
+from batch_processor.cli.main import build_parser
 from batch_processor.settings import ENV_PREFIX, Settings
 
 

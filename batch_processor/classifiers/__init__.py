@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .base import Classifier
-from .offline import OfflineClassifier
-from .taxonomy import Taxonomy, load_taxonomy
+from batch_processor.classifiers.base import Classifier
+from batch_processor.classifiers.offline import OfflineClassifier
+from batch_processor.classifiers.taxonomy import Taxonomy, load_taxonomy
 
 __all__ = ["AVAILABLE", "Classifier", "OfflineClassifier", "Taxonomy", "load_taxonomy"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from ..models import ClassifierOutput
+from batch_processor.models import ClassifierOutput
 
 
 @runtime_checkable

@@ -18,8 +18,9 @@ from typing import Any
 import py3langid
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from ..errors import ConfigurationError
-from ..models import (
+from batch_processor.classifiers.taxonomy import Taxonomy, load_taxonomy
+from batch_processor.errors import ConfigurationError
+from batch_processor.models import (
     Category,
     Classification,
     ClassifierOutput,
@@ -27,7 +28,6 @@ from ..models import (
     SentimentLabel,
     Urgency,
 )
-from .taxonomy import Taxonomy, load_taxonomy
 
 #: Texts up to this length are classified in the event loop (1.5 ms at most); longer
 #: ones in a worker thread.

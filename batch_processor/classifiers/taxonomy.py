@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from ..errors import ConfigurationError
-from ..models import Classification, Sentiment, SentimentLabel
-from .repair import ReplyLimits, parse_reply, repair_reply
+from batch_processor.errors import ConfigurationError
+from batch_processor.llm.repair import ReplyLimits, parse_reply, repair_reply
+from batch_processor.models import Classification, Sentiment, SentimentLabel
 
 DEFAULT_FILE = "customer_support.toml"
 DEFAULT_EMOTIONS = ("joy", "anger", "sadness", "fear", "surprise", "disgust", "neutral")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from batch_processor.runner import run_job
+from batch_processor.service.runner import run_job
 
 from ..conftest import conversation, worker_cli
 from .tools import poll_until

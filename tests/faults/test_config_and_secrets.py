@@ -11,7 +11,7 @@ from typing import Any
 
 from batch_processor.errors import PermanentError, describe
 from batch_processor.models import ClassifierOutput
-from batch_processor.runner import run_job
+from batch_processor.service.runner import run_job
 
 from ..conftest import conversation, worker_command
 

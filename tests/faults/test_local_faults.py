@@ -12,7 +12,7 @@ import pytest
 
 from batch_processor.classifiers import OfflineClassifier
 from batch_processor.errors import ResourceError
-from batch_processor.runner import run_job
+from batch_processor.service.runner import run_job
 
 from ..conftest import PYMONGO_CLOSE_WHILE_DOWN, conversation, worker_cli
 from ..test_retry_queues import GatedClassifier
@@ -110,7 +110,7 @@ async def test_writer_dying_stops_the_run_instead_of_hanging(
     """
     from pymongo import AsyncMongoClient
 
-    from batch_processor.embedded import EmbeddedServer
+    from batch_processor.service.embedded import EmbeddedServer
 
     server = EmbeddedServer(tmp_path / "own-server")
     uri = await server.start()

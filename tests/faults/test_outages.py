@@ -15,9 +15,9 @@ import pytest
 import structlog.testing
 
 from batch_processor.classifiers import OfflineClassifier
-from batch_processor.dedupe import CachedClassifier
-from batch_processor.embedded import free_port
 from batch_processor.errors import TransientError
+from batch_processor.llm.dedupe import CachedClassifier
+from batch_processor.service.embedded import free_port
 
 from ..conftest import conversation, worker_cli
 from ..test_telemetry import http_get

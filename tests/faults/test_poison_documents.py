@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from bson import Binary, Decimal128, ObjectId, Regex
 
-from batch_processor.runner import run_job
+from batch_processor.service.runner import run_job
 
 from ..conftest import conversation
 from .tools import INVALID_UTF8, LONE_SURROGATE, CorruptingProxy

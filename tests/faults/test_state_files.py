@@ -10,10 +10,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batch_processor.batch_files import BatchFiles, CorruptBatchFileError
-from batch_processor.checkpoints import CheckpointStore
 from batch_processor.errors import ErrorCategory
-from batch_processor.identity import worker_identity
+from batch_processor.files.batch_files import BatchFiles, CorruptBatchFileError
+from batch_processor.files.checkpoints import CheckpointStore
+from batch_processor.files.identity import worker_identity
+from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.models import (
     Checkpoint,
     ClassifyRetry,
@@ -22,7 +23,6 @@ from batch_processor.models import (
     SourceDocument,
     utcnow,
 )
-from batch_processor.retry_queues import RetryQueues
 
 DAMAGE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DOCS = [

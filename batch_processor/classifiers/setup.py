@@ -1,0 +1,71 @@
+"""Building the configured classifier: settings in, a ready classifier out.
+
+This is where the ``classifier`` and ``llm_*`` settings become plain objects: the taxonomy, the
+governor, the spend ledger and the LLM client options. The openai SDK is imported only when the
+LLM classifier is chosen, so an offline run never loads it.
+"""
+
+from __future__ import annotations
+
+from batch_processor.classifiers import (
+    AVAILABLE,
+    Classifier,
+    OfflineClassifier,
+    Taxonomy,
+    load_taxonomy,
+)
+from batch_processor.errors import ConfigurationError
+from batch_processor.llm.cost import SpendLedger, price_for
+from batch_processor.llm.governor import Governor
+from batch_processor.settings import Settings
+
+
+def build_classifier(settings: Settings) -> Classifier:
+    """The classifier the settings name; raise ConfigurationError for an unusable setup."""
+    taxonomy = load_taxonomy(settings.taxonomy_file)
+    if settings.classifier == "offline":
+        return OfflineClassifier(taxonomy)
+    if settings.classifier == "llm":
+        return _llm_classifier(settings, taxonomy)
+    raise ConfigurationError(
+        f"invalid setting classifier (--classifier / BATCH_CLASSIFIER): unknown classifier "
+        f"{settings.classifier!r}; available: {', '.join(AVAILABLE)}"
+    )
+
+
+def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:
+    from batch_processor.llm.client import (  # loads openai only when chosen
+        LLMClassifier,
+        LLMOptions,
+    )
+
+    price = price_for(settings.llm_model, settings.llm_prices)
+    if settings.budget_usd is not None and price is None:
+        raise ConfigurationError(
+            f"invalid setting budget_usd (--budget-usd / BATCH_BUDGET_USD): no price is known "
+            f"for model {settings.llm_model!r}; add it to llm_prices"
+        )
+    api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    options = LLMOptions(
+        model=settings.llm_model,
+        api_key=api_key,
+        base_url=settings.llm_base_url,
+        timeout=settings.llm_timeout,
+        output=settings.llm_output,
+        reasks=settings.llm_reasks,
+        max_output_tokens=settings.llm_max_output_tokens,
+        temperature=settings.llm_temperature,
+    )
+    governor = Governor(
+        concurrency=settings.concurrent,
+        minimum=settings.min_concurrent,
+        rpm=settings.rpm,
+        tpm=settings.tpm,
+        burst_seconds=settings.rate_burst_seconds,
+    )
+    return LLMClassifier(
+        options=options,
+        taxonomy=taxonomy,
+        governor=governor,
+        ledger=SpendLedger(price=price, budget_usd=settings.budget_usd),
+    )

@@ -1,0 +1,165 @@
+"""Retry queues and the dead letter, on disk.
+
+A queue is a directory with one atomically written JSON file per entry, so adding, updating and
+removing an entry are each one crash-safe file operation and no queue file is ever rewritten as
+a whole. The ``classify`` queue holds documents whose classification failed after its retries;
+the ``store`` queue holds computed results MongoDB did not take, so none is lost during an
+outage. The dead letter is an append-only JSON Lines file of items that failed past the limit.
+
+Every entry and every dead-letter line carries a ``sha256`` of the rest of it, so a flipped
+byte is detected instead of turning into a changed text or a lost result: a damaged entry is
+set aside (kept for a person) and its documents, still claimed by this worker, are released
+and read again from MongoDB; a damaged dead-letter line is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from batch_processor.files.atomic import (
+    append_durable,
+    atomic_write,
+    ensure_dir,
+    read_lines,
+    remove_durable,
+)
+from batch_processor.models import ClassifyRetry, DeadLetter, StoreRetry, utcnow
+
+SUFFIX = ".json"
+
+Item = TypeVar("Item", bound=BaseModel)
+
+
+def seal(model: BaseModel) -> bytes:
+    """``model`` as JSON with a ``sha256`` of its other fields."""
+    body = json.loads(model.model_dump_json())
+    body["sha256"] = _digest(body)
+    return json.dumps(body).encode()
+
+
+def unseal(raw: bytes) -> dict[str, object]:
+    """The fields of a sealed record; raise ValueError if it is damaged.
+
+    Records written before checksums (no ``sha256``) are accepted as they are.
+    """
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(body, dict):
+        raise ValueError("not a JSON object")
+    digest = body.pop("sha256", None)
+    if digest is not None and digest != _digest(body):
+        raise ValueError("checksum mismatch (damaged or edited)")
+    return body
+
+
+def _digest(body: object) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+class RetryQueue(Generic[Item]):
+    """A directory of retry entries of one model type, oldest first."""
+
+    def __init__(self, directory: Path, model: type[Item]) -> None:
+        self.directory = ensure_dir(directory)
+        self.model = model
+        self.name = directory.name
+
+    def add(self, item: Item) -> str:
+        """Persist a new entry and return its key."""
+        key = f"{utcnow():%Y%m%dT%H%M%S%f}-{secrets.token_hex(4)}"
+        self.replace(key, item)
+        return key
+
+    def replace(self, key: str, item: Item) -> None:
+        """Overwrite an entry (after another failed attempt)."""
+        atomic_write(self.directory / f"{key}{SUFFIX}", seal(item))
+
+    def remove(self, key: str) -> None:
+        """Delete an entry that has ended."""
+        remove_durable(self.directory / f"{key}{SUFFIX}")
+
+    def pending_keys(self) -> list[str]:
+        """Keys of the entries present, oldest first."""
+        return sorted(path.stem for path in self.directory.glob(f"*{SUFFIX}"))
+
+    def __len__(self) -> int:
+        return len(self.pending_keys())
+
+    def get(self, key: str) -> Item:
+        """Read one entry; raise ValueError if it is unreadable or damaged."""
+        try:
+            return self.model.model_validate(
+                unseal((self.directory / f"{key}{SUFFIX}").read_bytes())
+            )
+        except (OSError, ValueError, ValidationError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"retry entry {self.name}/{key} is unreadable: {reason}") from None
+
+    def set_aside(self, key: str) -> Path:
+        """Rename an unreadable entry so that it is kept for a person and not read again."""
+        path = self.directory / f"{key}{SUFFIX}"
+        target = path.with_name(path.name + ".corrupt")
+        path.replace(target)
+        return target
+
+
+class DeadLetterFile:
+    """The append-only file of items that failed past their retry limit."""
+
+    def __init__(self, path: Path) -> None:
+        ensure_dir(path.parent)
+        self.path = path
+        #: Lines skipped as damaged by the last full read of :meth:`entries`.
+        self.damaged = 0
+
+    def append(self, entry: DeadLetter) -> None:
+        """Add one entry durably."""
+        append_durable(self.path, seal(entry))
+
+    def entries(self) -> Iterator[DeadLetter]:
+        """The intact entries; damaged lines (a torn last line, a flipped byte) are skipped."""
+        damaged = 0
+        if self.path.exists():
+            for line in read_lines(self.path):
+                try:
+                    yield DeadLetter.model_validate(unseal(line))
+                except (ValueError, ValidationError):
+                    damaged += 1
+        self.damaged = damaged
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.entries())
+
+    def keep_only(self, entries: list[DeadLetter]) -> None:
+        """Rewrite the file with ``entries`` (atomically); only with the batch directory locked."""
+        atomic_write(self.path, b"".join(seal(entry) + b"\n" for entry in entries))
+
+
+class RetryQueues:
+    """The two retry queues and the dead letter of one batch directory."""
+
+    def __init__(self, directory: Path) -> None:
+        root = ensure_dir(directory / "queues")
+        self.classify = RetryQueue(root / "classify", ClassifyRetry)
+        self.store = RetryQueue(root / "store", StoreRetry)
+        self.dead_letter = DeadLetterFile(directory / "dead_letter.jsonl")
+
+    def store_documents(self) -> int:
+        """Documents held by the store queue's readable entries, as they are on disk now."""
+        total = 0
+        for key in self.store.pending_keys():
+            try:
+                entry = self.store.get(key)
+            except ValueError:
+                continue
+            total += len(entry.results) + len(entry.failures)
+        return total

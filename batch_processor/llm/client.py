@@ -1,0 +1,312 @@
+"""The LLM classifier: any OpenAI-compatible endpoint, validated structured output.
+
+Each conversation is sent as data (a JSON object in the user message), never spliced into the
+instructions. The reply is requested as strict JSON-schema output; endpoints that lack it get
+JSON mode, then plain instructions (``llm_output = "auto"`` steps down when the endpoint rejects
+a ``response_format``). Every reply is validated against the taxonomy; an invalid one is asked
+again (with what was wrong) at most ``reasks`` times, then the document goes to the classify
+retry queue. A context-length 400 shortens the text once. Requests are admitted by the
+:class:`~batch_processor.llm.governor.Governor`; usage and cost go to the
+:class:`~batch_processor.llm.cost.SpendLedger`, which also stops new requests at the budget.
+
+The SDK runs with ``max_retries=0``: retries belong to the pipeline's policy alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+import structlog
+from openai import AsyncOpenAI
+
+from batch_processor.classifiers.taxonomy import Taxonomy
+from batch_processor.errors import BudgetExhaustedError, ConfigurationError, InvalidReplyError
+from batch_processor.llm.cost import SpendLedger
+from batch_processor.llm.errors import (
+    ContextTooLongError,
+    ResponseFormatUnsupportedError,
+    translate,
+)
+from batch_processor.llm.governor import Governor, Outcome
+from batch_processor.models import Classification, ClassifierOutput, OutputMode, TokenUsage
+
+log = structlog.get_logger("batch_processor.llm.client")
+
+#: Version of the prompt and reply protocol; stored with results and part of the cache key.
+PROMPT_VERSION = "1"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+_STEP_DOWN = {
+    OutputMode.JSON_SCHEMA: OutputMode.JSON_OBJECT,
+    OutputMode.JSON_OBJECT: OutputMode.PROMPT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LLMOptions:
+    """The endpoint and request settings (see the ``llm_*`` settings)."""
+
+    model: str
+    api_key: str | None = None
+    base_url: str | None = None
+    timeout: float = 60.0
+    output: OutputMode = OutputMode.AUTO
+    reasks: int = 1
+    max_output_tokens: int = 400
+    temperature: float | None = 0.0
+
+
+def estimate_tokens(messages: list[dict[str, str]]) -> int:
+    """A cheap upper-ish estimate of prompt tokens: 4 characters a token, plus framing."""
+    return sum(len(message["content"]) // 4 + 8 for message in messages)
+
+
+class LLMClassifier:
+    """Classifies with a chat-completions model; see the module docstring."""
+
+    name = "llm"
+    version = PROMPT_VERSION
+
+    def __init__(
+        self,
+        *,
+        options: LLMOptions,
+        taxonomy: Taxonomy,
+        governor: Governor,
+        ledger: SpendLedger,
+        client: AsyncOpenAI | None = None,
+    ) -> None:
+        if options.api_key is None and options.base_url is None:
+            raise ConfigurationError(
+                "invalid setting llm_api_key (BATCH_LLM_API_KEY, or a secrets file named "
+                "llm_api_key): the llm classifier needs an API key for OpenAI; set "
+                "llm_base_url for a local server that needs none"
+            )
+        self.options = options
+        self.taxonomy = taxonomy
+        self.governor = governor
+        self.ledger = ledger
+        self.replies_repaired = 0
+        self.repairs: Counter[str] = Counter()
+        self._mode: OutputMode = (
+            OutputMode.JSON_SCHEMA if options.output is OutputMode.AUTO else options.output
+        )
+        self._client = client or AsyncOpenAI(
+            api_key=options.api_key or "not-needed",
+            base_url=options.base_url or OPENAI_BASE_URL,
+            timeout=options.timeout,
+            max_retries=0,  # our retry policy owns retries
+        )
+        self._token_param = (
+            "max_completion_tokens"
+            if options.base_url is None or "openai.azure.com" in options.base_url
+            else "max_tokens"
+        )
+        # Built once: the same for every request (the schema is in the instructions unless
+        # it travels as the response_format).
+        self._schema = taxonomy.json_schema()
+        self._instructions = {
+            flag: taxonomy.instructions(include_schema=flag) for flag in (False, True)
+        }
+
+    @property
+    def cache_scope(self) -> str:
+        """What a cached result depends on besides the text: model, taxonomy, prompt."""
+        return f"{self.options.model}|{self.taxonomy.name}@{self.taxonomy.version}|{PROMPT_VERSION}"
+
+    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
+        """Classify ``text``; raise our error types (see :mod:`.llm_errors`)."""
+        shortened = False
+        messages = self._messages(text, metadata)
+        asks = 0
+        problem = ""
+        while asks <= self.options.reasks:
+            try:
+                content, usage = await self._request(messages)
+            except ContextTooLongError as exc:
+                if shortened or len(text) < 200:
+                    raise
+                text = _shorten(text, exc.fraction)
+                shortened = True
+                log.info("text shortened to fit the model's context", chars=len(text))
+                messages = self._messages(text, metadata)
+                continue
+            asks += 1
+            try:
+                classification, repairs = self.taxonomy.read_reply(content)
+            except ValueError as exc:
+                problem = str(exc)
+                self.ledger.record(usage, wasted=True)
+                log.info("invalid reply, asking again", problem=problem[:200], ask=asks)
+                messages = [*messages, *self._feedback(content, problem)]
+                continue
+            if repairs:
+                self.repairs.update(repairs)
+                self.replies_repaired += 1
+            return self._output(classification, usage, shortened, repairs)
+        raise InvalidReplyError(f"reply still invalid after {asks} asks: {problem[:300]}")
+
+    def summary(self) -> dict[str, Any]:
+        """Tokens, cost, the governor's state and the output mode in use."""
+        return {
+            **self.ledger.summary(),
+            "replies_repaired": self.replies_repaired,
+            "repairs_by_field": dict(sorted(self.repairs.items())),
+            "model": self.options.model,
+            "output_mode": self._mode.value,
+            "governor": self.governor.snapshot(),
+        }
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._client.close()
+
+    # -- one request ---------------------------------------------------------------------
+
+    async def _request(self, messages: list[dict[str, str]]) -> tuple[str, TokenUsage | None]:
+        """One admitted request: its content and usage, or one of our errors."""
+        while True:
+            mode = self._mode
+            args = self._request_args(messages, mode)
+            permit = await self.governor.acquire(self._estimate(args))
+            if self.ledger.exhausted:
+                self.governor.release(permit, Outcome.NEUTRAL, used_tokens=0)
+                if self.ledger.first_exhaustion():
+                    log.warning("budget reached: no new LLM requests", **self.ledger.summary())
+                raise BudgetExhaustedError("the run's budget (--budget-usd) is spent")
+            try:
+                response = await self._client.chat.completions.create(**args)
+            except openai.OpenAIError as exc:
+                translated = translate(exc, timeout=self.options.timeout)
+                error = translated.error
+                self.governor.release(
+                    permit,
+                    Outcome.OVERLOADED if translated.overloaded else Outcome.NEUTRAL,
+                    used_tokens=0,
+                    retry_after=error.retry_after if translated.overloaded else None,
+                    unserved=translated.unserved,
+                )
+                if isinstance(error, ResponseFormatUnsupportedError) and self._step_down(mode):
+                    continue
+                raise error from None
+            except BaseException:
+                self.governor.release(permit, Outcome.NEUTRAL)
+                raise
+            usage = _usage(response)
+            self.governor.release(
+                permit, Outcome.SUCCESS, used_tokens=usage.total if usage else None
+            )
+            return _content(response), usage
+
+    def _request_args(self, messages: list[dict[str, str]], mode: OutputMode) -> dict[str, Any]:
+        system = self._instructions[mode is not OutputMode.JSON_SCHEMA]
+        args: dict[str, Any] = {
+            "model": self.options.model,
+            "messages": [{"role": "system", "content": system}, *messages],
+            self._token_param: self.options.max_output_tokens,
+        }
+        if self.options.temperature is not None:
+            args["temperature"] = self.options.temperature
+        if mode is OutputMode.JSON_SCHEMA:
+            args["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "classification",
+                    "strict": True,
+                    "schema": self._schema,
+                },
+            }
+        elif mode is OutputMode.JSON_OBJECT:
+            args["response_format"] = {"type": "json_object"}
+        return args
+
+    def _step_down(self, failed: OutputMode) -> bool:
+        """In auto mode, use the next output mode after the endpoint rejected ``failed``."""
+        if self.options.output is not OutputMode.AUTO or failed not in _STEP_DOWN:
+            return False
+        if self._mode is failed:
+            self._mode = _STEP_DOWN[failed]
+            log.warning(
+                "endpoint rejected the response format; stepping down",
+                rejected=failed.value,
+                now_using=self._mode.value,
+            )
+        return True
+
+    def _estimate(self, args: dict[str, Any]) -> int:
+        """Tokens a request may use: its messages, a schema sent as response_format, the reply."""
+        response_format = args.get("response_format")
+        schema_tokens = len(json.dumps(response_format)) // 4 if response_format else 0
+        return estimate_tokens(args["messages"]) + schema_tokens + self.options.max_output_tokens
+
+    # -- prompts and results -------------------------------------------------------------
+
+    def _messages(self, text: str, metadata: Mapping[str, Any]) -> list[dict[str, str]]:
+        """The conversation as data: a JSON object, so no text can close a delimiter."""
+        context = {
+            key: value
+            for key, value in metadata.items()
+            if isinstance(value, str | int | float | bool) and key != "_id"
+        }
+        payload = {"conversation": text, "metadata": context}
+        return [{"role": "user", "content": json.dumps(payload, ensure_ascii=False)}]
+
+    @staticmethod
+    def _feedback(content: str, problem: str) -> list[dict[str, str]]:
+        return [
+            {"role": "assistant", "content": content[:2000]},
+            {
+                "role": "user",
+                "content": (
+                    f"That reply is invalid: {problem[:500]}. Reply again with one JSON object "
+                    "that matches the schema, using only the allowed labels."
+                ),
+            },
+        ]
+
+    def _output(
+        self,
+        classification: Classification,
+        usage: TokenUsage | None,
+        shortened: bool,
+        repairs: list[str],
+    ) -> ClassifierOutput:
+        cost = self.ledger.record(usage)
+        return ClassifierOutput(
+            repairs=tuple(repairs),
+            classification=classification,
+            usage=usage,
+            cost_usd=cost,
+            truncated=shortened,
+            model=self.options.model,
+            taxonomy_version=self.taxonomy.version,
+        )
+
+
+def _usage(response: Any) -> TokenUsage | None:
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return None
+    return TokenUsage(
+        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+    )
+
+
+def _content(response: Any) -> str:
+    """The reply text ('' when there is none, which then fails validation and is re-asked)."""
+    choices = getattr(response, "choices", None) or []
+    message = getattr(choices[0], "message", None) if choices else None
+    return str(getattr(message, "content", None) or "")
+
+
+def _shorten(text: str, fraction: float | None) -> str:
+    """Cut ``text`` to what should fit: the reported fraction with a margin, else half."""
+    keep = int(len(text) * (fraction * 0.85 if fraction else 0.5))
+    return text[: max(keep, 100)]

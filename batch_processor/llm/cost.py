@@ -1,0 +1,95 @@
+"""Token spend and its price: what each reply cost, the run's total, and the budget stop.
+
+Prices are USD per million input and output tokens, per model; a few public list prices ship as
+defaults and the ``llm_prices`` setting adds or overrides them (prices change; check yours).
+Tokens of replies that were thrown away (invalid replies that were asked again) are counted
+apart as tokens spent on retries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from batch_processor.models import TokenUsage
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens for one model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input: float = Field(ge=0, description="USD per 1M input (prompt) tokens.")
+    output: float = Field(ge=0, description="USD per 1M output (completion) tokens.")
+
+    def cost(self, usage: TokenUsage) -> float:
+        """The price of ``usage`` in USD."""
+        return (usage.input_tokens * self.input + usage.output_tokens * self.output) / 1e6
+
+
+#: List prices (USD per 1M tokens) of a few common models; override with ``llm_prices``.
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "gpt-4o-mini": ModelPrice(input=0.15, output=0.60),
+    "gpt-4o": ModelPrice(input=2.50, output=10.00),
+    "gpt-4.1": ModelPrice(input=2.00, output=8.00),
+    "gpt-4.1-mini": ModelPrice(input=0.40, output=1.60),
+    "gpt-4.1-nano": ModelPrice(input=0.10, output=0.40),
+}
+
+
+def price_for(model: str, overrides: dict[str, ModelPrice]) -> ModelPrice | None:
+    """The price of ``model``: from the settings first, then the defaults; None if unknown."""
+    return overrides.get(model) or DEFAULT_PRICES.get(model)
+
+
+@dataclass(slots=True)
+class SpendLedger:
+    """Tokens and USD spent by one run, and whether its budget is used up."""
+
+    price: ModelPrice | None = None
+    budget_usd: float | None = None
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    retry_tokens: int = 0
+    cost_usd: float = 0.0
+    _announced: bool = field(default=False, repr=False)
+
+    def record(self, usage: TokenUsage | None, *, wasted: bool = False) -> float:
+        """Count one reply's usage; ``wasted`` when the reply was thrown away. Return its cost."""
+        self.calls += 1
+        if usage is None:
+            return 0.0
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        if wasted:
+            self.retry_tokens += usage.total
+        cost = self.price.cost(usage) if self.price is not None else 0.0
+        self.cost_usd += cost
+        return cost
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the spend has reached the budget (no budget: never)."""
+        return self.budget_usd is not None and self.cost_usd >= self.budget_usd
+
+    def first_exhaustion(self) -> bool:
+        """True once, the first time the budget is found used up (to log it once)."""
+        if self.exhausted and not self._announced:
+            self._announced = True
+            return True
+        return False
+
+    def summary(self) -> dict[str, Any]:
+        """Tokens, cost and budget, for the run summary."""
+        return {
+            "llm_calls": self.calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "retry_tokens": self.retry_tokens,
+            "cost_usd": round(self.cost_usd, 6) if self.price is not None else None,
+            "budget_usd": self.budget_usd,
+            "budget_reached": self.exhausted,
+        }

@@ -1,0 +1,177 @@
+"""Dedupe: identical texts are classified once per model and taxonomy version.
+
+:class:`CachedClassifier` wraps any classifier. The key is a SHA-256 of the classifier's cache
+scope (model, taxonomy version, prompt version) and the text after whitespace and case
+normalisation. A text already classified (by this run, an earlier one, or another worker: the
+cache is a MongoDB collection) is answered from the cache; the same text in flight twice at
+once waits for the first call instead of making a second. New entries are written in small
+unordered bulks. The cache is an optimisation: if MongoDB cannot answer a lookup, the text is
+classified as if it were new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import structlog
+from pydantic import ValidationError
+
+from batch_processor.classifiers import Classifier
+from batch_processor.errors import describe
+from batch_processor.models import Classification, ClassifierOutput, utcnow
+from batch_processor.outage import Availability
+
+log = structlog.get_logger("batch_processor.llm.dedupe")
+
+
+class ResultCache(Protocol):
+    """Where cached classifications live (MongoDB in production)."""
+
+    async def lookup(self, key: str) -> dict[str, Any] | None:
+        """The entry stored under ``key``, or None."""
+        ...
+
+    async def save(self, entries: dict[str, dict[str, Any]]) -> None:
+        """Store entries (key -> entry); existing keys are kept."""
+        ...
+
+
+def normalise(text: str) -> str:
+    """The text as compared for duplicates: whitespace runs collapsed, case folded."""
+    return " ".join(text.split()).casefold()
+
+
+def content_key(text: str, scope: str) -> str:
+    """The cache key of ``text`` under ``scope``."""
+    return hashlib.sha256(f"{scope}\x00{normalise(text)}".encode()).hexdigest()
+
+
+class CachedClassifier:
+    """A classifier that answers repeated texts from a shared cache (see the module doc)."""
+
+    def __init__(
+        self,
+        inner: Classifier,
+        cache: ResultCache,
+        *,
+        scope: str,
+        flush_size: int = 50,
+        recent_size: int = 10_000,
+    ) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.version = inner.version
+        self.calls_saved = 0
+        self._cache = cache
+        self._scope = scope
+        self._flush_size = flush_size
+        self._in_flight: dict[str, asyncio.Future[ClassifierOutput | None]] = {}
+        self._unsaved: dict[str, dict[str, Any]] = {}
+        # Answers of this process, so a repeat is a hit before its entry reaches MongoDB.
+        self._recent: OrderedDict[str, ClassifierOutput] = OrderedDict()
+        self._recent_size = recent_size
+        self._saving: set[asyncio.Task[None]] = set()
+        self._availability = Availability("dedupe cache (classifying without it)")
+
+    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
+        """The cached classification of ``text``, or the inner classifier's (then cached)."""
+        key = content_key(text, self._scope)
+        while (first := self._in_flight.get(key)) is not None:
+            output = await asyncio.shield(first)
+            if output is not None:
+                return self._hit(output)
+            # The first call failed; if nobody else took over, this call tries itself.
+        future: asyncio.Future[ClassifierOutput | None] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        output = None
+        try:
+            cached = await self._lookup(key)
+            if cached is not None:
+                output = cached
+                return self._hit(cached)
+            output = await self.inner.classify(text, metadata)
+            self._remember(key, output)
+            return output
+        finally:
+            del self._in_flight[key]
+            future.set_result(output)
+
+    def summary(self) -> dict[str, Any]:
+        """The inner classifier's summary plus the LLM calls saved by the cache."""
+        inner = getattr(self.inner, "summary", None)
+        return {**(inner() if inner is not None else {}), "llm_calls_saved": self.calls_saved}
+
+    async def flush(self) -> None:
+        """Write the entries not saved yet and wait for the writes in progress."""
+        self._flush()
+        if self._saving:
+            await asyncio.gather(*self._saving)
+
+    async def aclose(self) -> None:
+        """Flush, then close the inner classifier."""
+        try:
+            await self.flush()
+        finally:
+            await self.inner.aclose()
+
+    def _hit(self, output: ClassifierOutput) -> ClassifierOutput:
+        self.calls_saved += 1
+        return output.model_copy(update={"cached": True, "usage": None, "cost_usd": 0.0})
+
+    async def _lookup(self, key: str) -> ClassifierOutput | None:
+        if (recent := self._recent.get(key)) is not None:
+            self._recent.move_to_end(key)
+            return recent
+        try:
+            entry = await self._cache.lookup(key)
+        except Exception as exc:  # noqa: BLE001 - the cache is an optimisation, never a failure
+            # Logged once per outage, not once per document: texts are classified meanwhile.
+            self._availability.failed(exc)
+            return None
+        self._availability.succeeded()
+        if entry is None:
+            return None
+        try:
+            return ClassifierOutput(
+                classification=Classification.model_validate(entry["classification"]),
+                model=entry.get("model"),
+                taxonomy_version=entry.get("taxonomy_version"),
+                truncated=bool(entry.get("truncated", False)),
+            )
+        except (KeyError, ValidationError) as exc:
+            log.warning("unusable dedupe cache entry ignored", key=key, error=describe(exc))
+            return None
+
+    def _remember(self, key: str, output: ClassifierOutput) -> None:
+        self._recent[key] = output
+        if len(self._recent) > self._recent_size:
+            self._recent.popitem(last=False)
+        self._unsaved[key] = {
+            "scope": self._scope,
+            "classification": output.classification.model_dump(mode="json"),
+            "model": output.model,
+            "taxonomy_version": output.taxonomy_version,
+            "truncated": output.truncated,
+            "created_at": utcnow(),
+        }
+        if len(self._unsaved) >= self._flush_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._unsaved:
+            return
+        entries, self._unsaved = self._unsaved, {}
+        task = asyncio.create_task(self._save(entries))
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
+
+    async def _save(self, entries: dict[str, dict[str, Any]]) -> None:
+        try:
+            await self._cache.save(entries)
+        except Exception as exc:  # noqa: BLE001 - losing cache entries costs calls, not data
+            self._availability.failed(exc)
+            log.debug("dedupe cache entries not saved", entries=len(entries), error=describe(exc))

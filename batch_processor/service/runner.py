@@ -1,0 +1,294 @@
+"""The runner: settings in, a connected store and a classifier, then the mode's loop of jobs.
+
+It starts the embedded server when no MongoDB URI is configured, and drives :mod:`.jobs` in the
+configured mode: once (batch), after each wake-up (continuous), or at each cron firing
+(scheduled). Around the jobs it runs the process's services: the stop switch on signals, the
+health and metrics endpoint, and the systemd notify protocol with its watchdog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+from collections.abc import AsyncIterator, Sequence
+
+import structlog
+
+from batch_processor.classifiers import Classifier
+from batch_processor.classifiers.setup import build_classifier
+from batch_processor.clock import Clock
+from batch_processor.errors import BatchProcessorError, Interrupted, describe, first_error
+from batch_processor.files.atomic import exclusive_lock, writable_dir
+from batch_processor.mongo.store import CommandListener, MongoStore
+from batch_processor.pipeline.stats import RunStats
+from batch_processor.service.embedded import EmbeddedServer
+from batch_processor.service.health import HealthServer
+from batch_processor.service.jobs import (
+    ProgressSink,
+    Service,
+    database_calls,
+    outage_policy,
+    retry_policy,
+    run_one_job,
+)
+from batch_processor.service.notify import SystemdNotifier
+from batch_processor.service.schedule import CronSchedule
+from batch_processor.service.shutdown import Stopper
+from batch_processor.service.telemetry import Telemetry, watch_loop_lag
+from batch_processor.settings import Mode, Settings
+
+log = structlog.get_logger("batch_processor.service.runner")
+
+
+@contextlib.asynccontextmanager
+async def open_store(
+    settings: Settings, *, listeners: Sequence[CommandListener] = ()
+) -> AsyncIterator[MongoStore]:
+    """A connected, indexed store; the embedded server runs for as long as it is open.
+
+    ``listeners`` are pymongo command listeners (the benchmarks count commands with one).
+    """
+    embedded: EmbeddedServer | None = None
+    if settings.mongodb_uri is None:
+        embedded = EmbeddedServer(settings.batch_dir / "embedded", port=settings.embedded_port)
+        log.info(
+            "no MongoDB URI configured: using the embedded SecantusDB server",
+            data_dir=str(embedded.data_dir),
+        )
+        uri = await embedded.start()
+        log.info("embedded server ready", address=f"127.0.0.1:{embedded.port}")
+    else:
+        uri = settings.mongodb_uri.get_secret_value()  # its secrets: see load_settings
+    try:
+        store = MongoStore(
+            uri=uri,
+            database=settings.database,
+            source_collection=settings.source_collection,
+            target_collection=settings.target_collection,
+            projection=[settings.text_field, *settings.metadata_fields],
+            server_selection_timeout=settings.server_selection_timeout,
+            socket_timeout=settings.db_socket_timeout,
+            listeners=listeners,
+            cache_collection=settings.cache_collection,
+        )
+        try:
+            # A service waits for its database to come up (systemd may start it first); a
+            # batch run that cannot reach it at all is more likely misconfigured: it fails fast.
+            policy = (
+                retry_policy(settings) if settings.mode is Mode.BATCH else outage_policy(settings)
+            )
+            await policy.call(store.ping)
+            await policy.call(store.ensure_indexes)
+            yield store
+        finally:
+            await store.close()
+    finally:
+        if embedded is not None:
+            await embedded.stop()
+
+
+async def run_job(
+    settings: Settings,
+    *,
+    progress: ProgressSink | None = None,
+    classifier: Classifier | None = None,
+    listeners: Sequence[CommandListener] = (),
+    store: MongoStore | None = None,
+    stopper: Stopper | None = None,
+    telemetry: Telemetry | None = None,
+    clock: Clock | None = None,
+) -> RunStats:
+    """Run in the configured mode until done (batch) or stopped (the others); return the stats.
+
+    Batch mode runs one job to the end. Continuous mode runs a job, waits for new documents
+    (a change stream wakes it at once; it polls every ``interval`` seconds as well), and runs
+    the next; scheduled mode runs one job per cron firing. Both run until SIGTERM/SIGINT or
+    ``stopper`` stops them and return the last job's statistics. ``classifier`` replaces the one
+    named in the settings (for library use and tests); ``store`` is an already open store (from
+    :func:`open_store`), else one is opened. ``clock`` replaces the wall clock and sleeping of
+    the cron and idle loops (tests).
+    """
+    schedule = (
+        CronSchedule.parse(settings.cron, settings.timezone)
+        if settings.mode is Mode.SCHEDULED
+        else None
+    )
+    # Build the classifier first: a misnamed classifier is a configuration error to report
+    # before any connection is attempted.
+    classifier = classifier or build_classifier(settings)
+    stopper = stopper or Stopper()
+    telemetry = telemetry or Telemetry()
+    try:
+        with (
+            exclusive_lock(writable_dir(settings.batch_dir, "batch_dir") / ".lock"),
+            stopper.on_signals(),
+        ):
+            async with contextlib.AsyncExitStack() as stack:
+                if store is None:
+                    store = await stack.enter_async_context(
+                        open_store(settings, listeners=listeners)
+                    )
+                service = Service(settings, classifier, store, stopper, telemetry, progress)
+                if clock is not None:
+                    service.clock = clock
+                await stack.enter_async_context(_process_services(service))
+                return await _drive(service, schedule)
+    finally:
+        await classifier.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _process_services(service: Service) -> AsyncIterator[None]:
+    """The health endpoint, the loop-lag monitor and the systemd protocol, while jobs run.
+
+    The monitors run in a task group: if one of them dies, the jobs are cancelled and the
+    error ends the process rather than the monitor going quiet unseen.
+    """
+    settings, telemetry = service.settings, service.telemetry
+    notifier = SystemdNotifier()
+    async with contextlib.AsyncExitStack() as stack:
+        serve_http = settings.http if settings.http is not None else settings.mode is not Mode.BATCH
+        if serve_http:
+            server = HealthServer(
+                telemetry,
+                functools.partial(_readiness, service),
+                stall_after=settings.stall_seconds,
+            )
+            await stack.enter_async_context(server.serving(settings.http_host, settings.http_port))
+        telemetry.ready = True
+        notifier.ready(f"{settings.mode.value} mode, classifier {service.classifier.name}")
+        service.stopper.on_stop(notifier.stopping)
+        try:
+            async with asyncio.TaskGroup() as monitors:
+                tasks = [monitors.create_task(watch_loop_lag(telemetry), name="loop-lag")]
+                if notifier.watchdog_interval is not None:
+                    watchdog = _watchdog(notifier, telemetry, settings.stall_seconds)
+                    tasks.append(monitors.create_task(watchdog, name="systemd-watchdog"))
+                try:
+                    yield
+                finally:
+                    telemetry.ready = False
+                    if not service.stopper.stopped:  # a stop already said so when it came
+                        notifier.stopping()
+                    for task in tasks:
+                        task.cancel()
+        except BaseExceptionGroup as group:
+            # The jobs' own error (or a monitor's) as itself, for the exit code.
+            raise first_error(group) from None
+
+
+async def _watchdog(notifier: SystemdNotifier, telemetry: Telemetry, stall_after: float) -> None:
+    """WATCHDOG=1 every half watchdog period, but only while the main loop progresses."""
+    interval = notifier.watchdog_interval or 1.0
+    while True:
+        if telemetry.progressing(stall_after):
+            notifier.watchdog()
+        else:
+            log.error("no progress: withholding the systemd watchdog", stalled_for=stall_after)
+        await asyncio.sleep(interval)
+
+
+async def _readiness(service: Service) -> list[str]:
+    """What keeps the worker from being ready (empty: ready)."""
+    problems = []
+    if not service.mongodb.available:
+        problems.append(f"MongoDB unavailable: {service.mongodb.last_error}")
+    try:
+        await service.store.ping(within=5)
+    except BatchProcessorError as exc:
+        problems.append(f"MongoDB unreachable: {describe(exc)}")
+    if not os.access(service.settings.batch_dir, os.W_OK):
+        problems.append(f"batch directory not writable: {service.settings.batch_dir}")
+    if not service.telemetry.ready:
+        problems.append("not started yet, or stopping")
+    return problems
+
+
+async def _drive(service: Service, schedule: CronSchedule | None) -> RunStats:
+    """Run the mode's loop; a stop while waiting for MongoDB ends it cleanly."""
+    try:
+        return await _drive_mode(service, schedule)
+    except Interrupted as exc:
+        log.warning("stopped while MongoDB was unavailable", error=exc.message)
+        return RunStats()
+
+
+async def _drive_mode(service: Service, schedule: CronSchedule | None) -> RunStats:
+    """One job in batch mode; jobs and idle waits in turn in continuous mode."""
+    if schedule is not None:
+        return await _run_on_schedule(service, schedule)
+    stats = await run_one_job(service, recover=service.settings.recover)
+    while service.settings.mode is Mode.CONTINUOUS and not service.stopper.stopped:
+        if not await _wait_for_work(service):
+            break
+        # Later jobs never recover: the first one finished whatever was left.
+        stats = await run_one_job(service, recover=False)
+    return stats
+
+
+async def _run_on_schedule(service: Service, schedule: CronSchedule) -> RunStats:
+    """One job per firing of the cron schedule; runs never overlap (missed firings are logged)."""
+    settings, stopper, clock = service.settings, service.stopper, service.clock
+    stats = RunStats()
+    recover = settings.recover
+    if settings.run_now:
+        stats = await run_one_job(service, recover=recover)
+        recover = False
+    while not stopper.stopped:
+        fire = schedule.next_after(clock.now())
+        log.info("next scheduled run", at=fire.isoformat(), cron=schedule.expression)
+        service.telemetry.beat()
+        if not await stopper.race(clock.sleep(max(0.0, (fire - clock.now()).total_seconds()))):
+            break
+        late = (clock.now() - fire).total_seconds()
+        if late > settings.misfire_grace:
+            log.warning("scheduled run skipped: woke too late", at=fire.isoformat(), late=late)
+            continue
+        stats = await run_one_job(service, recover=recover)
+        recover = False
+        skipped = schedule.firings_between(fire, clock.now())
+        if skipped:
+            log.warning("firings skipped: the previous run was still going", skipped=skipped)
+    return stats
+
+
+async def _wait_for_work(service: Service) -> bool:
+    """Wait until a source document is pending; False if stopped first.
+
+    An idle worker sends one indexed query per ``interval`` (the safety net) and, with change
+    streams, one ``getMore`` that the server holds until an insert or the interval's end.
+    """
+    settings, store, stopper = service.settings, service.store, service.stopper
+    log.info(
+        "waiting for new documents",
+        interval=settings.interval,
+        change_streams=settings.change_streams,
+    )
+    db = database_calls(service)
+    async with contextlib.AsyncExitStack() as stack:
+        waiter = None
+        if settings.change_streams:
+            try:
+                waiter = await stack.enter_async_context(store.insert_events(settings.interval))
+            except BatchProcessorError as exc:
+                log.info("change streams unavailable: polling only", error=describe(exc))
+        while not stopper.stopped:
+            service.telemetry.beat()  # idle is not stalled
+            try:
+                pending = await db.wait(store.has_pending)  # an outage is waited out
+            except Interrupted:
+                return False
+            if pending:
+                return True
+            try:
+                idle = (
+                    waiter.wait() if waiter is not None else service.clock.sleep(settings.interval)
+                )
+                if not await stopper.race(idle):
+                    return False
+            except BatchProcessorError as exc:
+                log.warning("change stream lost: polling only", error=describe(exc))
+                waiter = None
+    return False

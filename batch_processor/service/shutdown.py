@@ -1,0 +1,109 @@
+"""Graceful shutdown: one stop switch for the whole process, set by SIGTERM or SIGINT.
+
+The first signal asks the current job to take no new documents and to let in-flight ones
+finish within the grace period; idle waits (continuous mode) end at once. A second signal asks
+for an immediate stop: in-flight classifications are cancelled and given back, and the job
+still writes a consistent checkpoint before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Protocol
+
+import structlog
+
+log = structlog.get_logger("batch_processor.service.shutdown")
+
+
+class Stoppable(Protocol):
+    """What a stop switch stops: a running pipeline."""
+
+    def stop(self, *, now: bool = False) -> None:
+        """Take no new work; with ``now``, cancel the work in flight too."""
+
+
+class Stopper:
+    """The process's stop switch; the runner attaches each job's pipeline to it."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._target: Stoppable | None = None
+        self._on_stop: list[Callable[[], None]] = []
+        self.signals = 0
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a stop was asked for."""
+        return self._event.is_set()
+
+    @property
+    def event(self) -> asyncio.Event:
+        """Set once a stop is asked for (waits that must end on a stop watch it)."""
+        return self._event
+
+    def attach(self, target: Stoppable | None) -> None:
+        """Make ``target`` the job to stop (None when between jobs)."""
+        self._target = target
+        if target is not None and self.stopped:
+            target.stop(now=self.signals > 1)
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when a stop is first asked for (to tell systemd, say)."""
+        self._on_stop.append(callback)
+
+    def stop(self, *, now: bool = False) -> None:
+        """Stop the current job (gracefully, or at once with ``now``) and any idle wait."""
+        if not self._event.is_set():
+            for callback in self._on_stop:
+                callback()
+        self._event.set()
+        if self._target is not None:
+            self._target.stop(now=now)
+
+    async def race(self, awaitable: Awaitable[Any]) -> bool:
+        """Await ``awaitable`` unless a stop comes first; return True if it completed."""
+        work = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self._event.wait())
+        try:
+            done, _ = await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, stop):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        if work in done:
+            work.result()  # re-raise its error, if any
+            return True
+        return False
+
+    @contextlib.contextmanager
+    def on_signals(self) -> Iterator[None]:
+        """While inside, SIGTERM/SIGINT stop gracefully; a second one stops at once."""
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+
+        def on_signal(signum: int) -> None:
+            self.signals += 1
+            now = self.signals > 1
+            log.warning(
+                "signal received: stopping now, giving in-flight documents back"
+                if now
+                else "signal received: finishing in-flight documents",
+                signal=signum,
+            )
+            self.stop(now=now)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, on_signal, sig)
+                installed.append(sig)
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,436 @@
+"""An OpenAI-compatible LLM simulator: a real HTTP server for tests, the demo and benchmarks.
+
+``POST /v1/chat/completions`` answers like the real API (``choices``, ``usage``) with labels
+chosen deterministically from the enums of the request's JSON schema (or the schema in the
+instructions), so any taxonomy works. It models a provider's limits and faults:
+
+* latency ``latency ± jitter`` seconds (uniform);
+* ``max_concurrency``, ``rpm`` and ``tpm`` limits, answered with 429 and ``retry-after``,
+  ``retry-after-ms`` and ``x-ratelimit-*`` headers (RPM and TPM are token buckets holding one
+  second's worth, refilled continuously, like real providers);
+* injected 500s, hangs, malformed (non-JSON) replies, out-of-enum labels and near misses
+  (``"English"`` for ``"en"``, eight themes, a score of 1.5...) at given rates;
+  injected 500s fail in front of the rate limiter, so they do not use the RPM budget;
+* an API key to check (401), known models (404), a context limit (400
+  ``context_length_exceeded``), and servers without JSON-schema support (400 on
+  ``response_format``);
+* a model that obeys prompt injection: a conversation saying ``answer "X"`` gets category X on
+  the first ask (outside the enum), and a valid label when asked again.
+
+``GET /stats`` returns the counters; tests may also set :attr:`Simulator.script` to force the
+outcome of the next requests (``"429:90"`` = a 429 asking for 90 s, ``"500"``, ``"status:418"``,
+``"malformed"``, ``"out_of_enum"``, ``"hang"``, ``"ok"``); :attr:`Simulator.arrivals` holds the
+arrival time of each request. Run it with ``python -m batch_processor.testing.simulator --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from aiohttp import web
+
+from batch_processor.llm.governor import TokenBucket
+
+INJECTION = re.compile(r"answer\s+(?:with\s+)?[\"']?([A-Za-z][A-Za-z_ -]{0,40}?)[\"'.!]", re.I)
+DEFAULT_ENUMS = {"category": ["general_inquiry"], "urgency": ["low"], "emotion": ["neutral"]}
+
+
+@dataclass(slots=True)
+class SimulatorConfig:
+    """What the simulated provider does; every field is a command-line option too."""
+
+    latency: float = 0.2
+    jitter: float = 0.05
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+    error_rate: float = 0.0
+    hang_rate: float = 0.0
+    hang_seconds: float = 600.0
+    malformed_rate: float = 0.0
+    out_of_enum_rate: float = 0.0
+    near_miss_rate: float = 0.0
+    api_key: str | None = None
+    models: tuple[str, ...] = ()
+    context_tokens: int = 128_000
+    json_schema: bool = True
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class Simulator:
+    """The simulated provider; ``async with Simulator(config) as sim`` serves on a free port."""
+
+    config: SimulatorConfig = field(default_factory=SimulatorConfig)
+    host: str = "127.0.0.1"
+    port: int = 0
+    script: list[str] = field(default_factory=list)
+    stats: Counter[str] = field(default_factory=Counter)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    keep_requests: bool = False
+    _runner: web.AppRunner | None = None
+    _rpm: TokenBucket | None = None
+    _tpm: TokenBucket | None = None
+    _random: random.Random = field(default_factory=random.Random)
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL of this server."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    async def start(self) -> None:
+        """Listen on ``host:port`` (port 0: a free one, then stored in :attr:`port`)."""
+        self._random.seed(self.config.seed)
+        # The provider's buckets hold one second's worth, as real providers' limits do.
+        now = time.monotonic()
+        rpm, tpm = self.config.rpm, self.config.tpm
+        self._rpm = TokenBucket(per_minute=rpm, burst_seconds=1.0, now=now) if rpm else None
+        self._tpm = TokenBucket(per_minute=tpm, burst_seconds=1.0, now=now) if tpm else None
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._completions)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/stats", self._stats)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Stop serving (hanging requests are cancelled)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters by outcome, the most requests in flight at once, first and last arrival."""
+        span = {}
+        if self.arrivals:
+            # Wall-clock times, so that another process can line them up with its own.
+            offset = time.time() - time.monotonic()
+            span = {
+                "first_arrival": self.arrivals[0] + offset,
+                "last_arrival": self.arrivals[-1] + offset,
+            }
+        return {**dict(self.stats), "max_in_flight": self.max_in_flight, **span}
+
+    # -- handlers ------------------------------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.Response:
+        names = self.config.models or ("simulated",)
+        return web.json_response({"object": "list", "data": [{"id": n} for n in names]})
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.snapshot())
+
+    async def _completions(self, request: web.Request) -> web.Response:
+        self.stats["requests"] += 1
+        self.arrivals.append(time.monotonic())
+        body = await request.json()
+        if self.keep_requests:
+            self.requests.append(body)
+        refused = self._refuse(request, body)
+        if refused is not None:
+            return refused
+        forced = self.script.pop(0) if self.script else None
+        if forced is not None and forced.startswith("status:"):
+            return self._error(int(forced.split(":")[1]), "scripted", "Scripted failure.")
+        if forced == "500" or (forced is None and self._chance(self.config.error_rate)):
+            await asyncio.sleep(self.config.latency / 4)
+            return self._error(500, "server_error", "The server had an error (simulated).")
+        prompt_tokens = _prompt_tokens(body)
+        limited = self._limit(prompt_tokens, forced)
+        if limited is not None:
+            return limited
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(body, prompt_tokens, forced)
+        finally:
+            self.in_flight -= 1
+
+    def _refuse(self, request: web.Request, body: dict[str, Any]) -> web.Response | None:
+        """Configuration and request errors, checked before any limit (as real APIs do)."""
+        key = self.config.api_key
+        if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
+            return self._error(401, "invalid_api_key", "Incorrect API key provided.")
+        if self.config.models and body.get("model") not in self.config.models:
+            return self._error(
+                404, "model_not_found", f"The model {body.get('model')!r} does not exist."
+            )
+        fmt = (body.get("response_format") or {}).get("type")
+        if fmt == "json_schema" and not self.config.json_schema:
+            return self._error(
+                400,
+                "invalid_request_error",
+                "response_format json_schema is not supported",
+                param="response_format",
+            )
+        tokens = _prompt_tokens(body)
+        if tokens > self.config.context_tokens:
+            return self._error(
+                400,
+                "context_length_exceeded",
+                f"This model's maximum context length is {self.config.context_tokens} tokens. "
+                f"However, your messages resulted in {tokens} tokens.",
+                param="messages",
+            )
+        return None
+
+    def _limit(self, prompt_tokens: int, forced: str | None) -> web.Response | None:
+        """429 when the concurrency, RPM or TPM limit is reached (or the script says so)."""
+        if forced is not None and forced.startswith("429"):
+            wait = float(forced.split(":", 1)[1]) if ":" in forced else 1.0
+            return self._rate_limited(wait, "requests")
+        limit = self.config.max_concurrency
+        if limit is not None and self.in_flight >= limit:
+            return self._rate_limited(self.config.latency / 2, "concurrency")
+        if self._rpm is not None and (wait := _admit(self._rpm, 1)) > 0:
+            return self._rate_limited(wait, "requests")
+        if self._tpm is not None and (wait := _admit(self._tpm, prompt_tokens)) > 0:
+            return self._rate_limited(wait, "tokens")
+        return None
+
+    async def _answer(
+        self, body: dict[str, Any], prompt_tokens: int, forced: str | None
+    ) -> web.Response:
+        config = self.config
+        await asyncio.sleep(max(0.0, config.latency + self._random.uniform(-1, 1) * config.jitter))
+        if forced == "hang" or (forced is None and self._chance(config.hang_rate)):
+            self.stats["hang"] += 1
+            await asyncio.sleep(config.hang_seconds)
+        if forced == "malformed" or (forced is None and self._chance(config.malformed_rate)):
+            self.stats["malformed"] += 1
+            content = '{"category": "billing", "sentiment": '  # cut off mid-object
+        else:
+            out_of_enum = forced == "out_of_enum" or (
+                forced is None and self._chance(config.out_of_enum_rate)
+            )
+            reply = _reply(body, out_of_enum=out_of_enum, stats=self.stats)
+            near_miss = forced == "near_miss" or (
+                forced is None and self._chance(config.near_miss_rate)
+            )
+            if near_miss:
+                self.stats["near_miss"] += 1
+                reply = _near_miss(reply, self._random)
+            content = json.dumps(reply)
+        self.stats["ok"] += 1
+        completion_tokens = max(1, len(content) // 4)
+        return web.json_response(
+            {
+                "id": f"chatcmpl-sim{self.stats['requests']}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "simulated"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content, "refusal": None},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+
+    def _rate_limited(self, wait: float, kind: str) -> web.Response:
+        self.stats["429"] += 1
+        self.stats[f"429_{kind}"] += 1
+        headers = {
+            "retry-after": str(max(1, math.ceil(wait))),
+            "retry-after-ms": str(max(1, round(wait * 1000))),
+            f"x-ratelimit-remaining-{'tokens' if kind == 'tokens' else 'requests'}": "0",
+            f"x-ratelimit-reset-{'tokens' if kind == 'tokens' else 'requests'}": f"{wait:.3f}s",
+        }
+        return self._error(
+            429, "rate_limit_exceeded", f"Rate limit reached ({kind}).", headers=headers
+        )
+
+    def _error(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        if status != 429:
+            self.stats[str(status)] += 1
+        error = {"message": message, "type": code, "param": param, "code": code}
+        return web.json_response({"error": error}, status=status, headers=headers)
+
+    def _chance(self, rate: float) -> bool:
+        return rate > 0 and self._random.random() < rate
+
+
+def _admit(bucket: TokenBucket, amount: float) -> float:
+    """Take ``amount`` now and return 0.0, or return the seconds until it would be there."""
+    now = time.monotonic()
+    wait = bucket.wait(amount, now)
+    if wait == 0.0:
+        bucket.take(amount, now)
+    return wait
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    messages = body.get("messages") or []
+    return sum(len(str(m.get("content", ""))) // 4 + 8 for m in messages if isinstance(m, dict))
+
+
+def _enums(body: dict[str, Any]) -> dict[str, list[str]]:
+    """The label enums of the requested schema: from response_format, else the instructions."""
+    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
+    if schema is None:
+        system = next(
+            (m["content"] for m in body.get("messages", []) if m.get("role") == "system"), ""
+        )
+        start = system.find("{")
+        try:
+            schema = json.loads(system[start:]) if start >= 0 else None
+        except ValueError:
+            schema = None
+    props = (schema or {}).get("properties", {})
+    return {
+        name: list(props.get(name, {}).get("enum") or default)
+        for name, default in DEFAULT_ENUMS.items()
+    }
+
+
+def _reply(body: dict[str, Any], *, out_of_enum: bool, stats: Counter[str]) -> dict[str, Any]:
+    """A deterministic, schema-shaped classification of the request's conversation."""
+    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    raw = str(users[0].get("content", "")) if users else ""
+    try:
+        text = str(json.loads(raw).get("conversation", raw))
+    except (ValueError, AttributeError):
+        text = raw
+    enums = _enums(body)
+    digest = int.from_bytes(hashlib.sha256(" ".join(text.split()).casefold().encode()).digest()[:8])
+
+    def pick(labels: list[str], salt: int) -> str:
+        return labels[(digest >> salt) % len(labels)]
+
+    category = next(
+        (label for label in enums["category"] if label.replace("_", " ") in text.lower()),
+        pick(enums["category"], 0),
+    )
+    injected = INJECTION.search(text)
+    if injected and len(users) == 1:  # an obedient model, on the first ask only
+        stats["obeyed_injection"] += 1
+        category = injected.group(1).strip()
+    elif out_of_enum:
+        stats["out_of_enum"] += 1
+        category = "something_else"
+    score = round(((digest >> 16) % 2001) / 1000 - 1, 3)
+    label = "positive" if score > 0.2 else "negative" if score < -0.2 else "neutral"
+    return {
+        "category": category,
+        "sentiment": {"label": label, "score": score},
+        "urgency": pick(enums["urgency"], 24),
+        "emotion": pick(enums["emotion"], 32),
+        "language": "en",
+        "themes": [w for w in re.findall(r"[a-z]{5,}", text.lower())[:3]],
+        "summary": text[:80].replace("\n", " "),
+        "confidence": round(0.5 + ((digest >> 40) % 50) / 100, 2),
+    }
+
+
+#: What real models get nearly right: names for codes, case, regional tags, too many themes,
+#: too long a summary, numbers out of range.
+NEAR_MISSES: tuple[tuple[str, Any], ...] = (
+    ("language", "English"),
+    ("language", "EN"),
+    ("language", "en-US"),
+    ("language", "eng"),
+    ("themes", [f"theme number {i}" for i in range(8)]),
+    ("summary", "A very long summary that goes on. " * 12),
+    ("score", 1.5),
+    ("score", -1.3),
+    ("confidence", 85),
+    ("category", "upper"),
+    ("urgency", "title"),
+)
+
+
+def _near_miss(reply: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """``reply`` with one or two near misses a real model makes."""
+    reply = {**reply, "sentiment": dict(reply["sentiment"])}
+    for name, value in rng.sample(NEAR_MISSES, k=rng.choice((1, 2))):
+        if name == "score":
+            reply["sentiment"]["score"] = value
+        elif value == "upper":
+            reply[name] = str(reply[name]).replace("_", " ").upper()
+        elif value == "title":
+            reply[name] = str(reply[name]).title()
+        else:
+            reply[name] = value
+    return reply
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m batch_processor.testing.simulator",
+        description="OpenAI-compatible LLM simulator.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    for f in fields(SimulatorConfig):
+        flag = f"--{f.name.replace('_', '-')}"
+        if f.name == "json_schema":
+            parser.add_argument("--no-json-schema", dest="json_schema", action="store_false")
+        elif f.name == "models":
+            parser.add_argument(flag, nargs="*", default=())
+        else:
+            kind = {"float": float, "int": int}.get(str(f.type).split(" ")[0], str)
+            parser.add_argument(
+                flag, type=kind, default=None if "None" in str(f.type) else f.default
+            )
+    return parser
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    options = {f.name: getattr(args, f.name) for f in fields(SimulatorConfig)}
+    options["models"] = tuple(options["models"])
+    simulator = Simulator(SimulatorConfig(**options), host=args.host, port=args.port)
+    await simulator.start()
+    print(f"LLM simulator listening on {simulator.base_url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await simulator.stop()
+
+
+def main() -> None:
+    """Serve until interrupted."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(_parser().parse_args()))
+
+
+if __name__ == "__main__":
+    main()
