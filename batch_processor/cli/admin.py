@@ -76,19 +76,10 @@ async def database_status(store: MongoStore) -> dict[str, Any]:
     """Documents by processing state, and failures by category, from the source collection."""
     by_state: Counter[str] = Counter()
     failed: Counter[str] = Counter()
-    pipeline: list[dict[str, Any]] = [
-        {
-            "$group": {
-                "_id": {"s": "$processing.status", "c": "$processing.category"},
-                "n": {"$sum": 1},
-            }
-        }
-    ]
-    async for row in await store.source.aggregate(pipeline):
-        state = row["_id"].get("s") or "pending"
-        by_state[state] += row["n"]
+    for (state, category), count in (await store.source.status_counts()).items():
+        by_state[state] += count
         if state == "failed":
-            failed[row["_id"].get("c") or "UNKNOWN"] += row["n"]
+            failed[category or "UNKNOWN"] += count
     return {
         "total": sum(by_state.values()),
         "pending": by_state["pending"],

@@ -184,7 +184,7 @@ async def _demo(settings: Settings, *, count: int, seed: int, reset: bool) -> in
     async with open_store(settings) as store:
         if reset:
             await store.drop_collections()
-        pending = await store.count_pending()
+        pending = await store.source.count_pending()
         if pending == 0:
             inserted = await store.insert_sources(sample_conversations(count, seed=seed))
             log.info(

@@ -54,10 +54,10 @@ from batch_processor.models import (
     SourceDocument,
     utcnow,
 )
-from batch_processor.mongo.store import MongoStore
 from batch_processor.outage import DatabaseCalls
 from batch_processor.pipeline.admission import Admission
 from batch_processor.pipeline.drain import QueueDrainer
+from batch_processor.pipeline.ports import Sink, Source
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.pipeline.text import ExtractedText, extract_text
 from batch_processor.pipeline.tracker import BatchTracker, FinishedBatch
@@ -112,7 +112,8 @@ class Pipeline:
     def __init__(
         self,
         *,
-        store: MongoStore,
+        source: Source,
+        sink: Sink,
         classifier: Classifier,
         batch_files: BatchFiles,
         checkpoints: CheckpointStore,
@@ -131,7 +132,8 @@ class Pipeline:
         self.worker_id = worker_id
         self.stats = stats or RunStats()
         self.error: BaseException | None = None
-        self._store = store
+        self._source = source
+        self._sink = sink
         self._classifier = classifier
         self._files = batch_files
         self._checkpoints = checkpoints
@@ -148,7 +150,7 @@ class Pipeline:
         self._group: asyncio.TaskGroup | None = None
         self._tracker = BatchTracker(batch_files, on_finished=self._batch_finished)
         self._writer = ResultWriter(
-            store=store,
+            sink=sink,
             db=db,
             queues=queues,
             stats=self.stats,
@@ -298,7 +300,7 @@ class Pipeline:
         self, pages: asyncio.Queue[list[SourceDocument] | None], prefetch: asyncio.Semaphore
     ) -> None:
         """Read one pass of pages; outages are waited out and a dead cursor reopened."""
-        cursor = self._store.page_cursor(self._options.batch_size)
+        cursor = self._source.page_cursor(self._options.batch_size)
         try:
             while page := await self._db.wait(cursor.next_page):
                 self._position = page[-1].id
@@ -320,7 +322,7 @@ class Pipeline:
         token = f"{self.job_id}:{self._sequence}"
         try:
             claimed = await self._db.wait(
-                lambda: self._store.claim(
+                lambda: self._source.claim(
                     ids, job_id=self.job_id, worker_id=self.worker_id, token=token
                 )
             )
@@ -337,7 +339,7 @@ class Pipeline:
             # Not saved means not safe: give the claims back before stopping.
             self._admission.release(len(docs))
             with contextlib.suppress(BatchProcessorError):
-                await self._store.release_ids([doc.id for doc in docs], self.job_id)
+                await self._source.release_ids([doc.id for doc in docs], self.job_id)
             raise
         self._tracker.add(name, [doc.id for doc in docs])
         self.stats.batches += 1
@@ -573,7 +575,7 @@ class Pipeline:
         ids = [doc.id for doc in batch.docs]
         try:
             claim = functools.partial(
-                self._store.claim,
+                self._source.claim,
                 ids,
                 job_id=self.job_id,
                 worker_id=self.worker_id,
@@ -582,7 +584,7 @@ class Pipeline:
                 previous_claim=batch.claim,
             )
             claimed = await self._db.brief(claim)
-            finish = functools.partial(self._store.finish_stored, sorted(claimed), self.job_id)
+            finish = functools.partial(self._sink.finish_stored, sorted(claimed), self.job_id)
             stored = await self._db.brief(finish)
         except ConfigurationError:
             raise
@@ -610,7 +612,7 @@ class Pipeline:
             return
         ids, self._released = self._released, []
         try:
-            await self._store.release_ids(ids, self.job_id)
+            await self._source.release_ids(ids, self.job_id)
         except BatchProcessorError as exc:
             # Still claimed by this worker: its next start releases them (see _release_claims).
             log.warning("claims not released yet", documents=len(ids), error=describe(exc))
@@ -620,7 +622,7 @@ class Pipeline:
     async def _release_claims(self) -> None:
         """Free the claims of this worker's dead jobs, and anyone's past the claim TTL."""
         released = await self._db.wait(
-            lambda: self._store.release_claims(
+            lambda: self._source.release_claims(
                 worker_id=self.worker_id,
                 job_id=self.job_id,
                 older_than=timedelta(seconds=self._options.claim_ttl),

@@ -26,8 +26,8 @@ import structlog
 from batch_processor.errors import ConfigurationError, categorize, describe
 from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.models import ClassifiedDocument, FailedDocument, StoreRetry
-from batch_processor.mongo.store import MongoStore
 from batch_processor.outage import DatabaseCalls
+from batch_processor.pipeline.ports import Sink
 from batch_processor.pipeline.stats import RunStats
 
 Outcome = ClassifiedDocument | FailedDocument
@@ -50,7 +50,7 @@ class ResultWriter:
     def __init__(
         self,
         *,
-        store: MongoStore,
+        sink: Sink,
         db: DatabaseCalls,
         queues: RetryQueues,
         stats: RunStats,
@@ -58,7 +58,7 @@ class ResultWriter:
         flush_interval: float,
         on_fatal: Callable[[BaseException], None],
     ) -> None:
-        self._store = store
+        self._sink = sink
         self._on_fatal = on_fatal
         self._db = db
         self._queues = queues
@@ -174,7 +174,7 @@ class ResultWriter:
 
         Raises the last error if MongoDB is still unavailable after the retries.
         """
-        refused = await self._db.brief(lambda: self._store.store_results(results))
+        refused = await self._db.brief(lambda: self._sink.store_results(results))
         job_of = {result.doc_id: result.job_id for result in results}
         failures = failures + [
             FailedDocument(
@@ -187,8 +187,8 @@ class ResultWriter:
             for doc_id, error in refused.items()
         ]
         stored = [result for result in results if result.doc_id not in refused]
-        await self._db.brief(lambda: self._store.mark_done(stored))
-        await self._db.brief(lambda: self._store.mark_failed(failures))
+        await self._db.brief(lambda: self._sink.mark_done(stored))
+        await self._db.brief(lambda: self._sink.mark_failed(failures))
         for failure in failures:
             self._stats.record_failure(failure.category)
         return set(refused)

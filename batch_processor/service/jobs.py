@@ -28,7 +28,7 @@ from batch_processor.files.identity import worker_identity
 from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.llm.dedupe import CachedClassifier
 from batch_processor.models import JobStatus
-from batch_processor.mongo.store import MongoResultCache, MongoStore
+from batch_processor.mongo.store import MongoStore
 from batch_processor.outage import Availability, DatabaseCalls
 from batch_processor.pipeline.core import Pipeline, PipelineOptions
 from batch_processor.pipeline.stats import RunStats
@@ -127,7 +127,7 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
     job_id = new_job_id()
     stats = RunStats()
     db = database_calls(service, stats)
-    pending = await db.wait(store.count_pending)
+    pending = await db.wait(store.source.count_pending)
     log.info(
         "job started",
         job_id=job_id,
@@ -144,7 +144,8 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
         _safely(progress.start, pending + files.count_documents())
     cached = _with_dedupe(settings, classifier, store)
     pipeline = Pipeline(
-        store=store,
+        source=store.source,
+        sink=store.sink,
         classifier=cached or classifier,
         batch_files=files,
         checkpoints=checkpoints,
@@ -230,7 +231,7 @@ def _with_dedupe(
     scope = getattr(classifier, "cache_scope", None)
     if not settings.dedupe or not isinstance(scope, str):
         return None  # the offline classifier is cheaper than a cache lookup
-    return CachedClassifier(classifier, MongoResultCache(store), scope=scope)
+    return CachedClassifier(classifier, store.cache, scope=scope)
 
 
 def pipeline_options(settings: Settings) -> PipelineOptions:

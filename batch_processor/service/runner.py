@@ -271,13 +271,15 @@ async def _wait_for_work(service: Service) -> bool:
         waiter = None
         if settings.change_streams:
             try:
-                waiter = await stack.enter_async_context(store.insert_events(settings.interval))
+                waiter = await stack.enter_async_context(
+                    store.source.insert_events(settings.interval)
+                )
             except BatchProcessorError as exc:
                 log.info("change streams unavailable: polling only", error=describe(exc))
         while not stopper.stopped:
             service.telemetry.beat()  # idle is not stalled
             try:
-                pending = await db.wait(store.has_pending)  # an outage is waited out
+                pending = await db.wait(store.source.has_pending)  # an outage is waited out
             except Interrupted:
                 return False
             if pending:

@@ -1,0 +1,185 @@
+"""Result writes: results upserted by source ``_id``, then their sources marked in bulk.
+
+Results are written with one unordered bulk of upserts keyed by the source ``_id`` (so a result
+written twice is one document), and only then are the sources marked done with one bulk write.
+Every write uses ``w="majority", j=True`` (set on the client).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+
+from batch_processor.errors import BatchProcessorError, DataError, PermanentError
+from batch_processor.models import ClassifiedDocument, FailedDocument, utcnow
+from batch_processor.mongo.codec import Raw, decode_id, encode_id
+from batch_processor.mongo.errors import DATA_CODES, DUPLICATE_KEY, bulk_write_errors, translated
+from batch_processor.mongo.source import DONE, FAILED, STATE, STATUS
+
+
+class MongoSink:
+    """Writes results to the target collection and marks their sources."""
+
+    def __init__(self, source: AsyncCollection[Raw], target: AsyncCollection[Raw]) -> None:
+        self._source = source
+        self._target = target
+
+    async def finish_stored(self, doc_ids: Sequence[str], job_id: str) -> set[str]:
+        """Mark done the documents whose result is already stored; return their ids.
+
+        Used in recovery: a crash between storing a result and marking its source leaves it
+        stored but not marked; it is marked from the stored result, not classified again.
+        """
+        if not doc_ids:
+            return set()
+        ids = [decode_id(doc_id) for doc_id in doc_ids]
+        now = utcnow()
+        with translated("look up stored results"):
+            found = self._target.find({"_id": {"$in": ids}}, {"classifier": 1, "attempts": 1})
+            stored = [raw async for raw in found]
+        ops = [
+            _done_op(raw["_id"], job_id, raw.get("classifier") or {}, raw.get("attempts", 1), now)
+            for raw in stored
+        ]
+        await self._bulk_or_raise(ops, "mark processed")
+        return {encode_id(raw["_id"]) for raw in stored}
+
+    async def stored_ids(self, doc_ids: Sequence[str]) -> set[str]:
+        """Which of these documents already have a stored result."""
+        if not doc_ids:
+            return set()
+        ids = [decode_id(doc_id) for doc_id in doc_ids]
+        with translated("look up results"):
+            cursor = self._target.find({"_id": {"$in": ids}}, {"_id": 1})
+            return {encode_id(raw["_id"]) async for raw in cursor}
+
+    async def store_results(
+        self, results: Sequence[ClassifiedDocument]
+    ) -> dict[str, BatchProcessorError]:
+        """Upsert results keyed by source ``_id``; return per-document errors that will not heal.
+
+        A whole-command failure (server down, timeout) raises, so the caller retries the bulk;
+        writing the same result again is harmless.
+        """
+        if not results:
+            return {}
+        by_id = {result.doc_id: result for result in results}
+        failures: dict[str, BatchProcessorError] = {}
+        pending = list(by_id)
+        for _ in range(2):  # a concurrent-upsert E11000 succeeds as an update on the second pass
+            ops = [
+                UpdateOne({"_id": decode_id(i)}, {"$set": _result_doc(by_id[i])}, upsert=True)
+                for i in pending
+            ]
+            errors = await self._bulk(self._target, ops, "store results")
+            for index, (code, message) in errors.items():
+                if code != DUPLICATE_KEY:
+                    kind = DataError if code in DATA_CODES else PermanentError
+                    failures[pending[index]] = kind(f"store result: {message}")
+            pending = [pending[i] for i, (code, _) in errors.items() if code == DUPLICATE_KEY]
+            if not pending:
+                break
+        for doc_id in pending:
+            failures[doc_id] = PermanentError("store results: duplicate key persisted")
+        return failures
+
+    async def mark_done(self, results: Sequence[ClassifiedDocument]) -> None:
+        """Mark sources processed; called only after their results are stored."""
+        now = utcnow()
+        ops = [
+            _done_op(
+                decode_id(result.doc_id),
+                result.job_id,
+                {"name": result.classifier, "version": result.classifier_version},
+                result.attempts,
+                now,
+            )
+            for result in results
+        ]
+        await self._bulk_or_raise(ops, "mark processed")
+
+    async def mark_failed(self, failures: Sequence[FailedDocument]) -> None:
+        """Mark sources failed with the reason and the error category."""
+        now = utcnow()
+        ops = [
+            UpdateOne(
+                {"_id": decode_id(failure.doc_id), STATUS: {"$ne": DONE}},
+                {
+                    "$set": {
+                        STATUS: FAILED,
+                        f"{STATE}.failed_at": now,
+                        f"{STATE}.job": failure.job_id,
+                        f"{STATE}.error": failure.error,
+                        f"{STATE}.category": str(failure.category),
+                        f"{STATE}.attempts": failure.attempts,
+                    }
+                },
+            )
+            for failure in failures
+        ]
+        await self._bulk_or_raise(ops, "mark failed")
+
+    async def _bulk_or_raise(self, ops: list[UpdateOne], action: str) -> None:
+        if not ops:
+            return
+        errors = await self._bulk(self._source, ops, action)
+        if errors:
+            code, message = next(iter(errors.values()))
+            raise PermanentError(f"{action}: {len(errors)} write errors, first ({code}): {message}")
+
+    async def _bulk(
+        self, collection: AsyncCollection[Raw], ops: list[UpdateOne], action: str
+    ) -> dict[int, tuple[int, str]]:
+        """One unordered bulk write; return {op index: (code, message)} of per-op errors."""
+        try:
+            with translated(action):
+                await collection.bulk_write(ops, ordered=False)
+        except PermanentError as exc:
+            return bulk_write_errors(exc, action)
+        return {}
+
+
+def _done_op(
+    raw_id: Any, job_id: str, classifier: dict[str, Any], attempts: int, now: datetime
+) -> UpdateOne:
+    """The update that marks one source document processed."""
+    return UpdateOne(
+        {"_id": raw_id},
+        {
+            "$set": {
+                STATUS: DONE,
+                f"{STATE}.done_at": now,
+                f"{STATE}.job": job_id,
+                f"{STATE}.classifier": classifier.get("name"),
+                f"{STATE}.classifier_version": classifier.get("version"),
+                f"{STATE}.attempts": attempts,
+            },
+            "$unset": {f"{STATE}.error": "", f"{STATE}.category": ""},
+        },
+    )
+
+
+def _result_doc(result: ClassifiedDocument) -> Raw:
+    """The target document for one result (``_id`` is the source ``_id``, set by the filter)."""
+    return {
+        "classification": result.classification.model_dump(mode="json"),
+        "classifier": {
+            "name": result.classifier,
+            "version": result.classifier_version,
+            "model": result.model,
+            "taxonomy_version": result.taxonomy_version,
+        },
+        "usage": result.usage.model_dump() if result.usage is not None else None,
+        "cost_usd": result.cost_usd,
+        "cached": result.cached,
+        "repairs": list(result.repairs),
+        "attempts": result.attempts,
+        "text": {"chars": result.text_chars, "truncated": result.truncated},
+        "job_id": result.job_id,
+        "classified_at": result.classified_at,
+        "stored_at": utcnow(),
+    }
