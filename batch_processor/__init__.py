@@ -26,7 +26,8 @@ from batch_processor.models import (
     FailedDocument,
     SourceDocument,
 )
-from batch_processor.pipeline.core import Pipeline, PipelineOptions
+from batch_processor.pipeline.core import Pipeline
+from batch_processor.pipeline.options import PipelineOptions
 from batch_processor.settings import Settings, load_settings
 
 __version__ = "0.1.0"

@@ -30,7 +30,8 @@ from batch_processor.llm.dedupe import CachedClassifier
 from batch_processor.models import JobStatus
 from batch_processor.mongo.store import MongoStore
 from batch_processor.outage import Availability, DatabaseCalls
-from batch_processor.pipeline.core import Pipeline, PipelineOptions
+from batch_processor.pipeline.core import Pipeline
+from batch_processor.pipeline.options import PipelineOptions
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.retry import RetryPolicy
 from batch_processor.service.shutdown import Stopper

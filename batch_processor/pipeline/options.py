@@ -1,0 +1,30 @@
+"""The pipeline's knobs as plain values (settings enter once, at the edge)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineOptions:
+    """The pipeline's knobs, as plain values (see Settings for their meaning)."""
+
+    batch_size: int = 100
+    concurrent: int = 8
+    text_field: str = "messages"
+    max_text_chars: int = 20_000
+    checkpoint_interval: int = 50
+    flush_size: int = 100
+    flush_interval: float = 1.0
+    queue_max_attempts: int = 3
+    queue_drain_interval: float = 60.0
+    claim_ttl: float = 3600.0
+    shutdown_grace: float = 30.0
+    max_in_flight: int | None = None  # None: two pages plus the concurrency
+
+    @property
+    def in_flight_limit(self) -> int:
+        """Documents claimed and not yet ended, at most."""
+        if self.max_in_flight is not None:
+            return self.max_in_flight
+        return 2 * self.batch_size + self.concurrent

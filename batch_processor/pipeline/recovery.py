@@ -1,0 +1,149 @@
+"""What a dead job left behind, and what this job gives back: batch files and claims.
+
+With ``--recover`` the batch files of a crashed job are finished: their documents are reclaimed
+(a claim recorded by the batch file is recognised even if the worker's identity was lost), those
+whose result is already stored are only marked, the rest are classified again. At every start
+the claims of this worker's dead jobs, and anyone's past the claim TTL, are freed; at the end
+the claims of documents given back unprocessed are released so any worker takes them.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+
+import structlog
+
+from batch_processor.errors import BatchProcessorError, ConfigurationError, describe
+from batch_processor.files.batch_files import BatchFile, BatchFiles, CorruptBatchFileError
+from batch_processor.outage import DatabaseCalls
+from batch_processor.pipeline.admission import Admission
+from batch_processor.pipeline.bookkeeping import Bookkeeper
+from batch_processor.pipeline.drain import QueueDrainer
+from batch_processor.pipeline.ports import Sink, Source
+from batch_processor.pipeline.stats import RunStats
+from batch_processor.pipeline.task import DocumentTasks
+
+log = structlog.get_logger("batch_processor.pipeline")
+
+
+class Recovery:
+    """Finishes old batch files and frees the claims nobody works on any more."""
+
+    def __init__(
+        self,
+        *,
+        source: Source,
+        sink: Sink,
+        batch_files: BatchFiles,
+        books: Bookkeeper,
+        admission: Admission,
+        tasks: DocumentTasks,
+        drainer: QueueDrainer,
+        db: DatabaseCalls,
+        stats: RunStats,
+        job_id: str,
+        worker_id: str,
+        claim_ttl: float,
+    ) -> None:
+        self._source = source
+        self._sink = sink
+        self._files = batch_files
+        self._books = books
+        self._admission = admission
+        self._tasks = tasks
+        self._drainer = drainer
+        self._db = db
+        self._stats = stats
+        self._job_id = job_id
+        self._worker_id = worker_id
+        self._claim_ttl = claim_ttl
+        self._recovered_claims: list[str] = []  # claim tokens of this directory's old batches
+
+    async def recover_batch_files(self) -> None:
+        """Finish the batch files a crashed job left, skipping results already stored."""
+        for name in self._files.names():
+            try:
+                batch = self._files.load(name)
+            except CorruptBatchFileError as exc:
+                kept = self._files.set_aside(name)
+                log.error(
+                    "unreadable batch file set aside; its documents are read again from MongoDB",
+                    batch=name,
+                    kept=str(kept),
+                    error=str(exc),
+                )
+                continue
+            if batch.claim is not None:
+                self._recovered_claims.append(batch.claim)
+            await self._recover_batch(name, batch)
+
+    async def _recover_batch(self, name: str, batch: BatchFile) -> None:
+        """Reclaim one batch file's documents, mark those already stored, classify the rest."""
+        if batch.damaged:
+            log.error(
+                "damaged lines in a batch file; those documents are read again from MongoDB",
+                batch=name,
+                damaged_lines=batch.damaged,
+                kept=str(self._files.keep_copy(name)),
+            )
+        ids = [doc.id for doc in batch.docs]
+        try:
+            claim = functools.partial(
+                self._source.claim,
+                ids,
+                job_id=self._job_id,
+                worker_id=self._worker_id,
+                token=f"{self._job_id}:{name}",
+                reclaim=True,
+                previous_claim=batch.claim,
+            )
+            claimed = await self._db.brief(claim)
+            finish = functools.partial(self._sink.finish_stored, sorted(claimed), self._job_id)
+            stored = await self._db.brief(finish)
+        except ConfigurationError:
+            raise
+        except BatchProcessorError as exc:
+            # MongoDB is away: classify anyway; the results wait in the store queue.
+            log.warning("recovering without MongoDB", batch=name, error=describe(exc))
+            claimed, stored = set(ids), set()
+        todo = [doc for doc in batch.docs if doc.id in claimed and doc.id not in stored]
+        self._stats.already_stored += len(stored)
+        log.info(
+            "recovering batch file",
+            batch=name,
+            documents=len(ids),
+            already_stored=len(stored),
+            to_classify=len(todo),
+            taken_elsewhere=len(ids) - len(claimed),
+        )
+        await self._admission.acquire(len(todo))
+        self._books.tracker.add(name, [doc.id for doc in todo])
+        await self._tasks.start_all(todo)
+
+    async def release_given_back(self) -> None:
+        """Release the claims of documents given back unprocessed, so any worker takes them."""
+        ids = self._books.take_released()
+        if not ids:
+            return
+        try:
+            await self._source.release_ids(ids, self._job_id)
+        except BatchProcessorError as exc:
+            # Still claimed by this worker: its next start releases them (release_dead_claims).
+            log.warning("claims not released yet", documents=len(ids), error=describe(exc))
+        else:
+            log.info("documents given back unprocessed", documents=len(ids))
+
+    async def release_dead_claims(self) -> None:
+        """Free the claims of this worker's dead jobs, and anyone's past the claim TTL."""
+        released = await self._db.wait(
+            lambda: self._source.release_claims(
+                worker_id=self._worker_id,
+                job_id=self._job_id,
+                older_than=timedelta(seconds=self._claim_ttl),
+                exclude=self._drainer.queued_doc_ids(),
+                claims=self._recovered_claims,
+            )
+        )
+        if released:
+            log.info("released claims of dead jobs", documents=released)

@@ -1,0 +1,243 @@
+"""One task per document: classify it under the concurrency slots, then hand its outcome on.
+
+A document's outcome is a result (to the writer), a failure (to the writer, which marks it), a
+retry-queue item (a retryable error outlasted its retries) or RELEASED (given back unprocessed:
+the run stopped). Whatever happens, including cancellation, it is settled exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+
+from batch_processor.classifiers import Classifier
+from batch_processor.errors import (
+    BatchProcessorError,
+    BudgetExhaustedError,
+    ConfigurationError,
+    DataError,
+    categorize,
+    describe,
+    is_retryable,
+)
+from batch_processor.models import ClassifiedDocument, ClassifyRetry, FailedDocument, SourceDocument
+from batch_processor.pipeline.control import RunControl
+from batch_processor.pipeline.drain import QueueDrainer
+from batch_processor.pipeline.stats import RunStats
+from batch_processor.pipeline.text import ExtractedText, extract_text
+from batch_processor.pipeline.writer import RELEASED, ResultWriter, Settle
+from batch_processor.redaction import redact_text
+from batch_processor.retry import RetryPolicy, announce_retries
+from batch_processor.service.telemetry import Telemetry
+
+log = structlog.get_logger("batch_processor.pipeline")
+
+Outcome = ClassifiedDocument | FailedDocument | ClassifyRetry | str
+OnExhausted = Callable[[ClassifyRetry], Awaitable[None]]
+
+
+def reason(error: BaseException) -> str:
+    """The failure reason stored with a document: our message, or the exception's first line.
+
+    Secrets are masked (see :mod:`batch_processor.redaction`).
+    """
+    if isinstance(error, BatchProcessorError):
+        return redact_text(error.message)
+    return describe(error)
+
+
+class DocumentTasks:
+    """Starts and watches the document tasks of one run (the only concurrency limit)."""
+
+    def __init__(
+        self,
+        *,
+        control: RunControl,
+        classifier: Classifier,
+        classify_policy: RetryPolicy,
+        writer: ResultWriter,
+        stats: RunStats,
+        settle: Callable[[str, str], None],
+        job_id: str,
+        concurrent: int,
+        text_field: str,
+        max_text_chars: int,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self.group: asyncio.TaskGroup | None = None  # set while the run is active
+        self.drainer: QueueDrainer | None = None  # set once the drainer exists
+        self._control = control
+        self._classifier = classifier
+        self._policy = classify_policy
+        self._writer = writer
+        self._stats = stats
+        self._settle = settle
+        self._job_id = job_id
+        self._text_field = text_field
+        self._max_text_chars = max_text_chars
+        self._telemetry = telemetry
+        self._slots = asyncio.Semaphore(concurrent)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start_all(self, docs: Sequence[SourceDocument]) -> None:
+        """Start each document in turn; once the run stops, give the rest back unprocessed."""
+        for index, doc in enumerate(docs):
+            if self._control.stopping:
+                for rest in docs[index:]:
+                    self._settle(rest.id, RELEASED)
+                return
+            await self.start(doc, functools.partial(self._settle, doc.id))
+
+    async def start(
+        self, doc: SourceDocument, settle: Settle, on_exhausted: OnExhausted | None = None
+    ) -> None:
+        """Start one document's task once a slot is free."""
+        await self._slots.acquire()
+        try:
+            if self.group is None:
+                raise RuntimeError("the run is not active")
+            task = self.group.create_task(self._handle(doc, settle, on_exhausted))
+        except RuntimeError:  # the group is shutting down: the document is given back
+            self._slots.release()
+            settle(RELEASED)
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def cancel_all(self) -> None:
+        """Cancel every document task; each gives its document back."""
+        if self._tasks:
+            log.warning("giving back documents still in flight", documents=len(self._tasks))
+        for task in self._tasks:
+            task.cancel()
+
+    async def wait_all(self) -> None:
+        """Wait until no document task is left (including ones started meanwhile)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _handle(
+        self, doc: SourceDocument, settle: Settle, on_exhausted: OnExhausted | None
+    ) -> None:
+        """Classify one document and hand its outcome on; whatever happens, it is settled once."""
+        settle = _once(settle)
+        try:
+            try:
+                outcome = await self._classify(doc)
+            finally:
+                self._slots.release()
+            if isinstance(outcome, str):  # RELEASED
+                settle(RELEASED)
+            elif isinstance(outcome, ClassifyRetry):
+                if on_exhausted is not None:
+                    await on_exhausted(outcome)
+                else:
+                    self._queue(outcome)
+                    settle("queued_classify")
+            else:
+                # Synchronous: once it returns the writer holds the outcome, and nothing
+                # between here and the end of the task can be interrupted.
+                self._writer.add(outcome, settle)
+        except asyncio.CancelledError:
+            settle(RELEASED)
+            raise
+        except Exception as exc:  # noqa: BLE001 - a worker-level failure (disk, configuration)
+            # Nothing is wrong with the document: give it back, so that once the cause is fixed
+            # a plain restart (no --recover) takes it again.
+            self._control.fail(exc)
+            settle(RELEASED)
+
+    async def _classify(self, doc: SourceDocument) -> Outcome:
+        """One document's outcome: a result, a failure, a retry-queue item, or RELEASED."""
+        if self._control.stopping:
+            return RELEASED  # waited for a slot while the run was stopping
+        text = self._read_text(doc)
+        if isinstance(text, FailedDocument):
+            return text
+        on_retry = announce_retries(
+            "retrying classification", self._stats.add_classifier_retry, doc_id=doc.id
+        )
+        started = time.monotonic()
+        try:
+            output, attempts = await self._policy.call(
+                lambda: self._classifier.classify(text.text, doc.fields), on_retry=on_retry
+            )
+        except ConfigurationError:
+            raise
+        except BudgetExhaustedError:
+            if not self._control.stopping:
+                log.warning("budget reached: taking no new documents; the rest stay pending")
+            self._control.stop()
+            return RELEASED
+        except Exception as exc:  # noqa: BLE001 - any classifier failure is sorted, never fatal
+            if is_retryable(exc):
+                return ClassifyRetry(doc=doc, error=describe(exc), category=categorize(exc))
+            if self.drainer is not None:
+                self.drainer.dead_letter_document(doc, exc)
+            return self._failed(doc, exc, attempts=1)
+        if self._telemetry is not None:
+            self._telemetry.latency.observe(time.monotonic() - started)
+        return ClassifiedDocument(
+            doc_id=doc.id,
+            classification=output.classification,
+            classifier=self._classifier.name,
+            classifier_version=self._classifier.version,
+            attempts=attempts,
+            text_chars=text.original_chars,
+            truncated=text.truncated or output.truncated,
+            job_id=self._job_id,
+            model=output.model,
+            taxonomy_version=output.taxonomy_version,
+            usage=output.usage,
+            cost_usd=output.cost_usd,
+            cached=output.cached,
+            repairs=output.repairs,
+        )
+
+    def _queue(self, item: ClassifyRetry) -> None:
+        if self.drainer is None:
+            raise RuntimeError("no retry queue to hold the document")
+        self.drainer.queue_classify(item)
+
+    def _read_text(self, doc: SourceDocument) -> ExtractedText | FailedDocument:
+        """The text to classify, or the DATA failure that says why there is none."""
+        if doc.problem is not None:
+            return self._failed(doc, DataError(doc.problem), attempts=0)
+        try:
+            return extract_text(doc, self._text_field, self._max_text_chars)
+        except DataError as exc:
+            return self._failed(doc, exc, attempts=0)
+        except Exception as exc:  # noqa: BLE001 - odd data never stops the run
+            error = DataError(f"cannot read the text: {describe(exc)}")
+            return self._failed(doc, error, attempts=0)
+
+    def _failed(
+        self, doc: SourceDocument, error: BaseException, *, attempts: int
+    ) -> FailedDocument:
+        log.warning(
+            "document failed", doc_id=doc.id, error=reason(error), category=str(categorize(error))
+        )
+        return FailedDocument(
+            doc_id=doc.id,
+            error=reason(error),
+            category=categorize(error),
+            attempts=attempts,
+            job_id=self._job_id,
+        )
+
+
+def _once(settle: Settle) -> Settle:
+    """``settle``, callable any number of times but acting only the first time."""
+    done = False
+
+    def settle_once(outcome: str) -> None:
+        nonlocal done
+        if not done:
+            done = True
+            settle(outcome)
+
+    return settle_once
