@@ -105,6 +105,19 @@ class TokenUsage(BaseModel):
         return self.input_tokens + self.output_tokens
 
 
+class ModelPrice(BaseModel):
+    """USD per million tokens for one model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input: float = Field(ge=0, description="USD per 1M input (prompt) tokens.")
+    output: float = Field(ge=0, description="USD per 1M output (completion) tokens.")
+
+    def cost(self, usage: TokenUsage) -> float:
+        """The price of ``usage`` in USD."""
+        return (usage.input_tokens * self.input + usage.output_tokens * self.output) / 1e6
+
+
 class ClassifierOutput(BaseModel):
     """A classifier's answer for one text: the classification and what it cost to get it."""
 

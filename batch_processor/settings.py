@@ -25,8 +25,7 @@ from pydantic_settings import (
 )
 
 from batch_processor.errors import ConfigurationError
-from batch_processor.llm.cost import ModelPrice
-from batch_processor.models import OutputMode
+from batch_processor.models import ModelPrice, OutputMode
 from batch_processor.redaction import MASK, redact_text, register_secret, register_url_secrets
 
 ENV_PREFIX = "BATCH_"
@@ -168,8 +167,11 @@ class Settings(BaseSettings):
         description="OpenAI-compatible endpoint, e.g. http://localhost:11434/v1 (unset: OpenAI).",
     )
     llm_model: str = Field(default="gpt-4o-mini", min_length=1, description="Model name.")
+    # No flag: a command line is visible to every user of the machine (ps, /proc).
     llm_api_key: SecretStr | None = Field(
-        default=None, description="API key (also a secrets file named llm_api_key)."
+        default=None,
+        description="API key (also a secrets file named llm_api_key).",
+        json_schema_extra={"cli": False},
     )
     llm_timeout: float = Field(default=60.0, gt=0, le=600, description="Per-request timeout (s).")
     llm_output: OutputMode = Field(
@@ -185,9 +187,12 @@ class Settings(BaseSettings):
     llm_prices: dict[str, ModelPrice] = Field(
         default_factory=dict,
         description="USD per 1M input/output tokens per model, added to the built-in list.",
+        json_schema_extra={"cli": False},  # a table: set it in TOML or as JSON in the env
     )
     taxonomy_file: Path | None = Field(
-        default=None, description="Taxonomy TOML file (unset: the customer-support default)."
+        default=None,
+        description="Taxonomy TOML file (unset: the customer-support default).",
+        json_schema_extra={"flags": ["--taxonomy"]},
     )
     rpm: int | None = Field(default=None, ge=1, description="Provider's requests per minute.")
     tpm: int | None = Field(default=None, ge=1, description="Provider's tokens per minute.")

@@ -14,6 +14,7 @@ from batch_processor.llm.client import LLMClassifier, LLMOptions
 from batch_processor.llm.cost import SpendLedger
 from batch_processor.llm.errors import parse_duration, retry_after_from_headers
 from batch_processor.llm.governor import Governor
+from batch_processor.llm.reply import validate_reply
 from batch_processor.models import utcnow
 from batch_processor.retry import RetryPolicy
 from batch_processor.testing.simulator import Simulator, SimulatorConfig
@@ -79,11 +80,11 @@ def test_reply_with_a_label_outside_the_taxonomy_is_rejected() -> None:
         "summary": "Charged twice.",
         "confidence": 0.9,
     }
-    assert taxonomy.validate_reply(json.dumps(reply)).category == "billing"
+    assert validate_reply(taxonomy, json.dumps(reply)).category == "billing"
     with pytest.raises(ValueError, match="category"):
-        taxonomy.validate_reply(json.dumps({**reply, "category": "hacked"}))
+        validate_reply(taxonomy, json.dumps({**reply, "category": "hacked"}))
     with pytest.raises(ValueError):
-        taxonomy.validate_reply('{"category": "billing"')
+        validate_reply(taxonomy, '{"category": "billing"')
 
 
 def test_custom_taxonomy_file_and_its_errors(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from batch_processor.cli.main import main
+from batch_processor.cli import main
 from batch_processor.service.embedded import free_port
 
 

@@ -21,8 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from batch_processor.errors import ConfigurationError
-from batch_processor.llm.repair import ReplyLimits, parse_reply, repair_reply
-from batch_processor.models import Classification, Sentiment, SentimentLabel
+from batch_processor.models import SentimentLabel
 
 DEFAULT_FILE = "customer_support.toml"
 DEFAULT_EMOTIONS = ("joy", "anger", "sadness", "fear", "surprise", "disgust", "neutral")
@@ -154,55 +153,6 @@ class Taxonomy(BaseModel):
                 f"The JSON object must match this JSON schema:\n{json.dumps(self.json_schema())}"
             )
         return "\n".join(lines)
-
-    @cached_property
-    def reply_limits(self) -> ReplyLimits:
-        """What a reply may hold, for the repair of near misses."""
-        return ReplyLimits(
-            categories=frozenset(self.categories),
-            urgency=frozenset(self.urgency),
-            emotions=frozenset(self.emotions),
-            sentiments=frozenset(label.value for label in SentimentLabel),
-            max_themes=self.max_themes,
-            max_summary=MAX_SUMMARY,
-            fields=frozenset(self.reply_model.model_fields),
-        )
-
-    def validate_reply(self, content: str) -> Classification:
-        """Parse, repair and validate one reply; raise ``ValueError`` saying what is wrong."""
-        return self.read_reply(content)[0]
-
-    def read_reply(self, content: str) -> tuple[Classification, list[str]]:
-        """The classification in a reply and the fields repaired on the way (see ``repair``).
-
-        Raises ``ValueError`` saying what is wrong when the reply cannot be used: not JSON, a
-        label outside the taxonomy, a missing field.
-        """
-        try:
-            parsed, repairs = parse_reply(content)
-        except ValueError as exc:
-            raise ValueError(f"reply: not JSON ({exc})") from None
-        fixed, repaired = repair_reply(parsed, self.reply_limits)
-        try:
-            reply = self.reply_model.model_validate(fixed)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'reply'}: {err['msg']}"
-                for err in exc.errors(include_url=False, include_input=False)[:5]
-            )
-            raise ValueError(problems) from None
-        data = reply.model_dump()
-        classification = Classification(
-            sentiment=Sentiment(**data["sentiment"]),
-            category=data["category"],
-            urgency=data["urgency"],
-            emotion=data["emotion"],
-            language=data["language"],
-            themes=[theme.strip()[:80] for theme in data["themes"] if theme.strip()],
-            summary=data["summary"].strip()[:500] or None,
-            confidence=data["confidence"],
-        )
-        return classification, repairs + repaired
 
 
 def _one_of(labels: Iterable[str]) -> Any:

@@ -33,6 +33,7 @@ from batch_processor.llm.errors import (
     translate,
 )
 from batch_processor.llm.governor import Governor, Outcome
+from batch_processor.llm.reply import read_reply
 from batch_processor.models import Classification, ClassifierOutput, OutputMode, TokenUsage
 
 log = structlog.get_logger("batch_processor.llm.client")
@@ -139,7 +140,7 @@ class LLMClassifier:
                 continue
             asks += 1
             try:
-                classification, repairs = self.taxonomy.read_reply(content)
+                classification, repairs = read_reply(self.taxonomy, content)
             except ValueError as exc:
                 problem = str(exc)
                 self.ledger.record(usage, wasted=True)

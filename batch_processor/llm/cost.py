@@ -11,23 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from batch_processor.models import TokenUsage
-
-
-class ModelPrice(BaseModel):
-    """USD per million tokens for one model."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    input: float = Field(ge=0, description="USD per 1M input (prompt) tokens.")
-    output: float = Field(ge=0, description="USD per 1M output (completion) tokens.")
-
-    def cost(self, usage: TokenUsage) -> float:
-        """The price of ``usage`` in USD."""
-        return (usage.input_tokens * self.input + usage.output_tokens * self.output) / 1e6
-
+from batch_processor.models import ModelPrice, TokenUsage
 
 #: List prices (USD per 1M tokens) of a few common models; override with ``llm_prices``.
 DEFAULT_PRICES: dict[str, ModelPrice] = {

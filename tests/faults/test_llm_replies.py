@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from batch_processor.classifiers import load_taxonomy
+from batch_processor.llm.reply import read_reply
 from batch_processor.service.runner import run_job
 from batch_processor.testing.simulator import Simulator, SimulatorConfig
 
@@ -112,6 +113,6 @@ def test_near_misses_are_repaired_to_the_obvious_value(
         "summary": "Wants a refund.",
         "confidence": 0.9,
     }
-    classification, repairs = TAXONOMY.read_reply(json.dumps({**reply, field: given}))
+    classification, repairs = read_reply(TAXONOMY, json.dumps({**reply, field: given}))
     assert getattr(classification, field) == expected
     assert repairs == ([field] if given != expected else [])

@@ -1,0 +1,118 @@
+"""Command line: ``batch-processor [run] [flags]`` and ``batch-processor demo``.
+
+Exit codes: 0 the run ended (failed documents are data, not a failed run); 1 the run stopped on
+an error (MongoDB unreachable past the retries, disk full); 2 invalid configuration;
+3 an unfinished job needs ``--recover``; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from batch_processor import __version__
+from batch_processor.cli.admin import add_admin_commands, run_admin
+from batch_processor.cli.demo import demo
+from batch_processor.cli.flags import add_setting_flags, setting_overrides
+from batch_processor.cli.run import print_summary, run
+from batch_processor.errors import (
+    BatchProcessorError,
+    ConfigurationError,
+    UnfinishedJobError,
+    describe,
+)
+from batch_processor.service.logs import configure_logging
+from batch_processor.settings import Settings, load_settings
+
+log = structlog.get_logger("batch_processor.cli.main")
+COMMANDS = ("run", "demo", "status", "queue")
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNFINISHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _run_flags(parser: argparse.ArgumentParser) -> None:
+    """Every setting's flag (generated from Settings), plus the config file options."""
+    parser.add_argument("--config", type=Path, help="TOML file of settings (below env and flags)")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the effective settings and exit"
+    )
+    add_setting_flags(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with ``run`` and ``demo`` subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="batch-processor",
+        description="Classify a MongoDB collection of support conversations, crash-safely.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("run", help="classify every unprocessed document (the default)")
+    _run_flags(run)
+    demo = commands.add_parser("demo", help="load sample conversations, then classify them")
+    _run_flags(demo)
+    demo.add_argument("--count", type=int, default=500, help="sample documents (default 500)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed of the sample")
+    demo.add_argument(
+        "--reset", action="store_true", help="drop the demo's source and target collections first"
+    )
+    add_admin_commands(commands)
+    return parser
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; with no subcommand, ``run`` is meant."""
+    args = list(argv)
+    if not args or (args[0] not in COMMANDS and args[0] not in {"-h", "--help", "--version"}):
+        args.insert(0, "run")
+    return build_parser().parse_args(args)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = setting_overrides(args)
+    if args.command == "demo" and overrides.get("database") is None:
+        overrides["database"] = "batch_processor_demo"
+    return load_settings(overrides, config_file=args.config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``batch-processor`` command."""
+    args = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = _settings(args)
+    except ConfigurationError as exc:
+        print(f"batch-processor: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command in {"status", "queue"}:
+        configure_logging("WARNING", "console")
+        try:
+            return asyncio.run(run_admin(args, settings))
+        except BatchProcessorError as exc:
+            print(f"batch-processor: {describe(exc)}", file=sys.stderr)
+            return EXIT_CONFIG if isinstance(exc, ConfigurationError) else EXIT_FAILED
+    if args.print_config:
+        print(json.dumps(settings.masked(), indent=2, default=str))
+        return EXIT_OK
+    configure_logging(settings.log_level, settings.log_format.value)
+    try:
+        if args.command == "demo":
+            return asyncio.run(demo(settings, count=args.count, seed=args.seed, reset=args.reset))
+        stats = asyncio.run(run(settings))
+    except UnfinishedJobError as exc:
+        log.error("unfinished job", error=exc.message)
+        return EXIT_UNFINISHED
+    except ConfigurationError as exc:
+        log.error("configuration error", error=exc.message)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        log.error("run failed", error=describe(exc), exc_info=True)
+        return EXIT_FAILED
+    print_summary(stats)
+    return EXIT_OK

@@ -1,0 +1,133 @@
+"""``batch-processor queue``: list, show, requeue or purge retry-queue and dead-letter entries."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from batch_processor.files.atomic import exclusive_lock
+from batch_processor.files.retry_queues import RetryQueues
+from batch_processor.models import ClassifyRetry, DeadLetter, StoreRetry, utcnow
+
+QueueName = Literal["classify", "store", "dead"]
+
+
+def dead_key(entry: DeadLetter) -> str:
+    """A stable short key of a dead-letter entry (its line has no other name)."""
+    return hashlib.sha256(entry.model_dump_json().encode()).hexdigest()[:12]
+
+
+def queue_entries(batch_dir: Path, queue: QueueName) -> list[dict[str, Any]]:
+    """One summary row per entry of ``queue``."""
+    queues = RetryQueues(batch_dir)
+    rows: list[dict[str, Any]] = []
+    if queue == "dead":
+        for entry in queues.dead_letter.entries():
+            rows.append(
+                _row(
+                    dead_key(entry),
+                    entry.doc_ids,
+                    entry.attempts,
+                    entry.category,
+                    entry.error,
+                    entry.dead_at,
+                )
+            )
+        return rows
+    retry_queue = queues.classify if queue == "classify" else queues.store
+    for key in retry_queue.pending_keys():
+        try:
+            item = retry_queue.get(key)
+        except ValueError as exc:
+            rows.append({"key": key, "error": str(exc)})
+            continue
+        if isinstance(item, ClassifyRetry):
+            doc_ids = [item.doc.id]
+        else:
+            assert isinstance(item, StoreRetry)
+            doc_ids = [r.doc_id for r in item.results] + [f.doc_id for f in item.failures]
+        rows.append(_row(key, doc_ids, item.attempts, item.category, item.error, item.queued_at))
+    return rows
+
+
+def show_entry(batch_dir: Path, key: str) -> dict[str, Any] | None:
+    """The whole entry with ``key`` in any queue or the dead letter, or None."""
+    queues = RetryQueues(batch_dir)
+    for name, retry_queue in (("classify", queues.classify), ("store", queues.store)):
+        if key in retry_queue.pending_keys():
+            return {"found_in": name, "key": key, **retry_queue.get(key).model_dump(mode="json")}
+    for entry in queues.dead_letter.entries():
+        if dead_key(entry) == key:
+            return {"found_in": "dead", "key": key, **entry.model_dump(mode="json")}
+    return None
+
+
+def requeue(batch_dir: Path, *, category: str | None = None, keys: list[str] | None = None) -> int:
+    """Move dead-letter entries back to their retry queue, attempts reset; return how many.
+
+    The next run drains them first; a document stored then is marked done again.
+    """
+    with exclusive_lock(batch_dir / ".lock"):
+        queues = RetryQueues(batch_dir)
+        keep, moved = [], 0
+        for entry in queues.dead_letter.entries():
+            if not _selected(entry, category, keys):
+                keep.append(entry)
+                continue
+            if entry.queue == "classify":
+                item = ClassifyRetry.model_validate(entry.item)
+                queues.classify.add(item.model_copy(update={"attempts": 1, "queued_at": utcnow()}))
+            else:
+                retry = StoreRetry.model_validate(entry.item)
+                queues.store.add(retry.model_copy(update={"attempts": 1, "queued_at": utcnow()}))
+            moved += 1
+        queues.dead_letter.keep_only(keep)
+        return moved
+
+
+def purge(
+    batch_dir: Path, queue: QueueName, *, category: str | None = None, keys: list[str] | None = None
+) -> int:
+    """Delete entries of ``queue`` (all, by category or by key); return how many.
+
+    Purged classify or store entries give their documents back: the worker's next start
+    releases their claims and they are classified again. Purged dead-letter entries leave their
+    documents failed.
+    """
+    with exclusive_lock(batch_dir / ".lock"):
+        queues = RetryQueues(batch_dir)
+        if queue == "dead":
+            entries = list(queues.dead_letter.entries())
+            keep = [e for e in entries if not _selected(e, category, keys)]
+            queues.dead_letter.keep_only(keep)
+            return len(entries) - len(keep)
+        retry_queue = queues.classify if queue == "classify" else queues.store
+        removed = 0
+        for key in retry_queue.pending_keys():
+            item = retry_queue.get(key)
+            if (keys is None or key in keys) and (category is None or item.category == category):
+                retry_queue.remove(key)
+                removed += 1
+        return removed
+
+
+def _selected(entry: DeadLetter, category: str | None, keys: list[str] | None) -> bool:
+    return (keys is None or dead_key(entry) in keys) and (
+        category is None or str(entry.category) == category
+    )
+
+
+def _row(
+    key: str, doc_ids: list[str], attempts: int, category: Any, error: str, when: datetime
+) -> dict[str, Any]:
+    return {
+        "key": key,
+        "documents": len(doc_ids),
+        "doc_ids": doc_ids[:5],
+        "attempts": attempts,
+        "category": str(category),
+        "error": error[:200],
+        "at": when.isoformat(),
+    }

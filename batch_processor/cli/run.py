@@ -1,0 +1,39 @@
+"""``batch-processor run``: one job in the configured mode, and its summary for a person."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from batch_processor.mongo.store import MongoStore
+from batch_processor.pipeline.stats import RunStats
+from batch_processor.service.progress import RichProgress, wanted
+from batch_processor.service.runner import run_job
+from batch_processor.settings import Mode, Settings
+
+
+async def run(settings: Settings, store: MongoStore | None = None) -> RunStats:
+    """Run one job; a progress bar is shown to a person watching a batch run."""
+    # The bar is for a person watching a batch run; service modes log instead.
+    show = wanted(settings.progress) and settings.mode is Mode.BATCH
+    progress = RichProgress() if show else None
+    return await run_job(settings, progress=progress, store=store)
+
+
+def print_summary(stats: RunStats, *, force: bool = False) -> None:
+    """A summary table on stdout for a person (the JSON summary is in the log)."""
+    if not (force or sys.stdout.isatty()):
+        return
+    summary: dict[str, Any] = stats.summary()
+    table = Table(title="batch_processor run summary", show_header=False)
+    for key, value in summary.items():
+        shown = (
+            ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+            if isinstance(value, dict)
+            else value
+        )
+        table.add_row(key.replace("_", " "), str(shown))
+    Console().print(table)

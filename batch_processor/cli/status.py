@@ -1,0 +1,81 @@
+"""``batch-processor status``: the current or last job's progress, from its files and MongoDB."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from batch_processor.files.batch_files import BatchFiles
+from batch_processor.files.checkpoints import CheckpointStore
+from batch_processor.files.retry_queues import RetryQueues
+from batch_processor.models import utcnow
+from batch_processor.mongo.store import MongoStore
+
+
+def job_status(batch_dir: Path, now: datetime | None = None) -> dict[str, Any]:
+    """What the batch directory says about the current or last job."""
+    now = now or utcnow()
+    loaded = CheckpointStore(batch_dir).load()
+    queues = RetryQueues(batch_dir)
+    dead_letter = len(queues.dead_letter)
+    report: dict[str, Any] = {
+        "batch_dir": str(batch_dir),
+        "in_flight_batch_files": len(BatchFiles(batch_dir / "batches").names()),
+        "queued_classify": len(queues.classify),
+        "queued_store": len(queues.store),
+        "queued_store_documents": queues.store_documents(),
+        "dead_letter": dead_letter,
+        "dead_letter_damaged_lines": queues.dead_letter.damaged,
+        "checkpoint": loaded.source,
+        "checkpoint_problems": list(loaded.problems),
+    }
+    checkpoint = loaded.checkpoint
+    if checkpoint is None:
+        return report
+    counters = checkpoint.counters
+    processed = sum(counters.get(k, 0) for k in ("succeeded", "already_stored", "failed"))
+    seconds = max((checkpoint.updated_at - checkpoint.started_at).total_seconds(), 1e-9)
+    report |= {
+        "job_id": checkpoint.job_id,
+        "job_status": checkpoint.status.value,
+        "job_error": checkpoint.error,
+        "started_at": checkpoint.started_at.isoformat(),
+        "checkpoint_age_seconds": round((now - checkpoint.updated_at).total_seconds(), 1),
+        "processed": processed,
+        "succeeded": counters.get("succeeded", 0),
+        "failed_by_category": {
+            key.removeprefix("failed_").upper(): value
+            for key, value in sorted(counters.items())
+            if key.startswith("failed_")
+        },
+        "docs_per_second": round(processed / seconds, 2),
+    }
+    return report
+
+
+async def database_status(store: MongoStore) -> dict[str, Any]:
+    """Documents by processing state, and failures by category, from the source collection."""
+    by_state: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    for (state, category), count in (await store.source.status_counts()).items():
+        by_state[state] += count
+        if state == "failed":
+            failed[category or "UNKNOWN"] += count
+    return {
+        "total": sum(by_state.values()),
+        "pending": by_state["pending"],
+        "claimed": by_state["claimed"],
+        "done": by_state["done"],
+        "failed": by_state["failed"],
+        "failed_by_category_in_db": dict(sorted(failed.items())),
+    }
+
+
+def with_eta(report: dict[str, Any]) -> dict[str, Any]:
+    """Add the ETA of the pending documents at the job's rate, when both are known."""
+    rate, pending = report.get("docs_per_second"), report.get("pending")
+    if rate and pending is not None and report.get("job_status") == "running":
+        report["eta_seconds"] = round(pending / rate, 1)
+    return report

@@ -1,0 +1,60 @@
+"""Reading an LLM reply: parse it, repair near misses, validate it against the taxonomy."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from batch_processor.classifiers.taxonomy import MAX_SUMMARY, Taxonomy
+from batch_processor.llm.repair import ReplyLimits, parse_reply, repair_reply
+from batch_processor.models import Classification, Sentiment, SentimentLabel
+
+
+def reply_limits(taxonomy: Taxonomy) -> ReplyLimits:
+    """What a reply may hold under ``taxonomy``, for the repair of near misses."""
+    return ReplyLimits(
+        categories=frozenset(taxonomy.categories),
+        urgency=frozenset(taxonomy.urgency),
+        emotions=frozenset(taxonomy.emotions),
+        sentiments=frozenset(label.value for label in SentimentLabel),
+        max_themes=taxonomy.max_themes,
+        max_summary=MAX_SUMMARY,
+        fields=frozenset(taxonomy.reply_model.model_fields),
+    )
+
+
+def validate_reply(taxonomy: Taxonomy, content: str) -> Classification:
+    """Parse, repair and validate one reply; raise ``ValueError`` saying what is wrong."""
+    return read_reply(taxonomy, content)[0]
+
+
+def read_reply(taxonomy: Taxonomy, content: str) -> tuple[Classification, list[str]]:
+    """The classification in a reply and the fields repaired on the way (see ``repair``).
+
+    Raises ``ValueError`` saying what is wrong when the reply cannot be used: not JSON, a
+    label outside the taxonomy, a missing field.
+    """
+    try:
+        parsed, repairs = parse_reply(content)
+    except ValueError as exc:
+        raise ValueError(f"reply: not JSON ({exc})") from None
+    fixed, repaired = repair_reply(parsed, reply_limits(taxonomy))
+    try:
+        reply = taxonomy.reply_model.model_validate(fixed)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'reply'}: {err['msg']}"
+            for err in exc.errors(include_url=False, include_input=False)[:5]
+        )
+        raise ValueError(problems) from None
+    data = reply.model_dump()
+    classification = Classification(
+        sentiment=Sentiment(**data["sentiment"]),
+        category=data["category"],
+        urgency=data["urgency"],
+        emotion=data["emotion"],
+        language=data["language"],
+        themes=[theme.strip()[:80] for theme in data["themes"] if theme.strip()],
+        summary=data["summary"].strip()[:500] or None,
+        confidence=data["confidence"],
+    )
+    return classification, repairs + repaired
