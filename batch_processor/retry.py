@@ -1,22 +1,24 @@
 """Retry policy: exponential backoff with full jitter, only for errors that can succeed.
 
-Deciding is kept apart from acting (as in tenacity): :func:`should_retry` and :func:`backoff`
-are pure and unit-tested; :class:`RetryPolicy.call` runs the attempts through tenacity with an
-injectable ``sleep`` so tests never really wait. A ``retry_after`` carried by the error (a 429's
-``Retry-After``) is honoured when it is longer than the computed backoff.
+This is the one retry helper of the package: every retried operation (classifier calls,
+MongoDB reads, claims, paging and writes through :mod:`batch_processor.outage`) goes through
+:meth:`RetryPolicy.call`, which runs tenacity's ``AsyncRetrying`` with its
+``wait_random_exponential`` and an injectable ``sleep`` and clock, so tests never really wait.
+The error's type decides whether it is retried (:func:`batch_processor.errors.is_retryable_now`);
+a ``retry_after`` carried by the error (a 429's ``Retry-After``) is honoured when it is longer
+than the backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 
 from batch_processor.errors import BatchProcessorError, ErrorCategory, describe, is_retryable_now
 
@@ -37,28 +39,15 @@ def announce_retries(event: str, count: Callable[[BaseException], None], **conte
     return on_retry
 
 
-def should_retry(error: BaseException, attempt: int, max_attempts: int) -> bool:
-    """Whether attempt number ``attempt`` (1-based) that raised ``error`` is followed by another."""
-    return attempt < max_attempts and is_retryable_now(error)
-
-
-def backoff(
-    attempt: int, *, base: float, cap: float, rand: Callable[[], float] = random.random
-) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**(attempt-1))]."""
-    return rand() * min(cap, base * 2.0 ** (attempt - 1))
-
-
 def _is_rate_limit(error: BaseException | None) -> bool:
     return isinstance(error, BatchProcessorError) and error.category is ErrorCategory.RATE_LIMIT
 
 
-def wait_for(error: BaseException | None, attempt: int, *, base: float, cap: float) -> float:
-    """The delay before the next attempt: the backoff, or longer if the server asked for it."""
-    delay = backoff(attempt, base=base, cap=cap)
+def _server_asked(error: BaseException | None) -> float:
+    """The wait the server asked for (a 429's ``Retry-After``), or 0."""
     if isinstance(error, BatchProcessorError) and error.retry_after is not None:
-        delay = max(delay, error.retry_after)
-    return delay
+        return error.retry_after
+    return 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +81,12 @@ class RetryPolicy:
 
         The last error is re-raised unchanged when attempts run out or it is not retryable.
         """
+        # Full jitter: uniform in [0, min(max_delay, base_delay * 2 ** (attempt - 1))].
+        jitter = wait_random_exponential(multiplier=self.base_delay, max=self.max_delay)
 
         def _wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
-            return wait_for(error, state.attempt_number, base=self.base_delay, cap=self.max_delay)
+            return max(jitter(state), _server_asked(error))
 
         rate_limited = 0
         began = self.clock()

@@ -14,7 +14,7 @@ from batch_processor.errors import (
     categorize,
     is_retryable,
 )
-from batch_processor.retry import RetryPolicy, announce_retries, backoff, should_retry
+from batch_processor.retry import RetryPolicy, announce_retries
 
 
 class Recorder:
@@ -44,8 +44,6 @@ class Recorder:
 def test_only_errors_that_can_heal_are_retried(error: BaseException, retryable: bool) -> None:
     """The error's type alone decides; unknown exceptions are PERMANENT, not retried."""
     assert is_retryable(error) is retryable
-    assert should_retry(error, 1, 3) is retryable
-    assert not should_retry(error, 3, 3)
 
 
 def test_unknown_exceptions_are_permanent() -> None:
@@ -53,16 +51,19 @@ def test_unknown_exceptions_are_permanent() -> None:
     assert categorize(KeyError("x")) == "PERMANENT"
 
 
-def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
-    """The ceiling doubles per attempt up to the cap; jitter scales it."""
-    assert [backoff(n, base=0.5, cap=3.0, rand=lambda: 1.0) for n in (1, 2, 3, 4, 5)] == [
-        0.5,
-        1.0,
-        2.0,
-        3.0,
-        3.0,
-    ]
-    assert backoff(3, base=0.5, cap=3.0, rand=lambda: 0.25) == 0.5
+async def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
+    """Each delay lies under a ceiling that doubles per attempt up to the cap."""
+    sleep = Recorder()
+    policy = RetryPolicy(max_attempts=7, base_delay=0.5, max_delay=3.0, sleep=sleep)
+
+    async def failing() -> None:
+        raise TransientError("down")
+
+    with pytest.raises(TransientError):
+        await policy.call(failing)
+    ceilings = [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+    assert len(sleep.delays) == len(ceilings)
+    assert all(0 <= delay <= ceiling for delay, ceiling in zip(sleep.delays, ceilings, strict=True))
 
 
 async def test_transient_failures_are_retried_until_success() -> None:

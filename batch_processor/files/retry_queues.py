@@ -72,6 +72,9 @@ class RetryQueue(Generic[Item]):
         self.directory = ensure_dir(directory)
         self.model = model
         self.name = directory.name
+        # The keys present, kept in memory once read: the directory is locked by one process,
+        # so sizes are known without touching the disk (a metrics scrape reads them).
+        self._keys: set[str] | None = None
 
     def add(self, item: Item) -> str:
         """Persist a new entry and return its key."""
@@ -82,17 +85,26 @@ class RetryQueue(Generic[Item]):
     def replace(self, key: str, item: Item) -> None:
         """Overwrite an entry (after another failed attempt)."""
         atomic_write(self.directory / f"{key}{SUFFIX}", seal(item))
+        if self._keys is not None:
+            self._keys.add(key)
 
     def remove(self, key: str) -> None:
         """Delete an entry that has ended."""
         remove_durable(self.directory / f"{key}{SUFFIX}")
+        if self._keys is not None:
+            self._keys.discard(key)
 
     def pending_keys(self) -> list[str]:
-        """Keys of the entries present, oldest first."""
-        return sorted(path.stem for path in self.directory.glob(f"*{SUFFIX}"))
+        """Keys of the entries present, oldest first (read from the directory)."""
+        keys = sorted(path.stem for path in self.directory.glob(f"*{SUFFIX}"))
+        self._keys = set(keys)
+        return keys
 
     def __len__(self) -> int:
-        return len(self.pending_keys())
+        """Entries present (from memory once the directory was read)."""
+        if self._keys is None:
+            return len(self.pending_keys())
+        return len(self._keys)
 
     def get(self, key: str) -> Item:
         """Read one entry; raise ValueError if it is unreadable or damaged."""
@@ -109,6 +121,8 @@ class RetryQueue(Generic[Item]):
         path = self.directory / f"{key}{SUFFIX}"
         target = path.with_name(path.name + ".corrupt")
         path.replace(target)
+        if self._keys is not None:
+            self._keys.discard(key)
         return target
 
 
@@ -120,10 +134,13 @@ class DeadLetterFile:
         self.path = path
         #: Lines skipped as damaged by the last full read of :meth:`entries`.
         self.damaged = 0
+        self._count: int | None = None  # intact entries, once counted (see RetryQueue._keys)
 
     def append(self, entry: DeadLetter) -> None:
         """Add one entry durably."""
         append_durable(self.path, seal(entry))
+        if self._count is not None:
+            self._count += 1
 
     def entries(self) -> Iterator[DeadLetter]:
         """The intact entries; damaged lines (a torn last line, a flipped byte) are skipped."""
@@ -137,11 +154,15 @@ class DeadLetterFile:
         self.damaged = damaged
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.entries())
+        """Intact entries (read from the file once, then counted in memory)."""
+        if self._count is None:
+            self._count = sum(1 for _ in self.entries())
+        return self._count
 
     def keep_only(self, entries: list[DeadLetter]) -> None:
         """Rewrite the file with ``entries`` (atomically); only with the batch directory locked."""
         atomic_write(self.path, b"".join(seal(entry) + b"\n" for entry in entries))
+        self._count = len(entries)
 
 
 class RetryQueues:
@@ -152,6 +173,14 @@ class RetryQueues:
         self.classify = RetryQueue(root / "classify", ClassifyRetry)
         self.store = RetryQueue(root / "store", StoreRetry)
         self.dead_letter = DeadLetterFile(directory / "dead_letter.jsonl")
+
+    def sizes(self) -> dict[str, int]:
+        """Entries per queue (``classify``, ``store``, ``dead``), known without a disk read."""
+        return {
+            "classify": len(self.classify),
+            "store": len(self.store),
+            "dead": len(self.dead_letter),
+        }
 
     def store_documents(self) -> int:
         """Documents held by the store queue's readable entries, as they are on disk now."""

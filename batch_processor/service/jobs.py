@@ -161,7 +161,7 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
         telemetry=telemetry,
     )
     summary = (cached or classifier).summary
-    telemetry.job_started(pipeline.stats, classifier_summary=summary, queues=queues)
+    telemetry.job_started(pipeline.stats, classifier_summary=summary, queue_sizes=queues.sizes)
     service.stopper.attach(pipeline)
     try:
         await pipeline.run(recover=recover)

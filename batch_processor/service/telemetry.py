@@ -22,7 +22,6 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.pipeline.stats import RunStats
 
 PREFIX = "batch_processor"
@@ -46,7 +45,7 @@ class Telemetry:
         self._failed: Counter[str] = Counter()
         self._current: RunStats | None = None
         self._classifier_summary: Callable[[], dict[str, Any]] = dict
-        self._queues: RetryQueues | None = None
+        self._queue_sizes: Callable[[], dict[str, int]] | None = None
         self.last_success: float | None = None  # wall-clock time of the last stored batch
         self.last_beat = clock()
         self.ready = False
@@ -61,12 +60,12 @@ class Telemetry:
         stats: RunStats,
         *,
         classifier_summary: Callable[[], dict[str, Any]],
-        queues: RetryQueues,
+        queue_sizes: Callable[[], dict[str, int]],
     ) -> None:
         """A job begins; its statistics are read live until it ends."""
         self._current = stats
         self._classifier_summary = classifier_summary
-        self._queues = queues
+        self._queue_sizes = queue_sizes
         self.beat()
 
     def job_ended(self, stats: RunStats) -> None:
@@ -166,15 +165,15 @@ class _Collector(Collector):
         yield cost
 
     def _queue_metrics(self) -> Iterator[Metric]:
-        queues = self._t._queues
         sizes = GaugeMetricFamily(
             f"{PREFIX}_retry_queue_size", "Items waiting in a retry queue.", labels=["queue"]
         )
         dead = GaugeMetricFamily(f"{PREFIX}_dead_letter_size", "Entries in the dead letter.")
-        if queues is not None:
-            sizes.add_metric(["classify"], len(queues.classify))
-            sizes.add_metric(["store"], len(queues.store))
-            dead.add_metric([], len(queues.dead_letter))
+        if self._t._queue_sizes is not None:
+            counts = self._t._queue_sizes()  # from memory: a scrape never reads the disk
+            sizes.add_metric(["classify"], counts["classify"])
+            sizes.add_metric(["store"], counts["store"])
+            dead.add_metric([], counts["dead"])
         yield sizes
         yield dead
 
