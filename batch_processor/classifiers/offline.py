@@ -2,7 +2,7 @@
 
 Sentiment comes from VADER (a validated lexicon for short social and support text), language
 from py3langid (a pre-trained n-gram model), and category and urgency from the weighted cue
-phrases of the support taxonomy below. It is meant as a sound baseline and for running the
+phrases of the support taxonomy (:mod:`.cues`). It is meant as a sound baseline and for running the
 product with no LLM at all; the LLM classifier refines the same schema.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 import py3langid
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from batch_processor.classifiers.cues import CATEGORY_CUES, URGENCY_CUES
 from batch_processor.classifiers.taxonomy import Taxonomy, load_taxonomy
 from batch_processor.errors import ConfigurationError
 from batch_processor.models import (
@@ -34,143 +35,7 @@ from batch_processor.models import (
 INLINE_CHARS = 500
 #: VADER scores texts up to this length whole; longer ones by chunks (see ``_compound``).
 VADER_CHUNK = 500
-
-#: Cue phrases per category, each with a weight; matched on word boundaries, case-insensitive.
-CATEGORY_CUES: dict[Category, dict[str, float]] = {
-    Category.BILLING: {
-        "invoice": 2,
-        "bill": 2,
-        "billing": 2,
-        "charged": 2,
-        "charge": 1.5,
-        "payment": 1.5,
-        "credit card": 1.5,
-        "overcharged": 3,
-        "subscription fee": 2,
-        "price": 1,
-        "receipt": 1.5,
-    },
-    Category.TECHNICAL_ISSUE: {
-        "error": 2,
-        "crash": 2,
-        "crashes": 2,
-        "bug": 2,
-        "not working": 2,
-        "doesn't work": 2,
-        "broken": 1.5,
-        "slow": 1,
-        "connection": 1.5,
-        "outage": 2.5,
-        "down": 1,
-        "internet": 1.5,
-        "app": 1,
-        "install": 1.5,
-        "update": 1,
-        "freezes": 2,
-        "router": 1.5,
-    },
-    Category.ACCOUNT_ACCESS: {
-        "password": 2.5,
-        "log in": 2,
-        "login": 2,
-        "locked out": 3,
-        "sign in": 2,
-        "2fa": 2.5,
-        "two-factor": 2.5,
-        "account": 1,
-        "username": 2,
-        "reset": 1.5,
-        "verification code": 2,
-    },
-    Category.SHIPPING_DELIVERY: {
-        "delivery": 2,
-        "shipping": 2,
-        "shipped": 2,
-        "package": 2,
-        "tracking": 2.5,
-        "courier": 2,
-        "arrived": 1.5,
-        "never arrived": 3,
-        "delayed": 1.5,
-        "order": 1,
-    },
-    Category.REFUND_RETURN: {
-        "refund": 3,
-        "return": 2,
-        "money back": 3,
-        "reimburse": 2.5,
-        "exchange": 1.5,
-        "damaged": 1.5,
-        "defective": 2,
-    },
-    Category.CANCELLATION: {
-        "cancel": 3,
-        "cancellation": 3,
-        "unsubscribe": 2.5,
-        "close my account": 3,
-        "terminate": 2,
-        "stop my subscription": 3,
-    },
-    Category.PRODUCT_INQUIRY: {
-        "does it support": 2.5,
-        "is it compatible": 2.5,
-        "how do i": 1.5,
-        "which plan": 2,
-        "available": 1,
-        "specifications": 2,
-        "features": 1.5,
-        "difference between": 2,
-    },
-    Category.COMPLAINT: {
-        "unacceptable": 2.5,
-        "terrible": 2,
-        "worst": 2.5,
-        "disappointed": 2,
-        "complaint": 3,
-        "rude": 2.5,
-        "manager": 1.5,
-        "ridiculous": 2,
-        "awful": 2,
-    },
-    Category.FEATURE_REQUEST: {
-        "feature request": 3,
-        "would be great if": 2.5,
-        "please add": 2.5,
-        "suggestion": 2,
-        "wish": 1.5,
-        "could you add": 2.5,
-        "dark mode": 2,
-    },
-}
-
-URGENCY_CUES: dict[Urgency, tuple[str, ...]] = {
-    Urgency.CRITICAL: (
-        "security breach",
-        "hacked",
-        "fraud",
-        "stolen",
-        "lawyer",
-        "legal action",
-        "data leak",
-        "whole team",
-        "production is down",
-        "everyone is affected",
-    ),
-    Urgency.HIGH: (
-        "urgent",
-        "asap",
-        "immediately",
-        "right now",
-        "emergency",
-        "locked out",
-        "charged twice",
-        "cannot access",
-        "can't access",
-        "still not",
-        "third time",
-    ),
-}
-
+#: Shorter texts are too short to tell their language: they get ``und`` (undetermined).
 MIN_WORDS_FOR_LANGUAGE = 3
 
 

@@ -33,6 +33,14 @@ from batch_processor.llm.errors import (
     translate,
 )
 from batch_processor.llm.governor import Governor, Outcome
+from batch_processor.llm.messages import (
+    conversation_messages,
+    estimate_tokens,
+    feedback_messages,
+    reply_text,
+    shorten,
+    usage_of,
+)
 from batch_processor.llm.reply import read_reply
 from batch_processor.models import Classification, ClassifierOutput, OutputMode, TokenUsage
 
@@ -61,11 +69,6 @@ class LLMOptions:
     reasks: int = 1
     max_output_tokens: int = 400
     temperature: float | None = 0.0
-
-
-def estimate_tokens(messages: list[dict[str, str]]) -> int:
-    """A cheap upper-ish estimate of prompt tokens: 4 characters a token, plus framing."""
-    return sum(len(message["content"]) // 4 + 8 for message in messages)
 
 
 class LLMClassifier:
@@ -124,7 +127,7 @@ class LLMClassifier:
     async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
         """Classify ``text``; raise our error types (see :mod:`.llm_errors`)."""
         shortened = False
-        messages = self._messages(text, metadata)
+        messages = conversation_messages(text, metadata)
         asks = 0
         problem = ""
         while asks <= self.options.reasks:
@@ -133,10 +136,10 @@ class LLMClassifier:
             except ContextTooLongError as exc:
                 if shortened or len(text) < 200:
                     raise
-                text = _shorten(text, exc.fraction)
+                text = shorten(text, exc.fraction)
                 shortened = True
                 log.info("text shortened to fit the model's context", chars=len(text))
-                messages = self._messages(text, metadata)
+                messages = conversation_messages(text, metadata)
                 continue
             asks += 1
             try:
@@ -145,7 +148,7 @@ class LLMClassifier:
                 problem = str(exc)
                 self.ledger.record(usage, wasted=True)
                 log.info("invalid reply, asking again", problem=problem[:200], ask=asks)
-                messages = [*messages, *self._feedback(content, problem)]
+                messages = [*messages, *feedback_messages(content, problem)]
                 continue
             if repairs:
                 self.repairs.update(repairs)
@@ -199,11 +202,11 @@ class LLMClassifier:
             except BaseException:
                 self.governor.release(permit, Outcome.NEUTRAL)
                 raise
-            usage = _usage(response)
+            usage = usage_of(response)
             self.governor.release(
                 permit, Outcome.SUCCESS, used_tokens=usage.total if usage else None
             )
-            return _content(response), usage
+            return reply_text(response), usage
 
     def _request_args(self, messages: list[dict[str, str]], mode: OutputMode) -> dict[str, Any]:
         system = self._instructions[mode is not OutputMode.JSON_SCHEMA]
@@ -248,29 +251,6 @@ class LLMClassifier:
 
     # -- prompts and results -------------------------------------------------------------
 
-    def _messages(self, text: str, metadata: Mapping[str, Any]) -> list[dict[str, str]]:
-        """The conversation as data: a JSON object, so no text can close a delimiter."""
-        context = {
-            key: value
-            for key, value in metadata.items()
-            if isinstance(value, str | int | float | bool) and key != "_id"
-        }
-        payload = {"conversation": text, "metadata": context}
-        return [{"role": "user", "content": json.dumps(payload, ensure_ascii=False)}]
-
-    @staticmethod
-    def _feedback(content: str, problem: str) -> list[dict[str, str]]:
-        return [
-            {"role": "assistant", "content": content[:2000]},
-            {
-                "role": "user",
-                "content": (
-                    f"That reply is invalid: {problem[:500]}. Reply again with one JSON object "
-                    "that matches the schema, using only the allowed labels."
-                ),
-            },
-        ]
-
     def _output(
         self,
         classification: Classification,
@@ -288,26 +268,3 @@ class LLMClassifier:
             model=self.options.model,
             taxonomy_version=self.taxonomy.version,
         )
-
-
-def _usage(response: Any) -> TokenUsage | None:
-    usage = getattr(response, "usage", None)
-    if usage is None:
-        return None
-    return TokenUsage(
-        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-    )
-
-
-def _content(response: Any) -> str:
-    """The reply text ('' when there is none, which then fails validation and is re-asked)."""
-    choices = getattr(response, "choices", None) or []
-    message = getattr(choices[0], "message", None) if choices else None
-    return str(getattr(message, "content", None) or "")
-
-
-def _shorten(text: str, fraction: float | None) -> str:
-    """Cut ``text`` to what should fit: the reported fraction with a margin, else half."""
-    keep = int(len(text) * (fraction * 0.85 if fraction else 0.5))
-    return text[: max(keep, 100)]

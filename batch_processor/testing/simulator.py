@@ -28,11 +28,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import math
 import random
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field, fields
@@ -41,9 +39,7 @@ from typing import Any
 from aiohttp import web
 
 from batch_processor.llm.governor import TokenBucket
-
-INJECTION = re.compile(r"answer\s+(?:with\s+)?[\"']?([A-Za-z][A-Za-z_ -]{0,40}?)[\"'.!]", re.I)
-DEFAULT_ENUMS = {"category": ["general_inquiry"], "urgency": ["low"], "emotion": ["neutral"]}
+from batch_processor.testing import replies
 
 
 @dataclass(slots=True)
@@ -158,7 +154,7 @@ class Simulator:
         if forced == "500" or (forced is None and self._chance(self.config.error_rate)):
             await asyncio.sleep(self.config.latency / 4)
             return self._error(500, "server_error", "The server had an error (simulated).")
-        prompt_tokens = _prompt_tokens(body)
+        prompt_tokens = replies.prompt_tokens(body)
         limited = self._limit(prompt_tokens, forced)
         if limited is not None:
             return limited
@@ -186,7 +182,7 @@ class Simulator:
                 "response_format json_schema is not supported",
                 param="response_format",
             )
-        tokens = _prompt_tokens(body)
+        tokens = replies.prompt_tokens(body)
         if tokens > self.config.context_tokens:
             return self._error(
                 400,
@@ -226,13 +222,13 @@ class Simulator:
             out_of_enum = forced == "out_of_enum" or (
                 forced is None and self._chance(config.out_of_enum_rate)
             )
-            reply = _reply(body, out_of_enum=out_of_enum, stats=self.stats)
+            reply = replies.classification_reply(body, out_of_enum=out_of_enum, stats=self.stats)
             near_miss = forced == "near_miss" or (
                 forced is None and self._chance(config.near_miss_rate)
             )
             if near_miss:
                 self.stats["near_miss"] += 1
-                reply = _near_miss(reply, self._random)
+                reply = replies.near_miss(reply, self._random)
             content = json.dumps(reply)
         self.stats["ok"] += 1
         completion_tokens = max(1, len(content) // 4)
@@ -296,101 +292,6 @@ def _admit(bucket: TokenBucket, amount: float) -> float:
     if wait == 0.0:
         bucket.take(amount, now)
     return wait
-
-
-def _prompt_tokens(body: dict[str, Any]) -> int:
-    messages = body.get("messages") or []
-    return sum(len(str(m.get("content", ""))) // 4 + 8 for m in messages if isinstance(m, dict))
-
-
-def _enums(body: dict[str, Any]) -> dict[str, list[str]]:
-    """The label enums of the requested schema: from response_format, else the instructions."""
-    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
-    if schema is None:
-        system = next(
-            (m["content"] for m in body.get("messages", []) if m.get("role") == "system"), ""
-        )
-        start = system.find("{")
-        try:
-            schema = json.loads(system[start:]) if start >= 0 else None
-        except ValueError:
-            schema = None
-    props = (schema or {}).get("properties", {})
-    return {
-        name: list(props.get(name, {}).get("enum") or default)
-        for name, default in DEFAULT_ENUMS.items()
-    }
-
-
-def _reply(body: dict[str, Any], *, out_of_enum: bool, stats: Counter[str]) -> dict[str, Any]:
-    """A deterministic, schema-shaped classification of the request's conversation."""
-    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
-    raw = str(users[0].get("content", "")) if users else ""
-    try:
-        text = str(json.loads(raw).get("conversation", raw))
-    except (ValueError, AttributeError):
-        text = raw
-    enums = _enums(body)
-    digest = int.from_bytes(hashlib.sha256(" ".join(text.split()).casefold().encode()).digest()[:8])
-
-    def pick(labels: list[str], salt: int) -> str:
-        return labels[(digest >> salt) % len(labels)]
-
-    category = next(
-        (label for label in enums["category"] if label.replace("_", " ") in text.lower()),
-        pick(enums["category"], 0),
-    )
-    injected = INJECTION.search(text)
-    if injected and len(users) == 1:  # an obedient model, on the first ask only
-        stats["obeyed_injection"] += 1
-        category = injected.group(1).strip()
-    elif out_of_enum:
-        stats["out_of_enum"] += 1
-        category = "something_else"
-    score = round(((digest >> 16) % 2001) / 1000 - 1, 3)
-    label = "positive" if score > 0.2 else "negative" if score < -0.2 else "neutral"
-    return {
-        "category": category,
-        "sentiment": {"label": label, "score": score},
-        "urgency": pick(enums["urgency"], 24),
-        "emotion": pick(enums["emotion"], 32),
-        "language": "en",
-        "themes": [w for w in re.findall(r"[a-z]{5,}", text.lower())[:3]],
-        "summary": text[:80].replace("\n", " "),
-        "confidence": round(0.5 + ((digest >> 40) % 50) / 100, 2),
-    }
-
-
-#: What real models get nearly right: names for codes, case, regional tags, too many themes,
-#: too long a summary, numbers out of range.
-NEAR_MISSES: tuple[tuple[str, Any], ...] = (
-    ("language", "English"),
-    ("language", "EN"),
-    ("language", "en-US"),
-    ("language", "eng"),
-    ("themes", [f"theme number {i}" for i in range(8)]),
-    ("summary", "A very long summary that goes on. " * 12),
-    ("score", 1.5),
-    ("score", -1.3),
-    ("confidence", 85),
-    ("category", "upper"),
-    ("urgency", "title"),
-)
-
-
-def _near_miss(reply: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """``reply`` with one or two near misses a real model makes."""
-    reply = {**reply, "sentiment": dict(reply["sentiment"])}
-    for name, value in rng.sample(NEAR_MISSES, k=rng.choice((1, 2))):
-        if name == "score":
-            reply["sentiment"]["score"] = value
-        elif value == "upper":
-            reply[name] = str(reply[name]).replace("_", " ").upper()
-        elif value == "title":
-            reply[name] = str(reply[name]).title()
-        else:
-            reply[name] = value
-    return reply
 
 
 def _parser() -> argparse.ArgumentParser:

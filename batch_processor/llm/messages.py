@@ -1,0 +1,63 @@
+"""What is sent to the model and read back: messages, token estimates, usage, reply text."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from batch_processor.models import TokenUsage
+
+
+def estimate_tokens(messages: list[dict[str, str]]) -> int:
+    """A cheap upper-ish estimate of prompt tokens: 4 characters a token, plus framing."""
+    return sum(len(message["content"]) // 4 + 8 for message in messages)
+
+
+def conversation_messages(text: str, metadata: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The conversation as data: a JSON object, so no text can close a delimiter."""
+    context = {
+        key: value
+        for key, value in metadata.items()
+        if isinstance(value, str | int | float | bool) and key != "_id"
+    }
+    payload = {"conversation": text, "metadata": context}
+    return [{"role": "user", "content": json.dumps(payload, ensure_ascii=False)}]
+
+
+def feedback_messages(content: str, problem: str) -> list[dict[str, str]]:
+    """The invalid reply and what is wrong with it, to ask again."""
+    return [
+        {"role": "assistant", "content": content[:2000]},
+        {
+            "role": "user",
+            "content": (
+                f"That reply is invalid: {problem[:500]}. Reply again with one JSON object "
+                "that matches the schema, using only the allowed labels."
+            ),
+        },
+    ]
+
+
+def usage_of(response: Any) -> TokenUsage | None:
+    """The token usage a response reports, if it reports one."""
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return None
+    return TokenUsage(
+        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+    )
+
+
+def reply_text(response: Any) -> str:
+    """The reply text ('' when there is none, which then fails validation and is re-asked)."""
+    choices = getattr(response, "choices", None) or []
+    message = getattr(choices[0], "message", None) if choices else None
+    return str(getattr(message, "content", None) or "")
+
+
+def shorten(text: str, fraction: float | None) -> str:
+    """Cut ``text`` to what should fit: the reported fraction with a margin, else half."""
+    keep = int(len(text) * (fraction * 0.85 if fraction else 0.5))
+    return text[: max(keep, 100)]

@@ -1,0 +1,12 @@
+"""Settings: the only place that reads the environment, ``.env``, a TOML file or secrets.
+
+Precedence, highest first: command-line flags, ``BATCH_*`` environment variables, ``.env``,
+the secrets directory (``BATCH_SECRETS_DIR``, else systemd's ``$CREDENTIALS_DIRECTORY``),
+the TOML file given by ``--config`` (or ``BATCH_CONFIG``), then the defaults below.
+Everything else in the package receives plain values from a ``Settings`` object.
+"""
+
+from batch_processor.settings.load import load_settings
+from batch_processor.settings.model import ENV_PREFIX, LogFormat, Mode, Settings
+
+__all__ = ["ENV_PREFIX", "LogFormat", "Mode", "Settings", "load_settings"]
