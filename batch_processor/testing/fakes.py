@@ -23,6 +23,7 @@ from batch_processor.models import (
     ClassifierOutput,
     FailedDocument,
     Sentiment,
+    SentimentLabel,
     SourceDocument,
     utcnow,
 )
@@ -68,11 +69,12 @@ class MemoryPages:
     async def next_page(self) -> list[SourceDocument]:
         """The next page of pending documents after the last one returned."""
         self._source.read_faults.check()
+        order = self._source.order
+        after = -1 if self._after is None else order[self._after]
         ids = [
             doc_id
-            for doc_id in self._source.order
-            if self._source.states[doc_id].status is None
-            and (self._after is None or self._source.order[doc_id] > self._source.order[self._after])
+            for doc_id, position in order.items()
+            if position > after and self._source.states[doc_id].status is None
         ][: self._page_size]
         if ids:
             self._after = ids[-1]
@@ -211,7 +213,7 @@ class MemorySink:
 def neutral_classification(category: str = "general_inquiry") -> Classification:
     """A valid classification with the given category."""
     return Classification(
-        sentiment=Sentiment(label="neutral", score=0.0),
+        sentiment=Sentiment(label=SentimentLabel.NEUTRAL, score=0.0),
         category=category,
         urgency="low",
         language="en",
