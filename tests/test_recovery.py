@@ -18,7 +18,7 @@ from batch_processor.models import utcnow
 from .conftest import conversation, worker_command
 
 GOOD = 400
-BAD = [{"messages": ""}, {"messages": 7}, {"subject": "no text"}]
+BAD: list[dict[str, Any]] = [{"messages": ""}, {"messages": 7}, {"subject": "no text"}]
 
 Condition = Callable[[Any, Path], Awaitable[bool]]
 
@@ -30,17 +30,17 @@ async def batch_file_saved(db: Any, batch_dir: Path) -> bool:
 
 async def some_results_stored(db: Any, batch_dir: Path) -> bool:
     """Some results are stored (their sources may not be marked yet)."""
-    return await db.sentimental_analysis.count_documents({}) >= 30
+    return bool(await db.sentimental_analysis.count_documents({}) >= 30)
 
 
 async def half_marked(db: Any, batch_dir: Path) -> bool:
     """Half of the sources are marked done."""
-    return await db.conversation_set.count_documents({"processing.status": "done"}) >= GOOD // 2
+    return bool(await db.conversation_set.count_documents({"processing.status": "done"}) >= GOOD // 2)
 
 
 async def nearly_done(db: Any, batch_dir: Path) -> bool:
     """All but the last pages are marked done."""
-    return await db.conversation_set.count_documents({"processing.status": "done"}) >= GOOD - 60
+    return bool(await db.conversation_set.count_documents({"processing.status": "done"}) >= GOOD - 60)
 
 
 def worker_args(mongo_uri: str, db_name: str, batch_dir: Path, *extra: str) -> list[str]:
@@ -235,7 +235,7 @@ async def test_killed_many_times_in_a_row(
 
         async def progressed(db: Any, batch_dir: Path, floor: int = stored) -> bool:
             """The current run stored at least 20 more results."""
-            return await db.sentimental_analysis.count_documents({}) >= floor + 20
+            return bool(await db.sentimental_analysis.count_documents({}) >= floor + 20)
 
         await kill_when(
             worker_args(mongo_uri, db_name, batch_dir, "--recover"), progressed, db, batch_dir

@@ -67,7 +67,7 @@ async def test_continuous_mode_takes_documents_inserted_while_idle(
         await db.conversation_set.insert_one(conversation("a new complaint about my bill"))
 
         async def new_one_done() -> bool:
-            return await db.sentimental_analysis.count_documents({}) == 6
+            return bool(await db.sentimental_analysis.count_documents({}) == 6)
 
         # With change streams the 60 s poll cannot be what wakes it within the bound.
         await wait_until(new_one_done, bound)
@@ -113,7 +113,7 @@ async def test_sigterm_finishes_in_flight_documents_and_exits_0(
     worker = await start_worker(mongo_uri, db_name, batch_dir, slow_provider)
 
     async def some_done() -> bool:
-        return await db.sentimental_analysis.count_documents({}) >= 8
+        return bool(await db.sentimental_analysis.count_documents({}) >= 8)
 
     await wait_until(some_done, 60)
     worker.send_signal(signal.SIGTERM)
@@ -258,7 +258,7 @@ async def test_run_now_runs_once_at_start(db: Any, make_settings: Any) -> None:
     service = asyncio.create_task(run_job(settings, stopper=stopper))
 
     async def done() -> bool:
-        return await db.conversation_set.count_documents({"processing.status": "done"}) == 3
+        return bool(await db.conversation_set.count_documents({"processing.status": "done"}) == 3)
 
     try:
         await wait_until(done, 30)

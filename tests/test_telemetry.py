@@ -55,10 +55,8 @@ async def test_metrics_parse_and_match_the_database(db: Any, make_settings: Any)
 
         async def all_ended() -> bool:
             sources = db.conversation_set
-            return (
-                await sources.count_documents({"processing.status": {"$in": [None, "claimed"]}})
-                == 0
-            )
+            unfinished = {"processing.status": {"$in": [None, "claimed"]}}
+            return int(await sources.count_documents(unfinished)) == 0
 
         await wait_until(all_ended, 30)
         await asyncio.sleep(0.3)  # the job's end is recorded after its last write

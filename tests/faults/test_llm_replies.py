@@ -60,8 +60,8 @@ async def test_unrepairable_replies_are_reasked_and_never_stored_invalid(
     db: Any, make_settings: Any, kind: str
 ) -> None:
     """Not JSON, or a label outside the taxonomy: asked again; nothing invalid is stored."""
-    rates = {"malformed_rate": 0.3} if kind == "malformed" else {"out_of_enum_rate": 0.3}
-    config = SimulatorConfig(latency=0.005, jitter=0.002, seed=3, **rates)
+    config = SimulatorConfig(latency=0.005, jitter=0.002, seed=3)
+    setattr(config, f"{kind}_rate", 0.3)
     stats, counters = await run_against(db, make_settings, config)
 
     queued = stats.queued_classify

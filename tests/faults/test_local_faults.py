@@ -63,9 +63,9 @@ async def test_injected_enospc_on_batch_files_fails_the_run_cleanly(
 ) -> None:
     """Where no tmpfs can be mounted: a batch file write that fails with ENOSPC is the same."""
     await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(100)])
-    from batch_processor import batch_files
+    from batch_processor.files import atomic, batch_files
 
-    real = batch_files.atomic_write
+    real = atomic.atomic_write
     calls = 0
 
     def failing(path: Path, data: bytes) -> None:

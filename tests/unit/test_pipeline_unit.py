@@ -12,7 +12,7 @@ from batch_processor.errors import (
     PermanentError,
     TransientError,
 )
-from batch_processor.models import JobStatus
+from batch_processor.models import Classification, JobStatus
 from batch_processor.testing.fakes import documents, neutral_classification
 
 from .conftest import Rig
@@ -42,7 +42,7 @@ async def test_classifier_errors_are_sorted_by_category(rig: Rig) -> None:
     """DATA and PERMANENT fail the document; TRANSIENT is retried until it succeeds."""
     flaky: dict[str, int] = {}
 
-    def answer(text: str) -> object:
+    def answer(text: str) -> Classification | BaseException:
         if "#3)" in text:
             return DataError("unreadable")
         if "#4)" in text:
@@ -52,7 +52,7 @@ async def test_classifier_errors_are_sorted_by_category(rig: Rig) -> None:
             return TransientError("blip")
         return neutral_classification()
 
-    rig.classifier.answer = answer  # type: ignore[assignment]
+    rig.classifier.answer = answer
     stats = await rig.pipeline().run()
     assert rig.source.count("failed") == 2
     assert rig.source.count("done") == 23
@@ -64,7 +64,7 @@ async def test_classifier_errors_are_sorted_by_category(rig: Rig) -> None:
 
 async def test_retries_exhausted_put_the_document_in_the_classify_queue(rig: Rig) -> None:
     """A classifier that stays down: the documents wait in the classify queue on disk."""
-    rig.classifier.answer = lambda _text: TransientError("down")  # type: ignore[assignment]
+    rig.classifier.answer = lambda _text: TransientError("down")
     stats = await rig.pipeline(queue_max_attempts=3).run()
     assert stats.queued_classify == 25
     assert len(rig.queues.classify) == 25
@@ -125,7 +125,7 @@ async def test_stop_now_gives_in_flight_documents_back(rig: Rig) -> None:
 
 async def test_a_configuration_error_stops_the_run_and_gives_everything_back(rig: Rig) -> None:
     """A wrong key is not the documents' fault: the run fails, nothing is marked failed."""
-    rig.classifier.answer = lambda _text: ConfigurationError("bad key")  # type: ignore[assignment]
+    rig.classifier.answer = lambda _text: ConfigurationError("bad key")
     with pytest.raises(ConfigurationError):
         await rig.pipeline().run()
     assert rig.source.count("failed") == 0

@@ -132,7 +132,7 @@ async def test_drain_classifies_queued_documents_and_dead_letters_exhausted_ones
     rig.queues.classify.add(
         ClassifyRetry(doc=hopeless, attempts=3, error="x", category=ErrorCategory.TRANSIENT)
     )
-    rig.classifier.answer = lambda text: (  # type: ignore[assignment]
+    rig.classifier.answer = lambda text: (
         TransientError("still down")
         if text == hopeless.fields["messages"]
         else neutral_classification()
