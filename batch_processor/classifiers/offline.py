@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import py3langid
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from batch_processor.classifiers.cues import CATEGORY_CUES, URGENCY_CUES
+from batch_processor.classifiers.language import load_identifier
 from batch_processor.classifiers.taxonomy import Taxonomy, load_taxonomy
 from batch_processor.errors import ConfigurationError
 from batch_processor.models import (
@@ -59,8 +59,9 @@ class OfflineClassifier:
                 "the default taxonomy; use the llm classifier for a custom taxonomy"
             )
         self._vader = SentimentIntensityAnalyzer()
-        # py3langid loads its model on first use (~0.5 s): load it now, not mid-run.
-        py3langid.classify("warm up the language model")
+        # Loaded now, not on the first document (see language.py for the cache that makes
+        # this fast).
+        self._language_model = load_identifier()
         # Long texts are classified in a thread, so the event loop never waits for them.
         self._pool = ThreadPoolExecutor(
             max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="offline-classifier"
@@ -164,7 +165,7 @@ class OfflineClassifier:
     def _language(self, text: str) -> str:
         if len(text.split()) < MIN_WORDS_FOR_LANGUAGE:
             return "und"
-        code, _ = py3langid.classify(text)
+        code, _ = self._language_model.classify(text)
         return str(code) if re.fullmatch(r"[a-z]{2}", str(code)) else "und"
 
 

@@ -48,7 +48,7 @@ async def test_immediate_stop_leaves_nothing_claimed_and_needs_no_recover(
     db: Any, db_name: str, mongo_uri: str, tmp_path: Path, how: str
 ) -> None:
     """SIGTERM then a second signal (or no grace): exit 0, nothing claimed, a clean restart."""
-    await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(1500)])
+    await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(600)])
     batch_dir = tmp_path / "batch"
     grace = ["--shutdown-grace", "0"] if how == "grace-0" else []
     args = worker_cli(
@@ -69,12 +69,12 @@ async def test_immediate_stop_leaves_nothing_claimed_and_needs_no_recover(
     checkpoint = json.loads((batch_dir / "checkpoint.json").read_text())["checkpoint"]
     assert checkpoint["status"] == "finished" and checkpoint["in_flight"] == []
     done = await db.conversation_set.count_documents({"processing.status": "done"})
-    assert done == await db.sentimental_analysis.count_documents({}) < 1500
+    assert done == await db.sentimental_analysis.count_documents({}) < 600
 
     restart = await asyncio.create_subprocess_exec(
         *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     _, stderr = await asyncio.wait_for(restart.communicate(), 90)
     assert restart.returncode == 0, stderr.decode()[-2000:]  # no --recover asked for
-    assert await db.conversation_set.count_documents({"processing.status": "done"}) == 1500
-    assert await db.sentimental_analysis.count_documents({}) == 1500
+    assert await db.conversation_set.count_documents({"processing.status": "done"}) == 600
+    assert await db.sentimental_analysis.count_documents({}) == 600

@@ -23,7 +23,7 @@ from ..conftest import conversation, worker_cli
 from ..test_telemetry import http_get
 from .tools import database, own_server, poll_until
 
-COUNT = 600
+COUNT = 300
 
 
 def worker(uri: str, db_name: str, batch_dir: Path, *extra: str) -> list[str]:
@@ -108,7 +108,7 @@ async def test_continuous_service_outlives_an_outage_longer_than_its_retries(
             await poll_until(lambda: _stored_at_least(db, 40))
             assert (await http_get(port, "/readyz"))[0] == 200
             await server.stop()
-            await asyncio.sleep(5)  # longer than 2 attempts of 1 s server selection
+            await asyncio.sleep(3.5)  # longer than 2 attempts of 1 s server selection
             assert process.returncode is None, "the service exited during the outage"
             status, body = await http_get(port, "/readyz")
             assert status == 503 and "MongoDB" in body
@@ -131,7 +131,7 @@ async def test_sigterm_during_an_outage_stops_the_service_at_once(tmp_path: Path
     """A service waiting out an outage stops on SIGTERM with exit 0, not when MongoDB returns."""
     name = f"bp_fault_{secrets.token_hex(3)}"
     async with own_server(tmp_path / "server") as server, database(server.uri, name) as db:
-        await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(400)])
+        await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(200)])
         process = await asyncio.create_subprocess_exec(
             *worker(server.uri, name, tmp_path / "batch", "--mode", "continuous"),
             env=fast_env(BATCH_HTTP="false"),
@@ -140,7 +140,7 @@ async def test_sigterm_during_an_outage_stops_the_service_at_once(tmp_path: Path
         )
         await poll_until(lambda: _stored_at_least(db, 40))
         await server.stop()
-        await asyncio.sleep(3)  # the worker is now waiting for MongoDB
+        await asyncio.sleep(2)  # the worker is now waiting for MongoDB
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), 20)
         assert process.returncode == 0, stderr.decode()[-3000:]
@@ -153,14 +153,14 @@ async def test_sigterm_during_an_outage_stops_the_service_at_once(tmp_path: Path
         )
         _, stderr = await asyncio.wait_for(restart.communicate(), 90)
         assert restart.returncode == 0, stderr.decode()[-3000:]  # no --recover needed
-        await exactly_once(db, 400)
+        await exactly_once(db, 200)
 
 
 async def test_frozen_server_is_waited_out(tmp_path: Path) -> None:
     """A server that stops answering (SIGSTOP) without closing sockets does not hang the run."""
     name = f"bp_fault_{secrets.token_hex(3)}"
     async with own_server(tmp_path / "server") as server, database(server.uri, name) as db:
-        await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(300)])
+        await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(150)])
         process = await asyncio.create_subprocess_exec(
             *worker(server.uri, name, tmp_path / "batch"),
             env=fast_env(),
@@ -169,11 +169,11 @@ async def test_frozen_server_is_waited_out(tmp_path: Path) -> None:
         )
         await poll_until(lambda: _stored_at_least(db, 40))
         server.freeze()
-        await asyncio.sleep(4)
+        await asyncio.sleep(3)  # longer than the 2 s socket timeout
         server.thaw()
         _, stderr = await asyncio.wait_for(process.communicate(), 120)
         assert process.returncode == 0, stderr.decode()[-3000:]
-        await exactly_once(db, 300)
+        await exactly_once(db, 150)
 
 
 @pytest.mark.parametrize("grace", ["1"])
@@ -181,7 +181,7 @@ async def test_batch_run_gives_up_after_the_outage_grace(tmp_path: Path, grace: 
     """A batch run whose server never comes back stops after db_outage_grace, exit 1."""
     name = f"bp_fault_{secrets.token_hex(3)}"
     async with own_server(tmp_path / "server") as server, database(server.uri, name) as db:
-        await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(400)])
+        await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(200)])
         process = await asyncio.create_subprocess_exec(
             *worker(server.uri, name, tmp_path / "batch"),
             env=fast_env(BATCH_DB_OUTAGE_GRACE=grace),
