@@ -7,7 +7,6 @@ protocol with the offline classifier, the result models and the error hierarchy.
 from __future__ import annotations
 
 from batch_processor.classifiers import Classifier, OfflineClassifier, Taxonomy, load_taxonomy
-from batch_processor.classifiers.setup import build_classifier
 from batch_processor.errors import (
     BatchProcessorError,
     ConfigurationError,
@@ -28,6 +27,7 @@ from batch_processor.models import (
 )
 from batch_processor.pipeline.core import Pipeline
 from batch_processor.pipeline.options import PipelineOptions
+from batch_processor.service.classifier_setup import build_classifier
 from batch_processor.settings import Settings, load_settings
 
 __version__ = "0.1.0"

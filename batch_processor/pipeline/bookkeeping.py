@@ -17,10 +17,10 @@ from batch_processor.files.batch_files import BatchFiles
 from batch_processor.files.checkpoints import CheckpointStore
 from batch_processor.models import Checkpoint, JobStatus, utcnow
 from batch_processor.pipeline.admission import Admission
+from batch_processor.pipeline.ports import RunMetrics
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.pipeline.tracker import BatchTracker, FinishedBatch
 from batch_processor.pipeline.writer import RELEASED
-from batch_processor.service.telemetry import Telemetry
 
 log = structlog.get_logger("batch_processor.pipeline")
 
@@ -39,7 +39,7 @@ class Bookkeeper:
         worker_id: str,
         checkpoint_interval: int,
         on_progress: Callable[[RunStats], None] | None = None,
-        telemetry: Telemetry | None = None,
+        telemetry: RunMetrics | None = None,
     ) -> None:
         self.tracker = BatchTracker(batch_files, on_finished=self._batch_finished)
         self.position: str | None = None  # the last _id read: shown by the checkpoint

@@ -29,14 +29,13 @@ from batch_processor.pipeline.bookkeeping import Bookkeeper
 from batch_processor.pipeline.control import RunControl
 from batch_processor.pipeline.drain import QueueDrainer
 from batch_processor.pipeline.options import PipelineOptions
-from batch_processor.pipeline.ports import Sink, Source
+from batch_processor.pipeline.ports import RunMetrics, Sink, Source
 from batch_processor.pipeline.producer import PageProducer
 from batch_processor.pipeline.recovery import Recovery
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.pipeline.task import DocumentTasks, reason
 from batch_processor.pipeline.writer import ResultWriter
 from batch_processor.retry import RetryPolicy, Sleep
-from batch_processor.service.telemetry import Telemetry
 
 __all__ = ["Pipeline", "PipelineOptions", "first_error", "reason"]
 
@@ -61,7 +60,7 @@ class Pipeline:
         stats: RunStats | None = None,
         sleep: Sleep = asyncio.sleep,
         on_progress: Callable[[RunStats], None] | None = None,
-        telemetry: Telemetry | None = None,
+        telemetry: RunMetrics | None = None,
     ) -> None:
         self.job_id = job_id
         self.worker_id = worker_id

@@ -85,3 +85,15 @@ class Sink(Protocol):
     async def finish_stored(self, doc_ids: Sequence[str], job_id: str) -> set[str]:
         """Mark done the documents whose result is already stored; return their ids."""
         ...
+
+
+class RunMetrics(Protocol):
+    """What the pipeline reports as it goes (``service.telemetry.Telemetry`` exports it)."""
+
+    def classified(self, seconds: float) -> None:
+        """One classification took ``seconds`` (retries included)."""
+        ...
+
+    def batch_stored(self) -> None:
+        """A batch file ended with at least one stored result."""
+        ...

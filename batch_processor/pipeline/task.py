@@ -27,12 +27,12 @@ from batch_processor.errors import (
 from batch_processor.models import ClassifiedDocument, ClassifyRetry, FailedDocument, SourceDocument
 from batch_processor.pipeline.control import RunControl
 from batch_processor.pipeline.drain import QueueDrainer
+from batch_processor.pipeline.ports import RunMetrics
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.pipeline.text import ExtractedText, extract_text
 from batch_processor.pipeline.writer import RELEASED, ResultWriter, Settle
 from batch_processor.redaction import redact_text
 from batch_processor.retry import RetryPolicy, announce_retries
-from batch_processor.service.telemetry import Telemetry
 
 log = structlog.get_logger("batch_processor.pipeline")
 
@@ -66,7 +66,7 @@ class DocumentTasks:
         concurrent: int,
         text_field: str,
         max_text_chars: int,
-        telemetry: Telemetry | None = None,
+        telemetry: RunMetrics | None = None,
     ) -> None:
         self.group: asyncio.TaskGroup | None = None  # set while the run is active
         self.drainer: QueueDrainer | None = None  # set once the drainer exists
@@ -180,7 +180,7 @@ class DocumentTasks:
                 self.drainer.dead_letter_document(doc, exc)
             return self._failed(doc, exc, attempts=1)
         if self._telemetry is not None:
-            self._telemetry.latency.observe(time.monotonic() - started)
+            self._telemetry.classified(time.monotonic() - started)
         return ClassifiedDocument(
             doc_id=doc.id,
             classification=output.classification,

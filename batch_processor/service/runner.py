@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator, Sequence
 import structlog
 
 from batch_processor.classifiers import Classifier
-from batch_processor.classifiers.setup import build_classifier
 from batch_processor.clock import Clock
 from batch_processor.errors import BatchProcessorError, Interrupted, describe, first_error
 from batch_processor.files.atomic import exclusive_lock, writable_dir
 from batch_processor.mongo.store import CommandListener, MongoStore
 from batch_processor.pipeline.stats import RunStats
+from batch_processor.service.classifier_setup import build_classifier
 from batch_processor.service.embedded import EmbeddedServer
 from batch_processor.service.health import HealthServer
 from batch_processor.service.jobs import (

@@ -76,6 +76,10 @@ class Telemetry:
         self._current = None
         self.beat()
 
+    def classified(self, seconds: float) -> None:
+        """One classification took ``seconds``."""
+        self.latency.observe(seconds)
+
     def batch_stored(self) -> None:
         """A batch ended with stored results."""
         self.last_success = time.time()
