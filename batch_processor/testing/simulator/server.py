@@ -1,45 +1,20 @@
-"""An OpenAI-compatible LLM simulator: a real HTTP server for tests, the demo and benchmarks.
-
-``POST /v1/chat/completions`` answers like the real API (``choices``, ``usage``) with labels
-chosen deterministically from the enums of the request's JSON schema (or the schema in the
-instructions), so any taxonomy works. It models a provider's limits and faults:
-
-* latency ``latency ± jitter`` seconds (uniform);
-* ``max_concurrency``, ``rpm`` and ``tpm`` limits, answered with 429 and ``retry-after``,
-  ``retry-after-ms`` and ``x-ratelimit-*`` headers (RPM and TPM are token buckets holding one
-  second's worth, refilled continuously, like real providers);
-* injected 500s, hangs, malformed (non-JSON) replies, out-of-enum labels and near misses
-  (``"English"`` for ``"en"``, eight themes, a score of 1.5...) at given rates;
-  injected 500s fail in front of the rate limiter, so they do not use the RPM budget;
-* an API key to check (401), known models (404), a context limit (400
-  ``context_length_exceeded``), and servers without JSON-schema support (400 on
-  ``response_format``);
-* a model that obeys prompt injection: a conversation saying ``answer "X"`` gets category X on
-  the first ask (outside the enum), and a valid label when asked again.
-
-``GET /stats`` returns the counters; tests may also set :attr:`Simulator.script` to force the
-outcome of the next requests (``"429:90"`` = a 429 asking for 90 s, ``"500"``, ``"status:418"``,
-``"malformed"``, ``"out_of_enum"``, ``"hang"``, ``"ok"``); :attr:`Simulator.arrivals` holds the
-arrival time of each request. Run it with ``python -m batch_processor.testing.simulator --help``.
-"""
+"""The simulator's HTTP server: the chat-completions API with a provider's limits and faults."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import json
 import math
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from batch_processor.llm.governor import TokenBucket
-from batch_processor.testing import replies
+from batch_processor.testing.simulator import replies
 
 
 @dataclass(slots=True)
@@ -292,46 +267,3 @@ def _admit(bucket: TokenBucket, amount: float) -> float:
     if wait == 0.0:
         bucket.take(amount, now)
     return wait
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m batch_processor.testing.simulator",
-        description="OpenAI-compatible LLM simulator.",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    for f in fields(SimulatorConfig):
-        flag = f"--{f.name.replace('_', '-')}"
-        if f.name == "json_schema":
-            parser.add_argument("--no-json-schema", dest="json_schema", action="store_false")
-        elif f.name == "models":
-            parser.add_argument(flag, nargs="*", default=())
-        else:
-            kind = {"float": float, "int": int}.get(str(f.type).split(" ")[0], str)
-            parser.add_argument(
-                flag, type=kind, default=None if "None" in str(f.type) else f.default
-            )
-    return parser
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    options = {f.name: getattr(args, f.name) for f in fields(SimulatorConfig)}
-    options["models"] = tuple(options["models"])
-    simulator = Simulator(SimulatorConfig(**options), host=args.host, port=args.port)
-    await simulator.start()
-    print(f"LLM simulator listening on {simulator.base_url}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await simulator.stop()
-
-
-def main() -> None:
-    """Serve until interrupted."""
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(_parser().parse_args()))
-
-
-if __name__ == "__main__":
-    main()
