@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -236,20 +236,9 @@ def _with_dedupe(
 
 
 def pipeline_options(settings: Settings) -> PipelineOptions:
-    """The pipeline's options from the settings."""
+    """The pipeline's options: the settings of the same names (a test keeps the names in step)."""
     return PipelineOptions(
-        batch_size=settings.batch_size,
-        concurrent=settings.concurrent,
-        text_field=settings.text_field,
-        max_text_chars=settings.max_text_chars,
-        checkpoint_interval=settings.checkpoint_interval,
-        flush_size=settings.flush_size,
-        flush_interval=settings.flush_interval,
-        queue_max_attempts=settings.queue_max_attempts,
-        queue_drain_interval=settings.queue_drain_interval,
-        claim_ttl=settings.claim_ttl,
-        shutdown_grace=settings.shutdown_grace,
-        max_in_flight=settings.max_in_flight,
+        **{field.name: getattr(settings, field.name) for field in fields(PipelineOptions)}
     )
 
 
