@@ -15,17 +15,7 @@ from batch_processor.errors import (
     is_retryable,
 )
 from batch_processor.retry import RetryPolicy, announce_retries
-
-
-class Recorder:
-    """An injected sleep that records the delays instead of waiting."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        """Record one delay."""
-        self.delays.append(delay)
+from batch_processor.testing.fakes import InstantSleep
 
 
 @pytest.mark.parametrize(
@@ -53,7 +43,7 @@ def test_unknown_exceptions_are_permanent() -> None:
 
 async def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
     """Each delay lies under a ceiling that doubles per attempt up to the cap."""
-    sleep = Recorder()
+    sleep = InstantSleep()
     policy = RetryPolicy(max_attempts=7, base_delay=0.5, max_delay=3.0, sleep=sleep)
 
     async def failing() -> None:
@@ -68,7 +58,7 @@ async def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
 
 async def test_transient_failures_are_retried_until_success() -> None:
     """Two transient failures then success: three attempts, two recorded sleeps."""
-    sleep, calls = Recorder(), []
+    sleep, calls = InstantSleep(), []
 
     async def flaky() -> str:
         calls.append(1)
@@ -82,7 +72,7 @@ async def test_transient_failures_are_retried_until_success() -> None:
 
 async def test_attempts_are_bounded_and_the_last_error_raised() -> None:
     """A persistent transient error is raised after exactly max_attempts calls."""
-    sleep, calls = Recorder(), []
+    sleep, calls = InstantSleep(), []
 
     async def down() -> None:
         calls.append(1)
@@ -95,7 +85,7 @@ async def test_attempts_are_bounded_and_the_last_error_raised() -> None:
 
 async def test_permanent_errors_are_not_retried() -> None:
     """A DATA error is raised at once, without sleeping."""
-    sleep = Recorder()
+    sleep = InstantSleep()
 
     async def bad() -> None:
         raise DataError("no text")
@@ -107,7 +97,7 @@ async def test_permanent_errors_are_not_retried() -> None:
 
 async def test_retry_after_is_honoured_when_longer_than_backoff() -> None:
     """A 429 that says wait 90 s is waited 90 s (beyond the SDK's 60 s limit), not less."""
-    sleep, calls = Recorder(), []
+    sleep, calls = InstantSleep(), []
 
     async def limited() -> str:
         calls.append(1)
@@ -131,5 +121,5 @@ async def test_announced_retries_are_counted_once_each() -> None:
         return "ok"
 
     hook = announce_retries("retrying test call", lambda error: counted.append(1), doc_id="x")
-    await RetryPolicy(max_attempts=4, sleep=Recorder()).call(twice_down, on_retry=hook)
+    await RetryPolicy(max_attempts=4, sleep=InstantSleep()).call(twice_down, on_retry=hook)
     assert (len(calls), len(counted)) == (3, 2)

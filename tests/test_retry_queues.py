@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +77,32 @@ def queue_files(batch_dir: Path, queue: str) -> list[Path]:
     return sorted((batch_dir / "queues" / queue).glob("*.json"))
 
 
-@PYMONGO_CLOSE_WHILE_DOWN
-async def test_mongodb_outage_keeps_results_in_store_queue_until_it_is_back(
-    tmp_path: Path, make_settings: Any, db_name: str
-) -> None:
-    """Results computed while MongoDB is down go to the store queue and are written later."""
+@dataclass
+class OutageRun:
+    """A run whose 30 classifications are held while its own MongoDB server is stopped."""
+
+    server: EmbeddedServer
+    settings: Any
+    classifier: GatedClassifier
+    run: asyncio.Task[Any]
+
+    async def assert_all_stored_once(self, db_name: str) -> None:
+        """Each of the 30 documents has one result and is marked done."""
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.server.uri)
+        try:
+            db = client[db_name]
+            assert await db.sentimental_analysis.count_documents({}) == 30
+            assert await db.conversation_set.count_documents({"processing.status": "done"}) == 30
+        finally:
+            await client.close()
+
+
+@contextlib.asynccontextmanager
+async def outage_run(tmp_path: Path, make_settings: Any, db_name: str) -> AsyncIterator[OutageRun]:
+    """A run with 30 classifications in flight when its own MongoDB server stops.
+
+    The classifier holds every call at its gate; the server is stopped again at the end.
+    """
     server = EmbeddedServer(tmp_path / "own-server")
     uri = await server.start()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
@@ -95,30 +117,36 @@ async def test_mongodb_outage_keeps_results_in_store_queue_until_it_is_back(
     try:
         run = asyncio.create_task(run_job(settings, classifier=classifier))
         await asyncio.wait_for(classifier.all_waiting.wait(), 30)
-        await server.stop()  # MongoDB goes away with 30 classifications in flight
-        classifier.gate.set()
+        await server.stop()
+        yield OutageRun(server, settings, classifier, run)
+    finally:
+        await server.stop()
+
+
+@PYMONGO_CLOSE_WHILE_DOWN
+async def test_mongodb_outage_keeps_results_in_store_queue_until_it_is_back(
+    tmp_path: Path, make_settings: Any, db_name: str
+) -> None:
+    """Results computed while MongoDB is down go to the store queue and are written later."""
+    async with outage_run(tmp_path, make_settings, db_name) as outage:
+        settings = outage.settings
+        outage.classifier.gate.set()
         # The run may end cleanly, or stop with TRANSIENT if it reads again while the server is
         # down; either way the in-flight results must be on disk, none stored, none lost.
         with contextlib.suppress(TransientError):
-            await run
+            await outage.run
 
         entries = [json.loads(p.read_text()) for p in queue_files(settings.batch_dir, "store")]
         assert sum(len(e["results"]) for e in entries) == 30
         assert all(e["category"] == "TRANSIENT" for e in entries)
         assert list((settings.batch_dir / "batches").glob("*.jsonl")) == []
 
-        await server.start()  # same data directory and port: MongoDB is back
+        await outage.server.start()  # same data directory and port: MongoDB is back
         stats = await run_job(settings, classifier=OfflineClassifier())
 
         assert stats.recovered_from_queues == 30 and stats.succeeded == 30
         assert queue_files(settings.batch_dir, "store") == []
-        client = AsyncMongoClient(uri)
-        db = client[db_name]
-        assert await db.sentimental_analysis.count_documents({}) == 30
-        assert await db.conversation_set.count_documents({"processing.status": "done"}) == 30
-        await client.close()
-    finally:
-        await server.stop()
+        await outage.assert_all_stored_once(db_name)
 
 
 async def test_classification_failures_are_queued_then_retried_next_run(

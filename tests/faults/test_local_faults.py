@@ -15,7 +15,7 @@ from batch_processor.errors import ResourceError
 from batch_processor.service.runner import run_job
 
 from ..conftest import PYMONGO_CLOSE_WHILE_DOWN, conversation, worker_cli
-from ..test_retry_queues import GatedClassifier
+from ..test_retry_queues import outage_run
 from .tools import run_root_command, small_tmpfs
 
 
@@ -108,45 +108,22 @@ async def test_writer_dying_stops_the_run_instead_of_hanging(
 
     Its documents are given back: a later run, with MongoDB back, stores each exactly once.
     """
-    from pymongo import AsyncMongoClient
-
-    from batch_processor.service.embedded import EmbeddedServer
-
-    server = EmbeddedServer(tmp_path / "own-server")
-    uri = await server.start()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
-    await client[db_name].conversation_set.insert_many(
-        [conversation(f"refund order {i}") for i in range(30)]
-    )
-    await client.close()
-    settings = make_settings(
-        mongodb_uri=uri, batch_size=50, concurrent=50, retries=2, server_selection_timeout=0.3
-    )
-    classifier = GatedClassifier(expected=30)
-    try:
-        run = asyncio.create_task(run_job(settings, classifier=classifier))
-        await asyncio.wait_for(classifier.all_waiting.wait(), 30)
-        await server.stop()
+    async with outage_run(tmp_path, make_settings, db_name) as outage:
+        settings = outage.settings
         store_queue = settings.batch_dir / "queues" / "store"
         store_queue.rmdir()
         store_queue.write_text("not a directory")  # the spill to the store queue fails
-        classifier.gate.set()
+        outage.classifier.gate.set()
         with pytest.raises(ResourceError):
-            await asyncio.wait_for(run, 60)
+            await asyncio.wait_for(outage.run, 60)
         checkpoint = json.loads((settings.batch_dir / "checkpoint.json").read_text())
         assert checkpoint["checkpoint"]["status"] == "failed"
 
         store_queue.unlink()
-        await server.start()
+        await outage.server.start()
         stats = await run_job(settings, classifier=OfflineClassifier())
         assert stats.succeeded == 30
-        client = AsyncMongoClient(uri)
-        db = client[db_name]
-        assert await db.sentimental_analysis.count_documents({}) == 30
-        assert await db.conversation_set.count_documents({"processing.status": "done"}) == 30
-        await client.close()
-    finally:
-        await server.stop()
+        await outage.assert_all_stored_once(db_name)
 
 
 class BrokenDisplay:
