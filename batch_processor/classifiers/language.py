@@ -32,12 +32,10 @@ def cache_dir() -> Path:
     return Path(root) / "batch_processor"
 
 
-def load_identifier(directory: Path | None = None) -> Any:
+def load_identifier() -> Any:
     """py3langid's identifier, from the cached decompressed model when possible."""
     source = langid.MODEL_DIR / langid.MODEL_FILE
-    cached = (directory or cache_dir()) / (
-        f"langid-{version('py3langid')}-{source.stat().st_size}.npz"
-    )
+    cached = cache_dir() / (f"langid-{version('py3langid')}-{source.stat().st_size}.npz")
     try:
         if not cached.exists():
             _decompress(source, cached)

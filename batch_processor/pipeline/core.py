@@ -37,7 +37,7 @@ from batch_processor.pipeline.task import DocumentTasks, reason
 from batch_processor.pipeline.writer import ResultWriter
 from batch_processor.retry import RetryPolicy, Sleep
 
-__all__ = ["Pipeline", "PipelineOptions", "first_error", "reason"]
+__all__ = ["Pipeline"]
 
 
 class Pipeline:
