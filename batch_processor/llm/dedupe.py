@@ -4,9 +4,14 @@
 scope (model, taxonomy version, prompt version) and the text after whitespace and case
 normalisation. A text already classified (by this run, an earlier one, or another worker: the
 cache is a MongoDB collection) is answered from the cache; the same text in flight twice at
-once waits for the first call instead of making a second. New entries are written in small
-unordered bulks. The cache is an optimisation: if MongoDB cannot answer a lookup, the text is
-classified as if it were new.
+once waits for the first call instead of making a second.
+
+Round trips are per page, not per document: the pipeline hands each claimed page's texts to
+:meth:`CachedClassifier.prefetch`, which looks all their keys up with one query and remembers
+hits and misses until each text is classified. Only a text that was not prefetched (a retry
+from the queue) costs a lookup of its own. New entries are written in unordered bulks of
+``flush_size``. The cache is an optimisation: if MongoDB cannot answer a lookup in
+``lookup_timeout`` seconds, the texts are classified as if they were new.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -33,6 +38,10 @@ class ResultCache(Protocol):
 
     async def lookup(self, key: str) -> dict[str, Any] | None:
         """The entry stored under ``key``, or None."""
+        ...
+
+    async def lookup_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The entries stored under any of ``keys``, by key (one round trip)."""
         ...
 
     async def save(self, entries: dict[str, dict[str, Any]]) -> None:
@@ -59,8 +68,9 @@ class CachedClassifier:
         cache: ResultCache,
         *,
         scope: str,
-        flush_size: int = 50,
+        flush_size: int = 200,
         recent_size: int = 10_000,
+        lookup_timeout: float = 5.0,
     ) -> None:
         self.inner = inner
         self.name = inner.name
@@ -74,6 +84,11 @@ class CachedClassifier:
         # Answers of this process, so a repeat is a hit before its entry reaches MongoDB.
         self._recent: OrderedDict[str, ClassifierOutput] = OrderedDict()
         self._recent_size = recent_size
+        # Prefetched keys of pages in progress: the cached output, or None for a known miss.
+        # Each entry is taken by its text's classification; the bound only drops what a
+        # stopped run never classified.
+        self._prefetched: OrderedDict[str, ClassifierOutput | None] = OrderedDict()
+        self._lookup_timeout = lookup_timeout
         self._saving: set[asyncio.Task[None]] = set()
         self._availability = Availability("dedupe cache (classifying without it)")
 
@@ -92,6 +107,7 @@ class CachedClassifier:
             cached = await self._lookup(key)
             if cached is not None:
                 output = cached
+                self._keep(key, cached)  # a repeat later in the page is a hit in memory
                 return self._hit(cached)
             output = await self.inner.classify(text, metadata)
             self._remember(key, output)
@@ -99,6 +115,25 @@ class CachedClassifier:
         finally:
             del self._in_flight[key]
             future.set_result(output)
+
+    async def prefetch(self, texts: Sequence[str]) -> None:
+        """Look up the keys of ``texts`` with one query, for their classifications to come."""
+        keys = {content_key(text, self._scope) for text in texts}
+        wanted = [k for k in keys if k not in self._recent and k not in self._prefetched]
+        if not wanted:
+            return
+        try:
+            async with asyncio.timeout(self._lookup_timeout):
+                entries = await self._cache.lookup_many(wanted)
+        except Exception as exc:  # noqa: BLE001 - the cache is an optimisation, never a failure
+            self._availability.failed(exc)
+            return  # each text will try its own lookup (and most likely classify)
+        self._availability.succeeded()
+        for key in wanted:
+            entry = entries.get(key)
+            self._prefetched[key] = self._entry_output(key, entry) if entry is not None else None
+        while len(self._prefetched) > self._recent_size:
+            self._prefetched.popitem(last=False)
 
     def summary(self) -> dict[str, Any]:
         """The inner classifier's summary plus the LLM calls saved by the cache."""
@@ -126,15 +161,20 @@ class CachedClassifier:
         if (recent := self._recent.get(key)) is not None:
             self._recent.move_to_end(key)
             return recent
+        if key in self._prefetched:
+            return self._prefetched.pop(key)  # None: the page's lookup found nothing
         try:
-            entry = await self._cache.lookup(key)
+            async with asyncio.timeout(self._lookup_timeout):
+                entry = await self._cache.lookup(key)
         except Exception as exc:  # noqa: BLE001 - the cache is an optimisation, never a failure
             # Logged once per outage, not once per document: texts are classified meanwhile.
             self._availability.failed(exc)
             return None
         self._availability.succeeded()
-        if entry is None:
-            return None
+        return None if entry is None else self._entry_output(key, entry)
+
+    def _entry_output(self, key: str, entry: Mapping[str, Any]) -> ClassifierOutput | None:
+        """A cache entry as an output; None (with a warning) for an unusable entry."""
         try:
             return ClassifierOutput(
                 classification=Classification.model_validate(entry["classification"]),
@@ -146,10 +186,13 @@ class CachedClassifier:
             log.warning("unusable dedupe cache entry ignored", key=key, error=describe(exc))
             return None
 
-    def _remember(self, key: str, output: ClassifierOutput) -> None:
+    def _keep(self, key: str, output: ClassifierOutput) -> None:
         self._recent[key] = output
         if len(self._recent) > self._recent_size:
             self._recent.popitem(last=False)
+
+    def _remember(self, key: str, output: ClassifierOutput) -> None:
+        self._keep(key, output)
         self._unsaved[key] = {
             "scope": self._scope,
             "classification": output.classification.model_dump(mode="json"),

@@ -21,6 +21,14 @@ class MongoResultCache:
         with translated("cache lookup"):
             return await self._collection.find_one({"_id": key}, {"_id": 0})
 
+    async def lookup_many(self, keys: list[str]) -> dict[str, Raw]:
+        """The cached entries among ``keys`` (one ``find`` with ``$in`` on ``_id``), by key."""
+        if not keys:
+            return {}
+        with translated("cache lookup"):
+            cursor = self._collection.find({"_id": {"$in": keys}}, batch_size=len(keys))
+            return {str(entry["_id"]): entry async for entry in cursor}
+
     async def save(self, entries: dict[str, Raw]) -> None:
         """Insert entries (key -> entry) in one unordered bulk; an existing key is kept."""
         if not entries:

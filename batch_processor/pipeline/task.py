@@ -84,23 +84,36 @@ class DocumentTasks:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start_all(self, docs: Sequence[SourceDocument]) -> None:
-        """Start each document in turn; once the run stops, give the rest back unprocessed."""
-        for index, doc in enumerate(docs):
+        """Start each document in turn; once the run stops, give the rest back unprocessed.
+
+        The page's texts are read first and handed to the classifier's ``prefetch``, if it has
+        one (the dedupe cache looks the whole page up in one query).
+        """
+        texts = [self._read_text(doc) for doc in docs]
+        prefetch = getattr(self._classifier, "prefetch", None)
+        if prefetch is not None:
+            await prefetch([text.text for text in texts if isinstance(text, ExtractedText)])
+        for index, (doc, text) in enumerate(zip(docs, texts, strict=True)):
             if self._control.stopping:
                 for rest in docs[index:]:
                     self._settle(rest.id, RELEASED)
                 return
-            await self.start(doc, functools.partial(self._settle, doc.id))
+            await self.start(doc, functools.partial(self._settle, doc.id), text=text)
 
     async def start(
-        self, doc: SourceDocument, settle: Settle, on_exhausted: OnExhausted | None = None
+        self,
+        doc: SourceDocument,
+        settle: Settle,
+        on_exhausted: OnExhausted | None = None,
+        *,
+        text: ExtractedText | FailedDocument | None = None,
     ) -> None:
-        """Start one document's task once a slot is free."""
+        """Start one document's task once a slot is free (``text``: already read)."""
         await self._slots.acquire()
         try:
             if self.group is None:
                 raise RuntimeError("the run is not active")
-            task = self.group.create_task(self._handle(doc, settle, on_exhausted))
+            task = self.group.create_task(self._handle(doc, settle, on_exhausted, text))
         except RuntimeError:  # the group is shutting down: the document is given back
             self._slots.release()
             settle(RELEASED)
@@ -121,13 +134,17 @@ class DocumentTasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _handle(
-        self, doc: SourceDocument, settle: Settle, on_exhausted: OnExhausted | None
+        self,
+        doc: SourceDocument,
+        settle: Settle,
+        on_exhausted: OnExhausted | None,
+        text: ExtractedText | FailedDocument | None,
     ) -> None:
         """Classify one document and hand its outcome on; whatever happens, it is settled once."""
         settle = _once(settle)
         try:
             try:
-                outcome = await self._classify(doc)
+                outcome = await self._classify(doc, text or self._read_text(doc))
             finally:
                 self._slots.release()
             if isinstance(outcome, str):  # RELEASED
@@ -151,13 +168,12 @@ class DocumentTasks:
             self._control.fail(exc)
             settle(RELEASED)
 
-    async def _classify(self, doc: SourceDocument) -> Outcome:
+    async def _classify(self, doc: SourceDocument, text: ExtractedText | FailedDocument) -> Outcome:
         """One document's outcome: a result, a failure, a retry-queue item, or RELEASED."""
         if self._control.stopping:
             return RELEASED  # waited for a slot while the run was stopping
-        text = self._read_text(doc)
         if isinstance(text, FailedDocument):
-            return text
+            return _logged(text)
         on_retry = announce_retries(
             "retrying classification", self._stats.add_classifier_retry, doc_id=doc.id
         )
@@ -178,7 +194,7 @@ class DocumentTasks:
                 return ClassifyRetry(doc=doc, error=describe(exc), category=categorize(exc))
             if self.drainer is not None:
                 self.drainer.dead_letter_document(doc, exc)
-            return self._failed(doc, exc, attempts=1)
+            return _logged(self._failed(doc, exc, attempts=1))
         if self._telemetry is not None:
             self._telemetry.classified(time.monotonic() - started)
         return ClassifiedDocument(
@@ -218,9 +234,6 @@ class DocumentTasks:
     def _failed(
         self, doc: SourceDocument, error: BaseException, *, attempts: int
     ) -> FailedDocument:
-        log.warning(
-            "document failed", doc_id=doc.id, error=reason(error), category=str(categorize(error))
-        )
         return FailedDocument(
             doc_id=doc.id,
             error=reason(error),
@@ -228,6 +241,14 @@ class DocumentTasks:
             attempts=attempts,
             job_id=self._job_id,
         )
+
+
+def _logged(failed: FailedDocument) -> FailedDocument:
+    """``failed``, once its failure is logged (when it is sure to be its outcome)."""
+    log.warning(
+        "document failed", doc_id=failed.doc_id, error=failed.error, category=str(failed.category)
+    )
+    return failed
 
 
 def _once(settle: Settle) -> Settle:

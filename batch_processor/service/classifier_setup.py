@@ -7,30 +7,61 @@ LLM classifier is chosen, so an offline run never loads it.
 
 from __future__ import annotations
 
-from batch_processor.classifiers import (
-    AVAILABLE,
-    Classifier,
-    OfflineClassifier,
-    Taxonomy,
-    load_taxonomy,
-)
+from batch_processor.classifiers import AVAILABLE, Classifier, Taxonomy, load_taxonomy
 from batch_processor.errors import ConfigurationError
 from batch_processor.llm.cost import SpendLedger, price_for
 from batch_processor.llm.governor import Governor
 from batch_processor.settings import Settings
 
 
+def check_classifier(settings: Settings) -> None:
+    """Raise ConfigurationError for classifier settings that cannot work (imports nothing).
+
+    Run before any connection, so that a misconfiguration is reported at once.
+    """
+    if settings.classifier not in AVAILABLE:
+        raise ConfigurationError(
+            f"invalid setting classifier (--classifier / BATCH_CLASSIFIER): unknown classifier "
+            f"{settings.classifier!r}; available: {', '.join(AVAILABLE)}"
+        )
+    if settings.classifier != "llm":
+        return
+    if settings.llm_api_key is None and settings.llm_base_url is None:
+        raise ConfigurationError(
+            "invalid setting llm_api_key (BATCH_LLM_API_KEY, or a secrets file named "
+            "llm_api_key): the llm classifier needs an API key for OpenAI; set "
+            "llm_base_url for a local server that needs none"
+        )
+    if (
+        settings.budget_usd is not None
+        and price_for(settings.llm_model, settings.llm_prices) is None
+    ):
+        raise ConfigurationError(
+            f"invalid setting budget_usd (--budget-usd / BATCH_BUDGET_USD): no price is known "
+            f"for model {settings.llm_model!r}; add it to llm_prices"
+        )
+
+
+def import_classifier_modules(settings: Settings) -> None:
+    """Import what the configured classifier needs (safe to run in a thread at start-up).
+
+    An unknown classifier name imports nothing: :func:`build_classifier` reports it.
+    """
+    if settings.classifier == "offline":
+        import batch_processor.classifiers.offline
+    elif settings.classifier == "llm":
+        import batch_processor.llm.client  # noqa: F401
+
+
 def build_classifier(settings: Settings) -> Classifier:
     """The classifier the settings name; raise ConfigurationError for an unusable setup."""
+    check_classifier(settings)
     taxonomy = load_taxonomy(settings.taxonomy_file)
-    if settings.classifier == "offline":
-        return OfflineClassifier(taxonomy)
     if settings.classifier == "llm":
         return _llm_classifier(settings, taxonomy)
-    raise ConfigurationError(
-        f"invalid setting classifier (--classifier / BATCH_CLASSIFIER): unknown classifier "
-        f"{settings.classifier!r}; available: {', '.join(AVAILABLE)}"
-    )
+    from batch_processor.classifiers.offline import OfflineClassifier  # numpy, py3langid
+
+    return OfflineClassifier(taxonomy)
 
 
 def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:
@@ -40,11 +71,6 @@ def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:
     )
 
     price = price_for(settings.llm_model, settings.llm_prices)
-    if settings.budget_usd is not None and price is None:
-        raise ConfigurationError(
-            f"invalid setting budget_usd (--budget-usd / BATCH_BUDGET_USD): no price is known "
-            f"for model {settings.llm_model!r}; add it to llm_prices"
-        )
     api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     options = LLMOptions(
         model=settings.llm_model,

@@ -20,6 +20,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from batch_processor.errors import ConfigurationError
+from batch_processor.service.metrics import registry_for
 from batch_processor.service.telemetry import Telemetry
 
 log = structlog.get_logger("batch_processor.service.health")
@@ -33,6 +34,7 @@ class HealthServer:
         self, telemetry: Telemetry, ready_check: ReadyCheck, *, stall_after: float
     ) -> None:
         self._telemetry = telemetry
+        self._registry = registry_for(telemetry)
         self._ready_check = ready_check
         self._stall_after = stall_after
         self._handlers: set[asyncio.Task[None]] = set()
@@ -89,7 +91,7 @@ class HealthServer:
             return "405 Method Not Allowed", text, b"GET only\n"
         if path == "/metrics":
             # Off the event loop: collecting reads files (queue sizes) and may take a while.
-            body = await asyncio.to_thread(generate_latest, self._telemetry.registry)
+            body = await asyncio.to_thread(generate_latest, self._registry)
             return "200 OK", CONTENT_TYPE_LATEST, body
         if path == "/healthz":
             if self._telemetry.progressing(self._stall_after):

@@ -128,12 +128,14 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
     job_id = new_job_id()
     stats = RunStats()
     db = database_calls(service, stats)
-    pending = await db.wait(store.source.count_pending)
+    # A full count costs a collection scan before the first claim: only a progress bar,
+    # which needs its total, pays it.
+    pending = await db.wait(store.source.count_pending) if progress is not None else None
     log.info(
         "job started",
         job_id=job_id,
         worker_id=worker_id,
-        pending=pending,
+        **({"pending": pending} if pending is not None else {}),
         recover=recover,
         classifier=classifier.name,
         batch_size=settings.batch_size,
@@ -141,7 +143,7 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
         queued_classify=len(queues.classify),
         queued_store=len(queues.store),
     )
-    if progress is not None:
+    if progress is not None and pending is not None:
         _safely(progress.start, pending + files.count_documents())
     cached = _with_dedupe(settings, classifier, store)
     pipeline = Pipeline(

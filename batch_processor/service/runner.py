@@ -22,9 +22,12 @@ from batch_processor.errors import BatchProcessorError, Interrupted, describe, f
 from batch_processor.files.atomic import exclusive_lock, writable_dir
 from batch_processor.mongo.store import CommandListener, MongoStore
 from batch_processor.pipeline.stats import RunStats
-from batch_processor.service.classifier_setup import build_classifier
+from batch_processor.service.classifier_setup import (
+    build_classifier,
+    check_classifier,
+    import_classifier_modules,
+)
 from batch_processor.service.embedded import EmbeddedServer
-from batch_processor.service.health import HealthServer
 from batch_processor.service.jobs import (
     ProgressSink,
     Service,
@@ -115,28 +118,47 @@ async def run_job(
         if settings.mode is Mode.SCHEDULED
         else None
     )
-    # Build the classifier first: a misnamed classifier is a configuration error to report
-    # before any connection is attempted.
-    classifier = classifier or build_classifier(settings)
+    if classifier is None:
+        check_classifier(settings)  # a misconfiguration is reported before any connection
     stopper = stopper or Stopper()
     telemetry = telemetry or Telemetry()
+    # The classifier's libraries (the openai SDK alone takes over a second to import) load in
+    # a thread while the store connects and creates its indexes; the classifier is built, and
+    # a configuration error in it reported, before anything is claimed.
+    classifier_modules = asyncio.create_task(
+        asyncio.to_thread(import_classifier_modules, settings) if classifier is None else _noop(),
+        name="classifier-imports",
+    )
     try:
         with (
             exclusive_lock(writable_dir(settings.batch_dir, "batch_dir") / ".lock"),
             stopper.on_signals(),
         ):
             async with contextlib.AsyncExitStack() as stack:
+                if classifier is not None:
+                    stack.push_async_callback(classifier.aclose)
                 if store is None:
                     store = await stack.enter_async_context(
                         open_store(settings, listeners=listeners)
                     )
+                await classifier_modules
+                if classifier is None:
+                    classifier = build_classifier(settings)
+                    stack.push_async_callback(classifier.aclose)
                 service = Service(settings, classifier, store, stopper, telemetry, progress)
                 if clock is not None:
                     service.clock = clock
                 await stack.enter_async_context(_process_services(service))
                 return await _drive(service, schedule)
     finally:
-        await classifier.aclose()
+        if not classifier_modules.done():
+            classifier_modules.cancel()  # the thread finishes its import on its own
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await classifier_modules
+
+
+async def _noop() -> None:
+    """Nothing to import: the caller gave the classifier."""
 
 
 @contextlib.asynccontextmanager
@@ -151,6 +173,8 @@ async def _process_services(service: Service) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         serve_http = settings.http if settings.http is not None else settings.mode is not Mode.BATCH
         if serve_http:
+            from batch_processor.service.health import HealthServer  # loads prometheus-client
+
             server = HealthServer(
                 telemetry,
                 functools.partial(_readiness, service),

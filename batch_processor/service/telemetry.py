@@ -12,19 +12,16 @@ systemd watchdog).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from batch_processor.pipeline.stats import RunStats
 
-PREFIX = "batch_processor"
 log = structlog.get_logger("batch_processor.service.telemetry")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -33,13 +30,10 @@ class Telemetry:
     """Metrics and heartbeat of one process (see the module docstring)."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.registry = CollectorRegistry()
-        self.latency = Histogram(
-            f"{PREFIX}_classifier_latency_seconds",
-            "Time of one classifier call, retries included.",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        # Cumulative-free bucket counts (the last bucket is +Inf); prometheus-client is loaded
+        # only when /metrics is served (see metrics.py), so a batch run never pays its import.
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
         self._clock = clock
         self._finished: Counter[str] = Counter()
         self._failed: Counter[str] = Counter()
@@ -51,7 +45,6 @@ class Telemetry:
         self.ready = False
         self.loop_lag = 0.0  # the event loop's largest delay in the last sampling window (s)
         self.loop_lag_max = 0.0
-        self.registry.register(_Collector(self))
 
     # -- what jobs report -----------------------------------------------------------------
 
@@ -78,7 +71,8 @@ class Telemetry:
 
     def classified(self, seconds: float) -> None:
         """One classification took ``seconds``."""
-        self.latency.observe(seconds)
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
 
     def batch_stored(self) -> None:
         """A batch ended with stored results."""
@@ -100,6 +94,14 @@ class Telemetry:
 
     # -- what the collector reads -----------------------------------------------------------
 
+    def classifier_summary(self) -> dict[str, Any]:
+        """The current job's classifier summary (tokens, cost, governor), or ``{}``."""
+        return self._classifier_summary()
+
+    def queue_sizes(self) -> dict[str, int] | None:
+        """The retry-queue and dead-letter sizes (from memory), or None before the first job."""
+        return self._queue_sizes() if self._queue_sizes is not None else None
+
     def totals(self) -> tuple[dict[str, int], dict[str, int]]:
         """Processed/succeeded and failed-by-category counts of the process so far."""
         done = Counter(self._finished)
@@ -109,86 +111,6 @@ class Telemetry:
             done["succeeded"] += self._current.succeeded
             failed.update(self._current.failed)
         return dict(done), dict(failed)
-
-
-class _Collector(Collector):
-    """Reads :class:`Telemetry` at scrape time."""
-
-    def __init__(self, telemetry: Telemetry) -> None:
-        self._t = telemetry
-
-    def collect(self) -> Iterator[Metric]:
-        """The metric families of one scrape."""
-        done, failed = self._t.totals()
-        yield _counter("documents_processed", "Documents ended (stored or failed).", done)
-        yield _counter("documents_succeeded", "Documents whose result was stored.", done)
-        failures = CounterMetricFamily(
-            f"{PREFIX}_documents_failed", "Documents marked failed.", labels=["category"]
-        )
-        for category, count in sorted(failed.items()):
-            failures.add_metric([category], count)
-        yield failures
-        yield from self._classifier_metrics()
-        yield from self._queue_metrics()
-        yield _gauge(
-            "event_loop_lag_seconds",
-            "How late the event loop ran a timer in the last sampling window.",
-            self._t.loop_lag,
-        )
-        yield _gauge(
-            "event_loop_lag_max_seconds", "The largest event-loop lag seen.", self._t.loop_lag_max
-        )
-        last = GaugeMetricFamily(
-            f"{PREFIX}_last_success_timestamp_seconds",
-            "Unix time of the last batch with stored results (0: none yet).",
-        )
-        last.add_metric([], self._t.last_success or 0.0)
-        yield last
-
-    def _classifier_metrics(self) -> Iterator[Metric]:
-        summary = self._t._classifier_summary()
-        governor = summary.get("governor") or {}
-        yield _gauge("inflight_requests", "LLM requests in flight.", governor.get("in_flight", 0))
-        yield _gauge(
-            "governor_window", "Requests the governor admits at once.", governor.get("window", 0)
-        )
-        tokens = CounterMetricFamily(
-            f"{PREFIX}_llm_tokens", "LLM tokens used by this process.", labels=["kind"]
-        )
-        for kind in ("input_tokens", "output_tokens", "retry_tokens"):
-            tokens.add_metric([kind.removesuffix("_tokens")], summary.get(kind, 0) or 0)
-        yield tokens
-        repaired = CounterMetricFamily(
-            f"{PREFIX}_llm_replies_repaired",
-            "LLM replies repaired before validation instead of asked again.",
-        )
-        repaired.add_metric([], summary.get("replies_repaired", 0) or 0)
-        yield repaired
-        cost = CounterMetricFamily(f"{PREFIX}_llm_cost_usd", "USD spent by this process.")
-        cost.add_metric([], summary.get("cost_usd") or 0.0)
-        yield cost
-
-    def _queue_metrics(self) -> Iterator[Metric]:
-        sizes = GaugeMetricFamily(
-            f"{PREFIX}_retry_queue_size", "Items waiting in a retry queue.", labels=["queue"]
-        )
-        dead = GaugeMetricFamily(f"{PREFIX}_dead_letter_size", "Entries in the dead letter.")
-        if self._t._queue_sizes is not None:
-            counts = self._t._queue_sizes()  # from memory: a scrape never reads the disk
-            sizes.add_metric(["classify"], counts["classify"])
-            sizes.add_metric(["store"], counts["store"])
-            dead.add_metric([], counts["dead"])
-        yield sizes
-        yield dead
-
-
-def _counter(name: str, help_text: str, values: dict[str, int]) -> CounterMetricFamily:
-    key = name.removeprefix("documents_")
-    return CounterMetricFamily(f"{PREFIX}_{name}", help_text, value=values.get(key, 0))
-
-
-def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(f"{PREFIX}_{name}", help_text, value=value)
 
 
 async def watch_loop_lag(

@@ -214,6 +214,10 @@ class FlakyCache:
             raise TransientError("cache lookup: MongoDB unreachable: " + "x" * 1000)
         return None
 
+    async def lookup_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """Fail while away; find nothing once back."""
+        return {key: entry for key in keys if (entry := await self.lookup(key)) is not None}
+
     async def save(self, entries: dict[str, dict[str, Any]]) -> None:
         """Accept anything."""
 
