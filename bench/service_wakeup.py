@@ -4,7 +4,7 @@ For change streams on and off: insert one document at a time into an idle worker
 until its result is stored; then count the commands (pymongo CommandListener) an idle worker
 sends in 20 s. Run on demand, not in CI:
 
-    .venv/bin/python bench/service_wakeup.py
+    .venv/bin/python -m bench.service_wakeup
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from offline_throughput import CommandCounter
 from pymongo import AsyncMongoClient
 
 from batch_processor.service.embedded import EmbeddedServer
@@ -24,6 +23,7 @@ from batch_processor.service.logs import configure_logging
 from batch_processor.service.runner import run_job
 from batch_processor.service.shutdown import Stopper
 from batch_processor.settings import load_settings
+from bench.offline_throughput import CommandCounter
 
 
 async def measure(uri: str, batch_dir: Path, *, change_streams: bool) -> dict[str, Any]:

@@ -9,23 +9,31 @@ retry queue. A context-length 400 shortens the text once. Requests are admitted 
 :class:`~batch_processor.llm.governor.Governor`; usage and cost go to the
 :class:`~batch_processor.llm.cost.SpendLedger`, which also stops new requests at the budget.
 
-The SDK runs with ``max_retries=0``: retries belong to the pipeline's policy alone.
+The SDK runs with ``max_retries=0``: retries belong to the pipeline's policy alone. It is
+loaded on demand, in a thread (:meth:`LLMClassifier.warm_up`), and called as described in
+:mod:`batch_processor.llm.sdk`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import openai
 import structlog
-from openai import AsyncOpenAI
 
 from batch_processor.classifiers.taxonomy import Taxonomy
-from batch_processor.errors import BudgetExhaustedError, ConfigurationError, InvalidReplyError
+from batch_processor.errors import (
+    BudgetExhaustedError,
+    ConfigurationError,
+    InvalidReplyError,
+    TransientError,
+)
 from batch_processor.llm.cost import SpendLedger
 from batch_processor.llm.errors import (
     ContextTooLongError,
@@ -43,6 +51,9 @@ from batch_processor.llm.messages import (
 )
 from batch_processor.llm.reply import read_reply
 from batch_processor.models import Classification, ClassifierOutput, OutputMode, TokenUsage
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
 
 log = structlog.get_logger("batch_processor.llm.client")
 
@@ -69,6 +80,7 @@ class LLMOptions:
     reasks: int = 1
     max_output_tokens: int = 400
     temperature: float | None = 0.0
+    max_connections: int = 64  # the HTTP pool: --concurrent, so every request has a connection
 
 
 class LLMClassifier:
@@ -101,22 +113,35 @@ class LLMClassifier:
         self._mode: OutputMode = (
             OutputMode.JSON_SCHEMA if options.output is OutputMode.AUTO else options.output
         )
-        self._client = client or AsyncOpenAI(
-            api_key=options.api_key or "not-needed",
-            base_url=options.base_url or OPENAI_BASE_URL,
-            timeout=options.timeout,
-            max_retries=0,  # our retry policy owns retries
-        )
+        self._client = client  # opened once the SDK is loaded (see warm_up)
+        self._sdk: ModuleType | None = None
+        self._loading: asyncio.Future[ModuleType] | None = None
         self._token_param = (
             "max_completion_tokens"
             if options.base_url is None or "openai.azure.com" in options.base_url
             else "max_tokens"
         )
-        # Built once: the same for every request (the schema is in the instructions unless
-        # it travels as the response_format).
+        # Built once and shared by every request: the instructions (with the schema, unless
+        # it travels as the response_format), the response formats and their token cost.
         self._schema = taxonomy.json_schema()
-        self._instructions = {
-            flag: taxonomy.instructions(include_schema=flag) for flag in (False, True)
+        self._system = {
+            mode: {
+                "role": "system",
+                "content": taxonomy.instructions(include_schema=mode is not OutputMode.JSON_SCHEMA),
+            }
+            for mode in OutputMode
+        }
+        self._response_format: dict[OutputMode, dict[str, Any]] = {
+            OutputMode.JSON_SCHEMA: {
+                "type": "json_schema",
+                "json_schema": {"name": "classification", "strict": True, "schema": self._schema},
+            },
+            OutputMode.JSON_OBJECT: {"type": "json_object"},
+        }
+        self._fixed_tokens = {
+            mode: len(json.dumps(self._response_format.get(mode) or "")) // 4
+            + options.max_output_tokens
+            for mode in OutputMode
         }
 
     @property
@@ -167,26 +192,56 @@ class LLMClassifier:
             "governor": self.governor.snapshot(),
         }
 
+    async def warm_up(self) -> None:
+        """Load the openai SDK (in a thread: it takes over a second) and open the client.
+
+        The runner starts this at once, so that the import overlaps connecting, reading and
+        claiming the first page; the first request waits for it if it has not finished.
+        """
+        await self._open()
+
     async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._client.close()
+        """Close the HTTP connections (a load still in progress is abandoned)."""
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+        if self._client is not None:
+            await self._client.close()
+
+    async def _open(self) -> tuple[ModuleType, AsyncOpenAI]:
+        """The SDK module and the client, loading them the first time."""
+        if self._sdk is None:
+            if self._loading is None:
+                self._loading = asyncio.ensure_future(
+                    asyncio.to_thread(importlib.import_module, "batch_processor.llm.sdk")
+                )
+            # Shielded: a caller cancelled while waiting does not cancel the others' load.
+            self._sdk = await asyncio.shield(self._loading)
+        if self._client is None:
+            self._client = self._sdk.open_client(
+                api_key=self.options.api_key or "not-needed",
+                base_url=self.options.base_url or OPENAI_BASE_URL,
+                timeout=self.options.timeout,
+                connections=self.options.max_connections,
+            )
+        return self._sdk, self._client
 
     # -- one request ---------------------------------------------------------------------
 
     async def _request(self, messages: list[dict[str, str]]) -> tuple[str, TokenUsage | None]:
         """One admitted request: its content and usage, or one of our errors."""
+        sdk, client = await self._open()
         while True:
             mode = self._mode
             args = self._request_args(messages, mode)
-            permit = await self.governor.acquire(self._estimate(args))
+            permit = await self.governor.acquire(self._estimate(args, mode))
             if self.ledger.exhausted:
                 self.governor.release(permit, Outcome.NEUTRAL, used_tokens=0)
                 if self.ledger.first_exhaustion():
                     log.warning("budget reached: no new LLM requests", **self.ledger.summary())
                 raise BudgetExhaustedError("the run's budget (--budget-usd) is spent")
             try:
-                response = await self._client.chat.completions.create(**args)
-            except openai.OpenAIError as exc:
+                raw = await sdk.post_chat(client, args)
+            except sdk.OpenAIError as exc:
                 translated = translate(exc, timeout=self.options.timeout)
                 error = translated.error
                 self.governor.release(
@@ -202,32 +257,27 @@ class LLMClassifier:
             except BaseException:
                 self.governor.release(permit, Outcome.NEUTRAL)
                 raise
+            response = _json_object(raw)
             usage = usage_of(response)
             self.governor.release(
                 permit, Outcome.SUCCESS, used_tokens=usage.total if usage else None
             )
+            if response is None:
+                raise TransientError(f"the endpoint answered with no JSON object: {raw[:120]!r}")
             return reply_text(response), usage
 
     def _request_args(self, messages: list[dict[str, str]], mode: OutputMode) -> dict[str, Any]:
-        system = self._instructions[mode is not OutputMode.JSON_SCHEMA]
+        """The request body; the instructions and schema are shared objects, built once."""
         args: dict[str, Any] = {
             "model": self.options.model,
-            "messages": [{"role": "system", "content": system}, *messages],
+            "messages": [self._system[mode], *messages],
             self._token_param: self.options.max_output_tokens,
         }
         if self.options.temperature is not None:
             args["temperature"] = self.options.temperature
-        if mode is OutputMode.JSON_SCHEMA:
-            args["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": "classification",
-                    "strict": True,
-                    "schema": self._schema,
-                },
-            }
-        elif mode is OutputMode.JSON_OBJECT:
-            args["response_format"] = {"type": "json_object"}
+        response_format = self._response_format.get(mode)
+        if response_format is not None:
+            args["response_format"] = response_format
         return args
 
     def _step_down(self, failed: OutputMode) -> bool:
@@ -243,11 +293,9 @@ class LLMClassifier:
             )
         return True
 
-    def _estimate(self, args: dict[str, Any]) -> int:
+    def _estimate(self, args: dict[str, Any], mode: OutputMode) -> int:
         """Tokens a request may use: its messages, a schema sent as response_format, the reply."""
-        response_format = args.get("response_format")
-        schema_tokens = len(json.dumps(response_format)) // 4 if response_format else 0
-        return estimate_tokens(args["messages"]) + schema_tokens + self.options.max_output_tokens
+        return estimate_tokens(args["messages"]) + self._fixed_tokens[mode]
 
     # -- prompts and results -------------------------------------------------------------
 
@@ -268,3 +316,12 @@ class LLMClassifier:
             model=self.options.model,
             taxonomy_version=self.taxonomy.version,
         )
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """The reply body as a JSON object, or None when it is not one."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

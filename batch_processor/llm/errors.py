@@ -12,8 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-
-import openai
+from typing import TYPE_CHECKING
 
 from batch_processor.errors import (
     BatchProcessorError,
@@ -24,6 +23,9 @@ from batch_processor.errors import (
     TransientError,
 )
 from batch_processor.models import utcnow
+
+if TYPE_CHECKING:  # the SDK is loaded on demand (see llm/sdk.py)
+    import openai
 
 #: 400s about these request parameters are our configuration, not the document.
 CONFIG_PARAMS = frozenset(
@@ -111,6 +113,8 @@ def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
 
 def translate(exc: openai.OpenAIError, *, timeout: float) -> Translated:
     """Our error for an SDK error (the message never includes request contents or keys)."""
+    import openai  # loaded already: it raised ``exc``
+
     if isinstance(exc, openai.APITimeoutError):
         return Translated(TransientError(f"LLM request timed out after {timeout:g} s"))
     if isinstance(exc, openai.APIConnectionError):

@@ -39,22 +39,28 @@ def feedback_messages(content: str, problem: str) -> list[dict[str, str]]:
     ]
 
 
-def usage_of(response: Any) -> TokenUsage | None:
-    """The token usage a response reports, if it reports one."""
-    usage = getattr(response, "usage", None)
-    if usage is None:
+def usage_of(response: Mapping[str, Any] | None) -> TokenUsage | None:
+    """The token usage a response body reports, if it reports one (odd values count as 0)."""
+    usage = response.get("usage") if response is not None else None
+    if not isinstance(usage, Mapping):
         return None
     return TokenUsage(
-        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        input_tokens=_count(usage.get("prompt_tokens")),
+        output_tokens=_count(usage.get("completion_tokens")),
     )
 
 
-def reply_text(response: Any) -> str:
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def reply_text(response: Mapping[str, Any]) -> str:
     """The reply text ('' when there is none, which then fails validation and is re-asked)."""
-    choices = getattr(response, "choices", None) or []
-    message = getattr(choices[0], "message", None) if choices else None
-    return str(getattr(message, "content", None) or "")
+    choices = response.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, Mapping) else None
+    content = message.get("content") if isinstance(message, Mapping) else None
+    return content if isinstance(content, str) else ""
 
 
 def shorten(text: str, fraction: float | None) -> str:

@@ -15,7 +15,7 @@ class PipelineOptions:
     max_text_chars: int = 20_000
     checkpoint_interval: int = 50
     flush_size: int = 100
-    flush_interval: float = 1.0
+    flush_interval: float = 5.0
     queue_max_attempts: int = 3
     queue_drain_interval: float = 60.0
     claim_ttl: float = 3600.0

@@ -42,17 +42,6 @@ def check_classifier(settings: Settings) -> None:
         )
 
 
-def import_classifier_modules(settings: Settings) -> None:
-    """Import what the configured classifier needs (safe to run in a thread at start-up).
-
-    An unknown classifier name imports nothing: :func:`build_classifier` reports it.
-    """
-    if settings.classifier == "offline":
-        import batch_processor.classifiers.offline
-    elif settings.classifier == "llm":
-        import batch_processor.llm.client  # noqa: F401
-
-
 def build_classifier(settings: Settings) -> Classifier:
     """The classifier the settings name; raise ConfigurationError for an unusable setup."""
     check_classifier(settings)
@@ -81,6 +70,7 @@ def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:
         reasks=settings.llm_reasks,
         max_output_tokens=settings.llm_max_output_tokens,
         temperature=settings.llm_temperature,
+        max_connections=settings.concurrent,
     )
     governor = Governor(
         concurrency=settings.concurrent,

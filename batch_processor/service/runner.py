@@ -22,11 +22,7 @@ from batch_processor.errors import BatchProcessorError, Interrupted, describe, f
 from batch_processor.files.atomic import exclusive_lock, writable_dir
 from batch_processor.mongo.store import CommandListener, MongoStore
 from batch_processor.pipeline.stats import RunStats
-from batch_processor.service.classifier_setup import (
-    build_classifier,
-    check_classifier,
-    import_classifier_modules,
-)
+from batch_processor.service.classifier_setup import build_classifier
 from batch_processor.service.embedded import EmbeddedServer
 from batch_processor.service.jobs import (
     ProgressSink,
@@ -118,47 +114,28 @@ async def run_job(
         if settings.mode is Mode.SCHEDULED
         else None
     )
-    if classifier is None:
-        check_classifier(settings)  # a misconfiguration is reported before any connection
+    # Build the classifier first: a misconfiguration is reported before any connection. It
+    # is cheap: the LLM classifier loads the openai SDK later, in its warm-up.
+    classifier = classifier or build_classifier(settings)
     stopper = stopper or Stopper()
     telemetry = telemetry or Telemetry()
-    # The classifier's libraries (the openai SDK alone takes over a second to import) load in
-    # a thread while the store connects and creates its indexes; the classifier is built, and
-    # a configuration error in it reported, before anything is claimed.
-    classifier_modules = asyncio.create_task(
-        asyncio.to_thread(import_classifier_modules, settings) if classifier is None else _noop(),
-        name="classifier-imports",
-    )
     try:
         with (
             exclusive_lock(writable_dir(settings.batch_dir, "batch_dir") / ".lock"),
             stopper.on_signals(),
         ):
             async with contextlib.AsyncExitStack() as stack:
-                if classifier is not None:
-                    stack.push_async_callback(classifier.aclose)
                 if store is None:
                     store = await stack.enter_async_context(
                         open_store(settings, listeners=listeners)
                     )
-                await classifier_modules
-                if classifier is None:
-                    classifier = build_classifier(settings)
-                    stack.push_async_callback(classifier.aclose)
                 service = Service(settings, classifier, store, stopper, telemetry, progress)
                 if clock is not None:
                     service.clock = clock
                 await stack.enter_async_context(_process_services(service))
                 return await _drive(service, schedule)
     finally:
-        if not classifier_modules.done():
-            classifier_modules.cancel()  # the thread finishes its import on its own
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await classifier_modules
-
-
-async def _noop() -> None:
-    """Nothing to import: the caller gave the classifier."""
+        await classifier.aclose()
 
 
 @contextlib.asynccontextmanager
@@ -187,6 +164,11 @@ async def _process_services(service: Service) -> AsyncIterator[None]:
         try:
             async with asyncio.TaskGroup() as monitors:
                 tasks = [monitors.create_task(watch_loop_lag(telemetry), name="loop-lag")]
+                warm_up = getattr(service.classifier, "warm_up", None)
+                if warm_up is not None:
+                    # The classifier loads its libraries while the first page is claimed; a
+                    # failure to load ends the run like any monitor's.
+                    tasks.append(monitors.create_task(warm_up(), name="classifier-warm-up"))
                 if notifier.watchdog_interval is not None:
                     watchdog = _watchdog(notifier, telemetry, settings.stall_seconds)
                     tasks.append(monitors.create_task(watchdog, name="systemd-watchdog"))

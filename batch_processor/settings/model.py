@@ -138,7 +138,11 @@ class Settings(BaseSettings):
         default=100, ge=1, le=10_000, description="Results written to MongoDB per bulk write."
     )
     flush_interval: float = Field(
-        default=1.0, gt=0, le=60, description="Longest a result waits before it is written (s)."
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Longest a result waits before it is written (s); with flush_size, this "
+        "sets how many MongoDB round trips a slow run makes.",
     )
     max_in_flight: int | None = Field(
         default=None,

@@ -50,6 +50,8 @@ class Simulator:
     stats: Counter[str] = field(default_factory=Counter)
     requests: list[dict[str, Any]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
+    #: (arrival, status) of each completion request, for plots of throughput and 429s.
+    events: list[tuple[float, int]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
     keep_requests: bool = False
@@ -75,6 +77,7 @@ class Simulator:
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/stats", self._stats)
+        app.router.add_get("/events", self._events)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -114,9 +117,26 @@ class Simulator:
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.snapshot())
 
+    async def _events(self, request: web.Request) -> web.Response:
+        """Each request's wall-clock arrival and status (``?since=`` a wall-clock time)."""
+        offset = time.time() - time.monotonic()
+        since = float(request.query.get("since", "0"))
+        events = [(round(t + offset, 4), s) for t, s in self.events if t + offset >= since]
+        return web.json_response({"events": events})
+
     async def _completions(self, request: web.Request) -> web.Response:
+        arrival = time.monotonic()
+        status = 499  # the client went away (the handler was cancelled)
+        try:
+            response = await self._completion(request, arrival)
+            status = response.status
+            return response
+        finally:
+            self.events.append((arrival, status))
+
+    async def _completion(self, request: web.Request, arrival: float) -> web.Response:
         self.stats["requests"] += 1
-        self.arrivals.append(time.monotonic())
+        self.arrivals.append(arrival)
         body = await request.json()
         if self.keep_requests:
             self.requests.append(body)
