@@ -110,6 +110,7 @@ class CommandProxy:
         self.upstream_port = upstream_port
         self.port = 0
         self.counts: Counter[str] = Counter()
+        self.by_collection: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
 
@@ -159,7 +160,12 @@ class CommandProxy:
                 if count and opcode == OP_MSG and len(body) > 10 and body[4] == 0:
                     # flags (4), section kind 0, BSON length (4), element type (1), name
                     end = body.index(b"\x00", 10)
-                    self.counts[body[10:end].decode(errors="replace")] += 1
+                    name = body[10:end].decode(errors="replace")
+                    self.counts[name] += 1
+                    if body[9] == 2:  # a string: the collection the command acts on
+                        (size,) = struct.unpack("<i", body[end + 1 : end + 5])
+                        target = body[end + 5 : end + 4 + size].decode(errors="replace")
+                        self.by_collection[f"{name} {target}"] += 1
                 writer.write(header + body)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, OSError):

@@ -162,6 +162,7 @@ class Bench:
             )
         env = {**os.environ, "BATCH_LOG_LEVEL": "WARNING", "BATCH_LOG_FORMAT": "json"}
         before = self.proxy.total()
+        mix_before = self.proxy.by_collection.copy()
 
         async def stored() -> int:
             return await target.estimated_document_count()
@@ -171,6 +172,7 @@ class Bench:
         )
         commands_sent = self.proxy.total() - before
         result = await self._outcome(database, contender, count, run, commands_sent)
+        result["command_mix"] = dict(self.proxy.by_collection - mix_before)
         await self.client.drop_database(database)
         return result
 
@@ -233,9 +235,10 @@ async def part_startup(bench: Bench) -> dict[str, Any]:
 
 async def part_goodput(bench: Bench) -> dict[str, Any]:
     """Both workloads, every contender, alternating order across repeats."""
-    contenders = ["daemon", "daemon+rpm", "plain_asyncio", "seed002"]
+    contenders = bench.args.contenders
     results: dict[str, Any] = {}
-    for key, workload in WORKLOADS.items():
+    for key in bench.args.workloads:
+        workload = WORKLOADS[key]
         runs: list[dict[str, Any]] = []
         for repeat in range(bench.args.repeats):
             order = contenders if repeat % 2 == 0 else contenders[::-1]
@@ -391,6 +394,15 @@ if __name__ == "__main__":
         "--only", type=lambda s: s.split(","), default=list(PARTS), help=",".join(PARTS)
     )
     parser.add_argument("--docs", type=int, default=3000)
+    parser.add_argument(
+        "--contenders",
+        type=lambda s: s.split(","),
+        default=["daemon", "daemon+rpm", "plain_asyncio", "seed002"],
+        help="of the goodput part",
+    )
+    parser.add_argument(
+        "--workloads", type=lambda s: s.split(","), default=list(WORKLOADS), help="a,b"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-docs", type=int, default=100_000)
     from bench.report import print_table

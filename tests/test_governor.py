@@ -74,19 +74,22 @@ async def test_no_more_requests_in_flight_than_the_window() -> None:
 
 
 async def test_rpm_budget_paces_requests() -> None:
-    """At 600 RPM with a 1 s burst, 50 requests take 4 s of (fake) time: 10 at once, 40 paced."""
+    """At 600 RPM with a 1 s burst, 50 requests take 4.2 s of (fake) time: 8 at once, 42 paced.
+
+    A fifth of the burst stays in reserve for the jitter between our count and the provider's.
+    """
     clock = FakeClock()
     gov = governor(clock, concurrency=100, rpm=600)
     start = clock.now
     for _ in range(50):
         gov.release(await gov.acquire(), Outcome.SUCCESS)
-    assert clock.now - start == pytest.approx(4.0)
+    assert clock.now - start == pytest.approx(4.2)
 
 
 async def test_tpm_budget_is_corrected_by_real_usage() -> None:
     """Overestimated tokens are given back, so the next request does not wait for them."""
     clock = FakeClock()
-    gov = governor(clock, concurrency=10, tpm=6000)  # 100 tokens/s, 100 in the bucket
+    gov = governor(clock, concurrency=10, tpm=6000)  # 100 tokens/s, 80 in the bucket
     permit = await gov.acquire(tokens=100)
     gov.release(permit, Outcome.SUCCESS, used_tokens=20)
     before = clock.now

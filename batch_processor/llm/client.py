@@ -49,7 +49,7 @@ from batch_processor.llm.messages import (
     shorten,
     usage_of,
 )
-from batch_processor.llm.reply import read_reply
+from batch_processor.llm.reply import read_reply, reply_limits
 from batch_processor.models import Classification, ClassifierOutput, OutputMode, TokenUsage
 
 if TYPE_CHECKING:
@@ -124,6 +124,7 @@ class LLMClassifier:
         # Built once and shared by every request: the instructions (with the schema, unless
         # it travels as the response_format), the response formats and their token cost.
         self._schema = taxonomy.json_schema()
+        self._limits = reply_limits(taxonomy)
         self._system = {
             mode: {
                 "role": "system",
@@ -168,7 +169,7 @@ class LLMClassifier:
                 continue
             asks += 1
             try:
-                classification, repairs = read_reply(self.taxonomy, content)
+                classification, repairs = read_reply(self.taxonomy, content, self._limits)
             except ValueError as exc:
                 problem = str(exc)
                 self.ledger.record(usage, wasted=True)

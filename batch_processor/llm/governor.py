@@ -88,10 +88,17 @@ class Governor:
         minimum: the window never shrinks below this.
         rpm: requests per minute the provider allows, if known.
         tpm: tokens per minute the provider allows, if known.
-        burst_seconds: how many seconds' worth of the budgets may go out at once. Providers
-            enforce per-minute limits over shorter windows (OpenAI: "60,000 requests/minute may
-            be enforced as 1,000 requests/second"), so the default is one second: the allowance
-            saved while the run starts is spent, and no window ever sees more than its share.
+        burst_seconds: how many seconds' worth of the budgets the provider lets go out at
+            once. Providers enforce per-minute limits over shorter windows (OpenAI: "60,000
+            requests/minute may be enforced as 1,000 requests/second"), so the default is one
+            second: the allowance saved while the run starts is spent, and no window ever sees
+            more than its share.
+        reserve: the share of that burst never spent. Our bucket and the provider's refill at
+            the same rate, but requests reach the provider later than we count them, and not
+            evenly: a bucket as deep as the provider's leaves its bucket empty, and any two
+            requests that arrive closer together than they left draw a 429. Keeping a fifth
+            of the burst back absorbs that jitter; it costs a fifth of one second's requests,
+            once, at the start.
 
     """
 
@@ -103,6 +110,7 @@ class Governor:
         rpm: int | None = None,
         tpm: int | None = None,
         burst_seconds: float = 1.0,
+        reserve: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -115,12 +123,9 @@ class Governor:
         self._clock = clock
         self._sleep = sleep
         now = clock()
-        self._requests = (
-            TokenBucket(per_minute=rpm, burst_seconds=burst_seconds, now=now) if rpm else None
-        )
-        self._tokens = (
-            TokenBucket(per_minute=tpm, burst_seconds=burst_seconds, now=now) if tpm else None
-        )
+        depth = burst_seconds * (1.0 - reserve)
+        self._requests = TokenBucket(per_minute=rpm, burst_seconds=depth, now=now) if rpm else None
+        self._tokens = TokenBucket(per_minute=tpm, burst_seconds=depth, now=now) if tpm else None
         self._turn = asyncio.Lock()  # FIFO: waiters are admitted in arrival order
         self._freed = asyncio.Event()
         self._seq = 0

@@ -27,8 +27,13 @@ def validate_reply(taxonomy: Taxonomy, content: str) -> Classification:
     return read_reply(taxonomy, content)[0]
 
 
-def read_reply(taxonomy: Taxonomy, content: str) -> tuple[Classification, list[str]]:
+def read_reply(
+    taxonomy: Taxonomy, content: str, limits: ReplyLimits | None = None
+) -> tuple[Classification, list[str]]:
     """The classification in a reply and the fields repaired on the way (see ``repair``).
+
+    ``limits`` are :func:`reply_limits` of ``taxonomy``, passed in by a caller that reads many
+    replies so that they are not worked out again for each.
 
     Raises ``ValueError`` saying what is wrong when the reply cannot be used: not JSON, a
     label outside the taxonomy, a missing field.
@@ -37,7 +42,7 @@ def read_reply(taxonomy: Taxonomy, content: str) -> tuple[Classification, list[s
         parsed, repairs = parse_reply(content)
     except ValueError as exc:
         raise ValueError(f"reply: not JSON ({exc})") from None
-    fixed, repaired = repair_reply(parsed, reply_limits(taxonomy))
+    fixed, repaired = repair_reply(parsed, limits or reply_limits(taxonomy))
     try:
         reply = taxonomy.reply_model.model_validate(fixed)
     except ValidationError as exc:

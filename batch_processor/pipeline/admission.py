@@ -16,7 +16,7 @@ from collections.abc import Callable
 class Admission:
     """A counter of documents in progress with an upper bound (see the module docstring)."""
 
-    def __init__(self, limit: int, *, on_full: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, limit: int, *, on_full: Callable[[int], None] = lambda short: None) -> None:
         if limit < 1:
             raise ValueError("the admission limit must be at least 1")
         self.limit = limit
@@ -27,8 +27,8 @@ class Admission:
     async def acquire(self, count: int) -> None:
         """Wait until ``count`` more documents fit (a batch larger than the limit fits alone)."""
         while self.held and self.held + count > self.limit:
-            # Whoever ends documents (the writer) should not wait for its timer now.
-            self._on_full()
+            # Tell whoever ends documents (the writer) how many must end for this to fit.
+            self._on_full(self.held + count - self.limit)
             self._changed.clear()
             await self._changed.wait()
         self.held += count

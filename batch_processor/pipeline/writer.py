@@ -84,9 +84,14 @@ class ResultWriter:
         if len(self._buffer) >= self._flush_size:
             self._wake.set()
 
-    def flush_soon(self) -> None:
-        """Flush now rather than at the timer: someone waits for documents to end."""
-        if self._buffer:
+    def flush_soon(self, needed: int = 1) -> None:
+        """Flush now rather than at the timer if that ends the ``needed`` documents waited for.
+
+        Admission asks this whenever it is full. Flushing a handful of results early would
+        not make room for a page and would cost two round trips each time; the size and
+        the timer flush them instead.
+        """
+        if self._buffer and len(self._buffer) >= needed:
             self._wake.set()
 
     async def drained(self) -> None:

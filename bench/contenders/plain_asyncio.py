@@ -1,7 +1,8 @@
 """The plain asyncio script a user would write: a semaphore, tenacity, AsyncOpenAI, PyMongo.
 
 It reads every unclassified document, classifies all of them at once under a semaphore of
-``--concurrent``, retries each call with tenacity (5 attempts, full-jitter backoff), and stores
+``--concurrent``, retries each call with tenacity as the OpenAI cookbook's "How to handle rate
+limits" does (``wait_random_exponential(min=1, max=60)``, 6 attempts), and stores
 each result with ``insert_one`` and marks its source with ``update_one``. A document whose
 call still fails is logged and skipped (lost for this run). No files, no recovery.
 """
@@ -38,8 +39,8 @@ async def main() -> None:
             try:
                 async for attempt in AsyncRetrying(
                     retry=retry_if_exception_type((openai.APIError, ValueError)),
-                    wait=wait_random_exponential(multiplier=0.5, max=10),
-                    stop=stop_after_attempt(5),
+                    wait=wait_random_exponential(min=1, max=60),
+                    stop=stop_after_attempt(6),
                 ):
                     with attempt:
                         reply = await llm.chat.completions.create(
