@@ -109,7 +109,12 @@ class CachedClassifier:
                 output = cached
                 self._keep(key, cached)  # a repeat later in the page is a hit in memory
                 return self._hit(cached)
-            output = await self.inner.classify(text, metadata)
+            try:
+                output = await self.inner.classify(text, metadata)
+            except BaseException:
+                # Still a miss: the pipeline's retry of this text need not look it up again.
+                self._prefetched[key] = None
+                raise
             self._remember(key, output)
             return output
         finally:

@@ -110,7 +110,7 @@ class ResultWriter:
                 self._wake.clear()
                 await self.flush()
                 self._idle.set()
-            await self.flush()
+            await self.flush(everything=True)
         except BaseException:
             self._give_back()
             raise
@@ -120,9 +120,15 @@ class ResultWriter:
         self._closed = True
         self._wake.set()
 
-    async def flush(self) -> None:
-        """Write everything buffered now."""
-        while self._buffer:
+    async def flush(self, *, everything: bool = False) -> None:
+        """Write one batch, then more only while full batches wait (``everything``: all).
+
+        Results that arrive while a batch is written wait for the next size or timer flush
+        rather than going out in a trickle of small writes, two round trips each.
+        """
+        first = True
+        while self._buffer and (first or everything or len(self._buffer) >= self._flush_size):
+            first = False
             batch, self._buffer = self._buffer[: self._flush_size], self._buffer[self._flush_size :]
             self._writing = batch
             await self._flush_batch(batch)
