@@ -40,7 +40,7 @@ from batch_processor.llm.errors import (
     ResponseFormatUnsupportedError,
     translate,
 )
-from batch_processor.llm.governor import Governor, Outcome
+from batch_processor.llm.governor import Governor, Outcome, ProviderLimits
 from batch_processor.llm.messages import (
     conversation_messages,
     estimate_tokens,
@@ -241,7 +241,7 @@ class LLMClassifier:
                     log.warning("budget reached: no new LLM requests", **self.ledger.summary())
                 raise BudgetExhaustedError("the run's budget (--budget-usd) is spent")
             try:
-                raw = await sdk.post_chat(client, args)
+                raw, headers = await sdk.post_chat(client, args)
             except sdk.OpenAIError as exc:
                 translated = translate(exc, timeout=self.options.timeout)
                 error = translated.error
@@ -261,7 +261,10 @@ class LLMClassifier:
             response = _json_object(raw)
             usage = usage_of(response)
             self.governor.release(
-                permit, Outcome.SUCCESS, used_tokens=usage.total if usage else None
+                permit,
+                Outcome.SUCCESS,
+                used_tokens=usage.total if usage else None,
+                limits=ProviderLimits.from_headers(headers),
             )
             if response is None:
                 raise TransientError(f"the endpoint answered with no JSON object: {raw[:120]!r}")

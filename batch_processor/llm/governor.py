@@ -7,8 +7,12 @@ provider's limit instead of oscillating through 429 storms:
   it is overloaded (429, 503) and grows back by one per window's worth of successes. Like TCP,
   it halves at most once per window: only a request sent *after* the last decrease can cause
   the next one, so a burst of 429s from one window counts once.
-* optional **budgets**: ``--rpm`` requests and ``--tpm`` tokens per minute, as token buckets.
-  Token use is estimated when a request starts and corrected by the reply's real ``usage``.
+* **budgets**: requests and tokens per minute, as token buckets: ``--rpm``/``--tpm`` when told,
+  else learned from the provider's ``x-ratelimit-limit-*`` headers (OpenAI and Azure send them
+  with every reply), whichever is lower. Token use is estimated when a request starts and
+  corrected by the reply's real ``usage``. A reply's ``x-ratelimit-remaining-*`` caps the
+  bucket, counting the requests still in flight that the provider has not seen, so that
+  several workers sharing one key slow down together instead of drawing 429s.
 * a global **pause** while a ``Retry-After`` is in force: nobody starts before it ends.
 
 A request the provider never served (connection failed, 5xx other than overload) is given
@@ -21,8 +25,9 @@ no I/O; ``clock`` and ``sleep`` are injected, so tests move time instead of wait
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -47,15 +52,46 @@ class Permit:
     tokens: int
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderLimits:
+    """What a reply's rate-limit headers say (None: not sent)."""
+
+    requests: int | None = None  # per minute
+    tokens: int | None = None  # per minute
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> ProviderLimits:
+        """Read OpenAI's ``x-ratelimit-{limit,remaining}-{requests,tokens}`` headers."""
+
+        def number(name: str) -> int | None:
+            value = headers.get(f"x-ratelimit-{name}")
+            try:
+                return int(float(value)) if value is not None else None
+            except ValueError:
+                return None
+
+        return cls(
+            requests=number("limit-requests"),
+            tokens=number("limit-tokens"),
+            remaining_requests=number("remaining-requests"),
+            remaining_tokens=number("remaining-tokens"),
+        )
+
+
 class TokenBucket:
     """A token bucket that may run into debt (a large request is admitted, later ones wait)."""
 
-    __slots__ = ("capacity", "level", "rate", "updated")
+    __slots__ = ("capacity", "level", "per_minute", "rate", "updated")
 
-    def __init__(self, *, per_minute: float, burst_seconds: float, now: float) -> None:
+    def __init__(
+        self, *, per_minute: float, burst_seconds: float, now: float, level: float | None = None
+    ) -> None:
+        self.per_minute = per_minute
         self.rate = per_minute / 60.0
         self.capacity = max(1.0, self.rate * burst_seconds)
-        self.level = self.capacity
+        self.level = self.capacity if level is None else min(level, self.capacity)
         self.updated = now
 
     def wait(self, amount: float, now: float) -> float:
@@ -74,6 +110,11 @@ class TokenBucket:
     def credit(self, amount: float) -> None:
         """Give back (or, negative, take more of) an earlier estimate."""
         self.level = min(self.capacity, self.level + amount)
+
+    def cap(self, level: float, now: float) -> None:
+        """Hold no more than ``level`` (what the provider says is left)."""
+        self._refill(now)
+        self.level = min(self.level, level)
 
     def _refill(self, now: float) -> None:
         self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
@@ -123,9 +164,14 @@ class Governor:
         self._clock = clock
         self._sleep = sleep
         now = clock()
-        depth = burst_seconds * (1.0 - reserve)
-        self._requests = TokenBucket(per_minute=rpm, burst_seconds=depth, now=now) if rpm else None
-        self._tokens = TokenBucket(per_minute=tpm, burst_seconds=depth, now=now) if tpm else None
+        self._depth = burst_seconds * (1.0 - reserve)
+        self._told = (rpm, tpm)
+        self._requests = (
+            TokenBucket(per_minute=rpm, burst_seconds=self._depth, now=now) if rpm else None
+        )
+        self._tokens = (
+            TokenBucket(per_minute=tpm, burst_seconds=self._depth, now=now) if tpm else None
+        )
         self._turn = asyncio.Lock()  # FIFO: waiters are admitted in arrival order
         self._freed = asyncio.Event()
         self._seq = 0
@@ -170,9 +216,12 @@ class Governor:
         used_tokens: int | None = None,
         retry_after: float | None = None,
         unserved: bool = False,
+        limits: ProviderLimits | None = None,
     ) -> None:
         """Give ``permit`` back with what happened; adjust the window, budgets and pause."""
         self.in_flight -= 1
+        if limits is not None:
+            self._learn(permit, limits)
         if unserved and self._requests is not None:
             self._requests.credit(1)
         if self._tokens is not None and used_tokens is not None:
@@ -201,6 +250,46 @@ class Governor:
             "paused_for": round(max(0.0, self.paused_until - self._clock()), 3),
             "window_decreases": self.decreases,
         }
+
+    def _learn(self, permit: Permit, limits: ProviderLimits) -> None:
+        """Adopt the provider's limits and sync the buckets with what it says is left."""
+        now = self._clock()
+        # Requests admitted after this one: the provider may not have counted them yet.
+        unseen = min(self._seq - permit.seq, self.in_flight)
+        self._requests = self._adopt(
+            self._requests, self._told[0], limits.requests, limits.remaining_requests, unseen, now
+        )
+        self._tokens = self._adopt(
+            self._tokens,
+            self._told[1],
+            limits.tokens,
+            limits.remaining_tokens,
+            unseen * permit.tokens,
+            now,
+        )
+
+    def _adopt(
+        self,
+        bucket: TokenBucket | None,
+        told: int | None,
+        limit: int | None,
+        remaining: int | None,
+        unseen: float,
+        now: float,
+    ) -> TokenBucket | None:
+        if limit is not None and limit > 0:
+            wanted = min(limit, told or math.inf)
+            if bucket is None or bucket.per_minute != wanted:
+                log.info(
+                    "provider rate limit adopted", per_minute=wanted, told=told, provider=limit
+                )
+                level = max(0.0, remaining - unseen) if remaining is not None else 0.0
+                bucket = TokenBucket(
+                    per_minute=wanted, burst_seconds=self._depth, now=now, level=level
+                )
+        if bucket is not None and remaining is not None:
+            bucket.cap(max(0.0, remaining - unseen), now)
+        return bucket
 
     def _grow(self) -> None:
         """Additive increase: one more slot per window's worth of successes."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx2
 import openai
 from openai import AsyncOpenAI
 
@@ -33,9 +34,13 @@ def open_client(*, api_key: str, base_url: str, timeout: float, connections: int
     )
 
 
-async def post_chat(client: AsyncOpenAI, body: dict[str, Any]) -> bytes:
-    """One chat-completions request; the raw reply body (errors raise the SDK's types)."""
-    return await client.post("/chat/completions", body=body, cast_to=bytes)
+async def post_chat(client: AsyncOpenAI, body: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """One chat-completions request: the raw reply body and its headers.
+
+    Errors raise the SDK's types. The headers carry the provider's rate limits.
+    """
+    response = await client.post("/chat/completions", body=body, cast_to=httpx2.Response)
+    return response.content, dict(response.headers)
 
 
 def _http_client(connections: int, timeout: float) -> Any:

@@ -246,8 +246,23 @@ class Simulator:
                     "completion_tokens": completion_tokens,
                     "total_tokens": prompt_tokens + completion_tokens,
                 },
-            }
+            },
+            headers=self._limit_headers(),
         )
+
+    def _limit_headers(self) -> dict[str, str]:
+        """The limits and what is left of them, on every answer (as OpenAI sends them)."""
+        headers = {}
+        now = time.monotonic()
+        for kind, bucket, limit in (
+            ("requests", self._rpm, self.config.rpm),
+            ("tokens", self._tpm, self.config.tpm),
+        ):
+            if bucket is not None and limit:
+                bucket.take(0, now)  # refill to now
+                headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+                headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(bucket.level)))
+        return headers
 
     def _rate_limited(self, wait: float, kind: str) -> web.Response:
         self.stats["429"] += 1
