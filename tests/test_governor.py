@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from batch_processor.llm.governor import Governor, Outcome
+from batch_processor.llm.governor import Governor, Outcome, ProviderLimits
 
 
 class FakeClock:
@@ -121,3 +121,40 @@ async def test_unserved_requests_are_given_back_to_the_rpm_budget() -> None:
     assert clock.now == 1000.0  # the first request's token came back: no wait
     gov.release(await gov.acquire(), Outcome.SUCCESS)
     assert clock.now == pytest.approx(1001.0)
+
+
+async def test_the_providers_limit_is_adopted_from_its_headers() -> None:
+    """Not told --rpm, a governor paces at the limit a reply's x-ratelimit headers announce."""
+    clock = FakeClock()
+    gov = governor(clock, concurrency=100)
+    limits = ProviderLimits.from_headers(
+        {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "0"}
+    )
+    gov.release(await gov.acquire(), Outcome.SUCCESS, limits=limits)
+    start = clock.now
+    for _ in range(20):
+        gov.release(await gov.acquire(), Outcome.SUCCESS)
+    assert clock.now - start == pytest.approx(2.0)  # 10 a second, from an empty bucket
+
+
+async def test_a_lower_told_rpm_wins_over_the_providers_limit() -> None:
+    """--rpm below the provider's limit stays the pace (a team may share the key)."""
+    clock = FakeClock()
+    gov = governor(clock, concurrency=100, rpm=60)
+    limits = ProviderLimits(requests=6000, remaining_requests=100)
+    gov.release(await gov.acquire(), Outcome.SUCCESS, limits=limits)
+    start = clock.now
+    for _ in range(3):
+        gov.release(await gov.acquire(), Outcome.SUCCESS)
+    assert clock.now - start == pytest.approx(3.0)
+
+
+async def test_what_the_provider_says_is_left_caps_the_bucket() -> None:
+    """Another worker on the same key spent the allowance: this one waits for the refill."""
+    clock = FakeClock()
+    gov = governor(clock, concurrency=100, rpm=600)  # 8 in the bucket
+    first = await gov.acquire()
+    gov.release(first, Outcome.SUCCESS, limits=ProviderLimits(remaining_requests=0))
+    start = clock.now
+    gov.release(await gov.acquire(), Outcome.SUCCESS)
+    assert clock.now - start == pytest.approx(0.1)  # one request's refill at 10 a second

@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pymongo.monitoring import (
+    CommandFailedEvent,
+    CommandListener,
+    CommandStartedEvent,
+    CommandSucceededEvent,
+)
 
 from batch_processor.classifiers import load_taxonomy
 from batch_processor.errors import ConfigurationError
@@ -334,3 +341,37 @@ async def test_cli_bad_key_exits_2_and_no_key_ever_appears_in_logs(
     assert code == 0, output
     assert KEY not in output and "run finished" in output
     assert await db.sentimental_analysis.count_documents({}) == 5
+
+
+class _Commands(CommandListener):
+    """Counts the daemon's MongoDB commands by name (handshakes and monitoring excluded)."""
+
+    IGNORED = frozenset({"hello", "ismaster", "isMaster", "ping", "endSessions", "buildInfo"})
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def started(self, event: CommandStartedEvent) -> None:
+        """Count one command."""
+        if event.command_name not in self.IGNORED:
+            self.counts[event.command_name] += 1
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        """Nothing to do."""
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        """Nothing to do."""
+
+
+async def test_an_llm_run_costs_at_most_50_mongodb_commands_per_1000_documents(
+    db: Any, llm_settings: Any, simulator: Simulator
+) -> None:
+    """Pages are claimed, looked up in the cache and written in bulk: no per-document trips."""
+    await seed(db, distinct_texts(1000))
+    commands = _Commands()
+    settings = llm_settings(batch_size=200, concurrent=32, flush_interval=5.0)
+
+    stats = await run_job(settings, listeners=[commands])
+
+    assert stats.succeeded == 1000 and simulator.stats["ok"] == 1000
+    assert sum(commands.counts.values()) <= 50, commands.counts

@@ -142,3 +142,37 @@ async def test_drain_classifies_queued_documents_and_dead_letters_exhausted_ones
     assert len(rig.queues.classify) == 0
     assert [entry.doc_ids for entry in rig.queues.dead_letter.entries()] == [[hopeless.id]]
     assert rig.source.count("done") == 26
+
+
+async def test_results_arriving_during_a_write_wait_for_a_full_batch(rig: Rig) -> None:
+    """Results handed over while a batch is written are not sent in a trickle of small writes."""
+    writer = _writer(rig, RunStats(), flush_size=10)
+    rig.sink.gate = asyncio.Event()  # the first write waits until released
+    task = asyncio.create_task(writer.run())
+    docs = documents(13)
+    for doc in docs[:10]:
+        writer.add(_result(doc.id), lambda outcome: None)
+    await asyncio.sleep(0)  # the writer takes the full batch and waits in its write
+    for doc in docs[10:]:
+        writer.add(_result(doc.id), lambda outcome: None)
+    rig.sink.gate.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert rig.sink.writes == 1  # the three later results wait for the size or the timer
+    assert writer.holding == 3
+    writer.close()
+    await task
+    assert rig.sink.writes == 2 and len(rig.sink.results) == 13
+
+
+async def test_a_finishing_writer_writes_results_as_they_come(rig: Rig) -> None:
+    """Once nothing more will be claimed, a lone result is written without waiting for the timer."""
+    writer = _writer(rig, RunStats(), flush_size=100)
+    task = asyncio.create_task(writer.run())
+    writer.finishing()
+    writer.add(_result("d0001"), lambda outcome: None)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert rig.sink.writes == 1  # flush_interval is 60 s: only finishing() explains it
+    writer.close()
+    await task
