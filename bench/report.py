@@ -58,23 +58,39 @@ def print_table(results: dict[str, Any]) -> None:
     print("|" + "---|" * len(header))
     for row in rows(results):
         print("| " + " | ".join(row) + " |")
-    if isinstance(results.get("startup"), dict):
-        for name, value in results["startup"].items():
-            if isinstance(value, dict):
-                print(
-                    f"start-up to first request, {name}: median {value['median']} s {value['all']}"
-                )
-    if isinstance(results.get("memory"), dict):
-        for name, value in results["memory"].items():
-            if isinstance(value, dict):
-                print(
-                    f"memory, {name}: {value['documents']} docs, RSS {value['rss_mb_at_10pct']} MB "
-                    f"at 10 % -> peak {value['rss_mb_peak']} MB "
-                    f"(+{value['growth_mb_10_to_100pct']} MB), {value['commands_per_1000_docs']} "
-                    f"cmds/1000, {value['cpu_ms_per_document']} CPU ms/doc"
-                )
+    for line in lines(results):
+        print(line)
     if results.get("plots"):
         print("plots:", ", ".join(results["plots"]))
+
+
+def lines(results: dict[str, Any]) -> list[str]:
+    """The figures that are not per contender: start-up, the client alone, memory."""
+    out = []
+    startup = results.get("startup")
+    if isinstance(startup, dict):
+        for name, value in startup.items():
+            if isinstance(value, dict):
+                out.append(
+                    f"start-up to first request, {name}: median {value['median']} s {value['all']}"
+                )
+    cpu = results.get("cpu")
+    for row in cpu.get("llm_client_alone", []) if isinstance(cpu, dict) else []:
+        out.append(
+            f"LLM classifier alone, {row['concurrent']} in flight: "
+            f"{row['requests_per_second']} requests/s, {row['cpu_ms_per_request']} CPU ms "
+            f"per request ({row['cpu_share_of_one_core']} of one core)"
+        )
+    memory = results.get("memory")
+    for name, value in memory.items() if isinstance(memory, dict) else []:
+        if isinstance(value, dict):
+            out.append(
+                f"memory, {name}: {value['documents']} docs, RSS {value['rss_mb_at_10pct']} MB "
+                f"at 10 % -> peak {value['rss_mb_peak']} MB "
+                f"(+{value['growth_mb_10_to_100pct']} MB), {value['commands_per_1000_docs']} "
+                f"cmds/1000, {value['cpu_ms_per_document']} CPU ms/doc"
+            )
+    return out
 
 
 if __name__ == "__main__":

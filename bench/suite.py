@@ -17,8 +17,9 @@ Parts (``--only``), all against one embedded SecantusDB server and the project's
   goodput is a rate, so the figures compare).
 * ``workers``: workload a with 1, 2 and 4 daemon workers on one database.
 * ``cpu``: no rate limit (the provider allows 2,500 requests/s), the daemon at ``--concurrent
-  96`` and the plain script: requests per second and CPU milliseconds per document, plus the
-  daemon's top functions under cProfile.
+  96`` and the plain script: requests per second and CPU milliseconds per document, the
+  daemon's top functions under cProfile, and the LLM classifier alone (``bench/llm_client.py``,
+  no database) at 64 and 128 requests in flight.
 * ``memory``: ``--memory-docs`` documents, offline and LLM: RSS against documents stored.
 
 Each part records MongoDB commands per 1,000 documents (a wire proxy counts them), requests per
@@ -34,6 +35,7 @@ import json
 import os
 import pstats
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -268,7 +270,21 @@ async def part_cpu(bench: Bench) -> dict[str, Any]:
         runs.append(await _llm_run(bench, contender, UNLIMITED, count, concurrent=96))
     profile = bench.out / "daemon.prof"
     await _llm_run(bench, "daemon", UNLIMITED, count, concurrent=96, profile=profile)
-    return {"workload": UNLIMITED.name, "runs": runs, "profile_top": _profile_top(profile)}
+    client = []
+    for concurrent in (64, 128):
+        with UNLIMITED.simulator() as sim:
+            command = [sys.executable, "-m", "bench.llm_client", "--llm-base-url", sim.base_url,
+                       "--count", str(count), "--concurrent", str(concurrent)]  # fmt: skip
+            done = await asyncio.to_thread(
+                subprocess.run, command, capture_output=True, text=True, check=True
+            )
+            client.append(json.loads(done.stdout))
+    return {
+        "workload": UNLIMITED.name,
+        "runs": runs,
+        "llm_client_alone": client,
+        "profile_top": _profile_top(profile),
+    }
 
 
 async def part_memory(bench: Bench) -> dict[str, Any]:
