@@ -65,32 +65,33 @@ def _throughput(part: dict[str, Any], path: Path) -> str:
 
 
 def _goodput_bars(part: dict[str, Any], path: Path) -> str:
-    by_contender: dict[str, list[float]] = {}
-    for run in part["runs"]:
-        by_contender.setdefault(run["contender"], []).append(run["goodput_pct"])
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    names = list(by_contender)
-    for i, name in enumerate(names):
-        ax.scatter([i] * len(by_contender[name]), by_contender[name], color="tab:blue")
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylabel("goodput, % of capacity")
-    ax.set_ylim(0, 105)
-    ax.set_title(part["workload"])
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path.name
+    """Each run's goodput, by contender."""
+    names = list(dict.fromkeys(run["contender"] for run in part["runs"]))
+    points = [(names.index(run["contender"]), run["goodput_pct"]) for run in part["runs"]]
+    return _goodput_scatter(points, range(len(names)), names, "", part["workload"], path)
 
 
 def _workers(part: dict[str, Any], path: Path) -> str:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for run in part["runs"]:
-        ax.scatter(run["workers"], run["goodput_pct"], color="tab:blue")
-    ax.set_xticks([1, 2, 4])
-    ax.set_xlabel("workers")
+    """Each run's goodput, by number of workers."""
+    points = [(run["workers"], run["goodput_pct"]) for run in part["runs"]]
+    return _goodput_scatter(points, [1, 2, 4], ["1", "2", "4"], "workers", part["workload"], path)
+
+
+def _goodput_scatter(
+    points: list[tuple[int, float]],
+    ticks: Any,
+    labels: list[str],
+    xlabel: str,
+    title: str,
+    path: Path,
+) -> str:
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.scatter([x for x, _ in points], [y for _, y in points], color="tab:blue")
+    ax.set_xticks(list(ticks), labels)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("goodput, % of capacity")
     ax.set_ylim(0, 105)
-    ax.set_title(part["workload"])
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
