@@ -220,6 +220,7 @@ async def run_processes(
     extra: Callable[[], Any] | None = None,
     interval: float = 0.25,
     limit: float = 3600.0,
+    cwd: Path = ROOT,
 ) -> ProcessRun:
     """Spawn ``commands`` at once and sample them until all exit.
 
@@ -231,7 +232,7 @@ async def run_processes(
     started = time.time()
     procs = [
         subprocess.Popen(  # noqa: ASYNC220 - spawning does not block; wait4 below polls
-            command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         for command in commands
     ]

@@ -49,6 +49,7 @@ from pymongo import AsyncMongoClient
 from batch_processor.service.embedded import EmbeddedServer, free_port
 from batch_processor.testing.samples import sample_conversations
 from bench.harness import (
+    ROOT,
     CommandProxy,
     ProcessRun,
     SimulatorProcess,
@@ -137,6 +138,14 @@ class Bench:
         target = self.client[database].sentimental_analysis
         port = free_port()
         commands, extra = [], None
+        env = {**os.environ, "BATCH_LOG_LEVEL": "WARNING", "BATCH_LOG_FORMAT": "json"}
+        if contender == "baseline":
+            # The daemon as it was at --baseline-tree (a worktree), in the same run.
+            env["PYTHONPATH"] = str(self.args.baseline_tree)
+            contender, profile = "daemon", None
+            baseline = True
+        else:
+            baseline = False
         if contender.startswith("daemon"):
             rpm = workload.rpm if workload is not None and contender == "daemon+rpm" else None
             for worker in range(workers):
@@ -153,6 +162,8 @@ class Bench:
                 if profile is not None:
                     command = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m",
                                "batch_processor", *command[1:]]  # fmt: skip
+                elif baseline:
+                    command = [sys.executable, "-m", "batch_processor", *command[1:]]
                 commands.append(command)
             extra = metrics_reader(port)
         else:
@@ -162,7 +173,6 @@ class Bench:
                     contender, uri=self.proxy.uri, database=database, base_url=base_url
                 )
             )
-        env = {**os.environ, "BATCH_LOG_LEVEL": "WARNING", "BATCH_LOG_FORMAT": "json"}
         before = self.proxy.total()
         mix_before = self.proxy.by_collection.copy()
 
@@ -170,10 +180,18 @@ class Bench:
             return await target.estimated_document_count()
 
         run = await run_processes(
-            commands, env=env, stored=stored, extra=extra, interval=sample_every
+            commands,
+            env=env,
+            stored=stored,
+            extra=extra,
+            interval=sample_every,
+            # From its own tree: ``-m`` puts the working directory first on sys.path.
+            cwd=self.args.baseline_tree if baseline else ROOT,
         )
         commands_sent = self.proxy.total() - before
         result = await self._outcome(database, contender, count, run, commands_sent)
+        if baseline:
+            result["contender"] = "baseline"
         result["command_mix"] = dict(self.proxy.by_collection - mix_before)
         await self.client.drop_database(database)
         return result
@@ -183,16 +201,20 @@ class Bench:
     ) -> dict[str, Any]:
         db = self.client[database]
         stored = await db.sentimental_analysis.count_documents({})
+        failed = waiting = 0
         if contender.startswith("daemon"):
             failed = await db.conversation_set.count_documents({"processing.status": "failed"})
-        else:
-            failed = 0
+            # Documents whose retries ran out wait on disk for the next run: not lost.
+            for report in (self.tmp / database).glob("*/reports/*.json"):
+                queues = json.loads(report.read_text())["summary"].get("waiting_in_queues") or {}
+                waiting += sum(queues.values())
         return {
             "contender": contender,
             "documents": count,
             "stored": stored,
             "failed": failed,  # documents ended with a reason (the sample's few bad ones)
-            "lost": count - stored - failed,
+            "waiting_in_queues": waiting,
+            "lost": count - stored - failed - waiting,
             "seconds_to_last_result": run.seconds_to_last_result,
             "seconds_to_exit": run.seconds_to_exit,
             "cpu_seconds": run.cpu_seconds,
@@ -237,7 +259,7 @@ async def part_startup(bench: Bench) -> dict[str, Any]:
 
 async def part_goodput(bench: Bench) -> dict[str, Any]:
     """Both workloads, every contender, alternating order across repeats."""
-    contenders = bench.args.contenders
+    contenders = bench.args.contenders + (["baseline"] if bench.args.baseline_tree else [])
     results: dict[str, Any] = {}
     for key in bench.args.workloads:
         workload = WORKLOADS[key]
@@ -410,6 +432,12 @@ if __name__ == "__main__":
         "--only", type=lambda s: s.split(","), default=list(PARTS), help=",".join(PARTS)
     )
     parser.add_argument("--docs", type=int, default=3000)
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="a checkout of an earlier commit (git worktree add): adds it as the contender "
+        "'baseline' of the goodput part",
+    )
     parser.add_argument(
         "--contenders",
         type=lambda s: s.split(","),

@@ -200,7 +200,6 @@ class Pipeline:
             await self._recovery.release_dead_claims()
             drainer = group.create_task(self._drain_periodically(), name="queue-drainer")
             await self._producer.run()
-            self._writer.finishing()
             await self._tasks.wait_all()
             if self.stats.queued_store and self.error is None:
                 # Results spilled during an outage that has passed: store them before ending.

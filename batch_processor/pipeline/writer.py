@@ -70,7 +70,6 @@ class ResultWriter:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # set after each flush: waiters of drained() look again
         self._closed = False
-        self._eager = False
 
     @property
     def holding(self) -> int:
@@ -82,17 +81,8 @@ class ResultWriter:
         if self._closed:
             raise RuntimeError("the result writer is closed")
         self._buffer.append(_Pending(outcome, settle))
-        if self._eager or len(self._buffer) >= self._flush_size:
+        if len(self._buffer) >= self._flush_size:
             self._wake.set()
-
-    def finishing(self) -> None:
-        """No more documents will be claimed: write results as they come, not by the batch.
-
-        The last pages' results then go out while their last documents are classified,
-        instead of in a few full batches after the last answer.
-        """
-        self._eager = True
-        self._wake.set()
 
     def flush_soon(self, needed: int = 1) -> None:
         """Flush now rather than at the timer if that ends the ``needed`` documents waited for.

@@ -163,16 +163,3 @@ async def test_results_arriving_during_a_write_wait_for_a_full_batch(rig: Rig) -
     writer.close()
     await task
     assert rig.sink.writes == 2 and len(rig.sink.results) == 13
-
-
-async def test_a_finishing_writer_writes_results_as_they_come(rig: Rig) -> None:
-    """Once nothing more will be claimed, a lone result is written without waiting for the timer."""
-    writer = _writer(rig, RunStats(), flush_size=100)
-    task = asyncio.create_task(writer.run())
-    writer.finishing()
-    writer.add(_result("d0001"), lambda outcome: None)
-    for _ in range(20):
-        await asyncio.sleep(0)
-    assert rig.sink.writes == 1  # flush_interval is 60 s: only finishing() explains it
-    writer.close()
-    await task
