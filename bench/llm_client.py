@@ -17,11 +17,13 @@ import json
 import time
 
 from batch_processor.service.classifier_setup import build_classifier
+from batch_processor.service.logs import configure_logging
 from batch_processor.settings import load_settings
 
 
 async def main(base_url: str, count: int, concurrent: int) -> dict[str, float]:
     """Classify ``count`` texts; return the rate and the CPU per request."""
+    configure_logging("WARNING", "json")  # stdout carries the figures alone
     settings = load_settings(
         {"classifier": "llm", "llm_base_url": base_url, "concurrent": concurrent}, environ={}
     )
