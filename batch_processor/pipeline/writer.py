@@ -84,7 +84,7 @@ class ResultWriter:
         if len(self._buffer) >= self._flush_size:
             self._wake.set()
 
-    def flush_soon(self, needed: int = 1) -> None:
+    def flush_soon(self, needed: int) -> None:
         """Flush now rather than at the timer if that ends the ``needed`` documents waited for.
 
         Admission asks this whenever it is full. Flushing a handful of results early would

@@ -14,43 +14,19 @@ from batch_processor.llm.governor import Governor
 from batch_processor.settings import Settings
 
 
-def check_classifier(settings: Settings) -> None:
-    """Raise ConfigurationError for classifier settings that cannot work (imports nothing).
-
-    Run before any connection, so that a misconfiguration is reported at once.
-    """
-    if settings.classifier not in AVAILABLE:
-        raise ConfigurationError(
-            f"invalid setting classifier (--classifier / BATCH_CLASSIFIER): unknown classifier "
-            f"{settings.classifier!r}; available: {', '.join(AVAILABLE)}"
-        )
-    if settings.classifier != "llm":
-        return
-    if settings.llm_api_key is None and settings.llm_base_url is None:
-        raise ConfigurationError(
-            "invalid setting llm_api_key (BATCH_LLM_API_KEY, or a secrets file named "
-            "llm_api_key): the llm classifier needs an API key for OpenAI; set "
-            "llm_base_url for a local server that needs none"
-        )
-    if (
-        settings.budget_usd is not None
-        and price_for(settings.llm_model, settings.llm_prices) is None
-    ):
-        raise ConfigurationError(
-            f"invalid setting budget_usd (--budget-usd / BATCH_BUDGET_USD): no price is known "
-            f"for model {settings.llm_model!r}; add it to llm_prices"
-        )
-
-
 def build_classifier(settings: Settings) -> Classifier:
     """The classifier the settings name; raise ConfigurationError for an unusable setup."""
-    check_classifier(settings)
     taxonomy = load_taxonomy(settings.taxonomy_file)
+    if settings.classifier == "offline":
+        from batch_processor.classifiers.offline import OfflineClassifier  # numpy, py3langid
+
+        return OfflineClassifier(taxonomy)
     if settings.classifier == "llm":
         return _llm_classifier(settings, taxonomy)
-    from batch_processor.classifiers.offline import OfflineClassifier  # numpy, py3langid
-
-    return OfflineClassifier(taxonomy)
+    raise ConfigurationError(
+        f"invalid setting classifier (--classifier / BATCH_CLASSIFIER): unknown classifier "
+        f"{settings.classifier!r}; available: {', '.join(AVAILABLE)}"
+    )
 
 
 def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:
@@ -60,6 +36,11 @@ def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:
     )
 
     price = price_for(settings.llm_model, settings.llm_prices)
+    if settings.budget_usd is not None and price is None:
+        raise ConfigurationError(
+            f"invalid setting budget_usd (--budget-usd / BATCH_BUDGET_USD): no price is known "
+            f"for model {settings.llm_model!r}; add it to llm_prices"
+        )
     api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     options = LLMOptions(
         model=settings.llm_model,
