@@ -14,8 +14,10 @@ categories (seed 004). Whether an operation is retried is decided by ``error.ret
     ├── PermanentError       PERMANENT       not retried: the document is marked failed
     ├── BudgetExhaustedError   (no category) the spend limit is reached: the document is
     │                                         given back untouched for the next run
-    └── Interrupted            (no category) a stop was asked for while waiting out an
-                                              outage: not a failure, the run ends cleanly
+    ├── Interrupted            (no category) a stop was asked for while waiting out an
+    │                                         outage: not a failure, the run ends cleanly
+    └── LostLeaseError         (no category) another worker took the document over: this
+                                              worker's write is dropped and counted, not retried
 
 Code outside this module raises these (the MongoDB and classifier modules translate their
 libraries' exceptions), so that no other module needs to know pymongo's or openai's errors.
@@ -114,6 +116,14 @@ class BudgetExhaustedError(BatchProcessorError):
 
 class Interrupted(BatchProcessorError):
     """A stop (SIGTERM) came while waiting for MongoDB to come back: end cleanly, not failed."""
+
+
+class LostLeaseError(BatchProcessorError):
+    """Another worker took the document over (this worker's lease expired): the write is fenced.
+
+    Not a failure of the document, which now belongs to the other worker: this worker's result
+    or mark is dropped and counted as ``lost_lease``.
+    """
 
 
 class UnfinishedJobError(BatchProcessorError):

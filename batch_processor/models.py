@@ -21,6 +21,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def claim_token(job_id: str, label: str | int, now: datetime | None = None) -> str:
+    """A unique claim token that sorts by claim time: the fence of every write under the claim.
+
+    It starts with the claim's time in milliseconds (13 digits), so of two claims on one
+    document the later one (a takeover, after the first lease expired) compares greater.
+    """
+    millis = int((now or utcnow()).timestamp() * 1000)
+    return f"{millis:013d}-{job_id}-{label}"
+
+
 class SentimentLabel(StrEnum):
     """Overall sentiment of a conversation."""
 
@@ -146,6 +156,10 @@ class SourceDocument(BaseModel):
         default=None,
         description="Why the document cannot be classified as read (a DATA failure), if so.",
     )
+    claim: str | None = Field(
+        default=None,
+        description="The claim token this worker holds the document under (its write fence).",
+    )
 
 
 class ClassifiedDocument(BaseModel):
@@ -168,6 +182,7 @@ class ClassifiedDocument(BaseModel):
     cost_usd: float = 0.0
     cached: bool = False
     repairs: tuple[str, ...] = ()
+    claim: str | None = Field(default=None, description="The claim token: its write fence.")
 
 
 class FailedDocument(BaseModel):
@@ -180,6 +195,7 @@ class FailedDocument(BaseModel):
     category: ErrorCategory
     attempts: int = Field(ge=0)
     job_id: str
+    claim: str | None = Field(default=None, description="The claim token: its write fence.")
 
 
 class ClassifyRetry(BaseModel):

@@ -110,8 +110,14 @@ async def outage_run(tmp_path: Path, make_settings: Any, db_name: str) -> AsyncI
         [conversation(f"refund order {i}") for i in range(30)]
     )
     await client.close()
+    # A read of the next page may fall in the outage: it gives up after 2 s (TRANSIENT).
     settings = make_settings(
-        mongodb_uri=uri, batch_size=50, concurrent=50, retries=2, server_selection_timeout=0.3
+        mongodb_uri=uri,
+        batch_size=50,
+        concurrent=50,
+        retries=2,
+        server_selection_timeout=0.3,
+        db_outage_grace=2,
     )
     classifier = GatedClassifier(expected=30)
     try:

@@ -3,6 +3,12 @@
 Results are written with one unordered bulk of upserts keyed by the source ``_id`` (so a result
 written twice is one document), and only then are the sources marked done with one bulk write.
 Every write uses ``w="majority", j=True`` (set on the client).
+
+Every write is fenced by the claim token the worker holds the document under (see
+:func:`batch_processor.models.claim_token`): a result replaces only a result written under an
+older or equal token (a worker whose lease was taken over cannot overwrite the new owner's),
+and a source is marked only while its claim token is still ours. A fenced write is reported
+as :class:`~batch_processor.errors.LostLeaseError` (results) or in the returned set (marks).
 """
 
 from __future__ import annotations
@@ -14,11 +20,11 @@ from typing import Any
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
-from batch_processor.errors import BatchProcessorError, DataError, PermanentError
+from batch_processor.errors import BatchProcessorError, DataError, LostLeaseError, PermanentError
 from batch_processor.models import ClassifiedDocument, FailedDocument, utcnow
 from batch_processor.mongo.codec import Raw, decode_id, encode_id
 from batch_processor.mongo.errors import DATA_CODES, DUPLICATE_KEY, bulk_write_errors, translated
-from batch_processor.mongo.source import DONE, FAILED, STATE, STATUS
+from batch_processor.mongo.source import CLAIM, DONE, FAILED, IN_CHUNK, STATE, STATUS
 
 
 class MongoSink:
@@ -28,11 +34,14 @@ class MongoSink:
         self._source = source
         self._target = target
 
-    async def finish_stored(self, doc_ids: Sequence[str], job_id: str) -> set[str]:
+    async def finish_stored(
+        self, doc_ids: Sequence[str], job_id: str, claim: str | None = None
+    ) -> set[str]:
         """Mark done the documents whose result is already stored; return their ids.
 
         Used in recovery: a crash between storing a result and marking its source leaves it
         stored but not marked; it is marked from the stored result, not classified again.
+        ``claim`` is the token the documents were just reclaimed under (the marks' fence).
         """
         if not doc_ids:
             return set()
@@ -42,7 +51,9 @@ class MongoSink:
             found = self._target.find({"_id": {"$in": ids}}, {"classifier": 1, "attempts": 1})
             stored = [raw async for raw in found]
         ops = [
-            _done_op(raw["_id"], job_id, raw.get("classifier") or {}, raw.get("attempts", 1), now)
+            _done_op(
+                raw["_id"], claim, job_id, raw.get("classifier") or {}, raw.get("attempts", 1), now
+            )
             for raw in stored
         ]
         await self._bulk_or_raise(ops, "mark processed")
@@ -72,10 +83,10 @@ class MongoSink:
         pending = list(by_id)
         for _ in range(2):  # a concurrent-upsert E11000 succeeds as an update on the second pass
             ops = [
-                UpdateOne({"_id": decode_id(i)}, {"$set": _result_doc(by_id[i])}, upsert=True)
+                UpdateOne(_result_fence(by_id[i]), {"$set": _result_doc(by_id[i])}, upsert=True)
                 for i in pending
             ]
-            errors = await self._bulk(self._target, ops, "store results")
+            _, errors = await self._bulk(self._target, ops, "store results")
             for index, (code, message) in errors.items():
                 if code != DUPLICATE_KEY:
                     kind = DataError if code in DATA_CODES else PermanentError
@@ -84,15 +95,18 @@ class MongoSink:
             if not pending:
                 break
         for doc_id in pending:
-            failures[doc_id] = PermanentError("store results: duplicate key persisted")
+            # The upsert's filter found a result under a newer claim token: another worker
+            # took the document over and stored its own result, which stays.
+            failures[doc_id] = LostLeaseError("store result: a newer owner's result is stored")
         return failures
 
-    async def mark_done(self, results: Sequence[ClassifiedDocument]) -> None:
-        """Mark sources processed; called only after their results are stored."""
+    async def mark_done(self, results: Sequence[ClassifiedDocument]) -> set[str]:
+        """Mark sources processed (only after their results are stored); return fenced ids."""
         now = utcnow()
         ops = [
             _done_op(
                 decode_id(result.doc_id),
+                result.claim,
                 result.job_id,
                 {"name": result.classifier, "version": result.classifier_version},
                 result.attempts,
@@ -100,14 +114,17 @@ class MongoSink:
             )
             for result in results
         ]
-        await self._bulk_or_raise(ops, "mark processed")
+        matched = await self._bulk_or_raise(ops, "mark processed")
+        if matched == len(ops):
+            return set()
+        return await self._not_ours([(r.doc_id, r.claim) for r in results])
 
-    async def mark_failed(self, failures: Sequence[FailedDocument]) -> None:
-        """Mark sources failed with the reason and the error category."""
+    async def mark_failed(self, failures: Sequence[FailedDocument]) -> set[str]:
+        """Mark sources failed with the reason and the error category; return fenced ids."""
         now = utcnow()
         ops = [
             UpdateOne(
-                {"_id": decode_id(failure.doc_id), STATUS: {"$ne": DONE}},
+                {**_source_fence(failure.doc_id, failure.claim), STATUS: {"$ne": DONE}},
                 {
                     "$set": {
                         STATUS: FAILED,
@@ -121,34 +138,86 @@ class MongoSink:
             )
             for failure in failures
         ]
-        await self._bulk_or_raise(ops, "mark failed")
+        matched = await self._bulk_or_raise(ops, "mark failed")
+        if matched == len(ops):
+            return set()
+        return await self._not_ours([(f.doc_id, f.claim) for f in failures])
 
-    async def _bulk_or_raise(self, ops: list[UpdateOne], action: str) -> None:
+    async def _not_ours(self, marks: list[tuple[str, str | None]]) -> set[str]:
+        """Which of these (id, claim) marks did not apply because the claim is no longer ours.
+
+        Asked only when a bulk mark matched fewer documents than it had (rare): a mark
+        matches only while the document is still held under its token.
+        """
+        fenced = {doc_id: claim for doc_id, claim in marks if claim is not None}
+        lost: set[str] = set()
+        ids = list(fenced)
+        for start in range(0, len(ids), IN_CHUNK):
+            chunk = [decode_id(doc_id) for doc_id in ids[start : start + IN_CHUNK]]
+            with translated("check claims"):
+                async for raw in self._source.find({"_id": {"$in": chunk}}, {CLAIM: 1}):
+                    doc_id = encode_id(raw["_id"])
+                    if (raw.get(STATE) or {}).get("claim") != fenced[doc_id]:
+                        lost.add(doc_id)
+        return lost
+
+    async def _bulk_or_raise(self, ops: list[UpdateOne], action: str) -> int:
+        """One bulk write of marks; return how many documents its filters matched."""
         if not ops:
-            return
-        errors = await self._bulk(self._source, ops, action)
+            return 0
+        matched, errors = await self._bulk(self._source, ops, action)
         if errors:
             code, message = next(iter(errors.values()))
             raise PermanentError(f"{action}: {len(errors)} write errors, first ({code}): {message}")
+        return matched
 
     async def _bulk(
         self, collection: AsyncCollection[Raw], ops: list[UpdateOne], action: str
-    ) -> dict[int, tuple[int, str]]:
-        """One unordered bulk write; return {op index: (code, message)} of per-op errors."""
+    ) -> tuple[int, dict[int, tuple[int, str]]]:
+        """One unordered bulk write; return (matched, {op index: (code, message)})."""
         try:
             with translated(action):
-                await collection.bulk_write(ops, ordered=False)
+                result = await collection.bulk_write(ops, ordered=False)
         except PermanentError as exc:
-            return bulk_write_errors(exc, action)
-        return {}
+            return 0, bulk_write_errors(exc, action)
+        return result.matched_count + result.upserted_count, {}
+
+
+def _source_fence(doc_id: str, claim: str | None) -> Raw:
+    """The filter of a mark: the document, while it is still held under ``claim``.
+
+    ``None`` (an outcome queued by a version without claim tokens) is not fenced.
+    """
+    fence: Raw = {"_id": decode_id(doc_id)}
+    if claim is not None:
+        fence[CLAIM] = claim
+    return fence
+
+
+def _result_fence(result: ClassifiedDocument) -> Raw:
+    """The filter of a result upsert: no result, or one written under an older or equal token.
+
+    A result under a newer token makes the upsert insert a duplicate ``_id`` (E11000): the
+    caller reports it as a lost lease.
+    """
+    fence: Raw = {"_id": decode_id(result.doc_id)}
+    if result.claim is not None:
+        fence["claim"] = {"$not": {"$gt": result.claim}}
+    return fence
 
 
 def _done_op(
-    raw_id: Any, job_id: str, classifier: dict[str, Any], attempts: int, now: datetime
+    raw_id: Any,
+    claim: str | None,
+    job_id: str,
+    classifier: dict[str, Any],
+    attempts: int,
+    now: datetime,
 ) -> UpdateOne:
-    """The update that marks one source document processed."""
+    """The update that marks one source document processed (while held under ``claim``)."""
+    fence: Raw = {"_id": raw_id} if claim is None else {"_id": raw_id, CLAIM: claim}
     return UpdateOne(
-        {"_id": raw_id},
+        fence,
         {
             "$set": {
                 STATUS: DONE,
@@ -180,6 +249,7 @@ def _result_doc(result: ClassifiedDocument) -> Raw:
         "attempts": result.attempts,
         "text": {"chars": result.text_chars, "truncated": result.truncated},
         "job_id": result.job_id,
+        "claim": result.claim,
         "classified_at": result.classified_at,
         "stored_at": utcnow(),
     }

@@ -2,12 +2,16 @@
 
 Source documents carry their processing state in one sub-document, ``processing``::
 
-    {status: None | "claimed" | "done" | "failed", job, worker, claim, claimed_at, done_at,
-     classifier, classifier_version, attempts, error, category}
+    {status: None | "claimed" | "done" | "failed", job, worker, claim, claimed_at, lease_until,
+     done_at, classifier, classifier_version, attempts, error, category, taken_from}
 
-A worker pages unprocessed documents (``processing.status`` null) in ``_id`` order through one
-long cursor (resumed with ``_id > last`` if it dies) and claims each page with one
-``update_many``, so several workers never take the same document.
+A worker pages unprocessed documents (``processing.status`` null) one priority level at a time
+(see :mod:`batch_processor.priority`), each in ``_id`` order through one long cursor (resumed
+with ``_id > last`` if it dies), and claims each page with one ``update_many``, so several
+workers never take the same document. A claim is a lease: it records the worker, a claim token
+(the fence of every later write, see :mod:`.sink`) and ``lease_until``, which the worker renews
+while it holds the document. A claim whose lease has expired is taken over by any worker: it
+is released to pending, and the next page read takes it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING
@@ -27,31 +31,50 @@ from batch_processor.errors import BatchProcessorError
 from batch_processor.models import SourceDocument, utcnow
 from batch_processor.mongo.codec import RAW, Raw, decode_id, decode_source, encode_id, raw_id
 from batch_processor.mongo.errors import translated
+from batch_processor.priority import STORED_VALUES, Priority, excluded_from_normal
 
 STATE = "processing"
 STATUS = f"{STATE}.status"
+LEASE = f"{STATE}.lease_until"
+CLAIM = f"{STATE}.claim"
+WORKER = f"{STATE}.worker"
 CLAIMED, DONE, FAILED = "claimed", "done", "failed"
+#: Keeps each ``$in`` list short: the test server checks ``$in`` linearly per document.
+IN_CHUNK = 500
 
 
 class MongoSource:
     """The daemon's reads and claims on the source collection."""
 
     def __init__(
-        self, collection: AsyncCollection[Raw], projection: Raw, socket_timeout: float
+        self,
+        collection: AsyncCollection[Raw],
+        projection: Raw,
+        socket_timeout: float,
+        *,
+        priority_field: str = "priority",
+        lease_seconds: float = 60.0,
     ) -> None:
         self._collection = collection
         self._projection = projection
         self._socket_timeout = socket_timeout
+        self.priority_field = priority_field
+        self.lease = timedelta(seconds=lease_seconds)
 
     async def count_pending(self) -> int:
         """How many source documents are neither done, failed nor claimed."""
         with translated("count pending"):
             return await self._collection.count_documents({STATUS: None})
 
-    async def has_pending(self) -> bool:
-        """Whether any source document waits (one indexed point query: the idle poll)."""
+    async def has_pending(self, level: Priority | None = None) -> bool:
+        """Whether any source document (of ``level``, if given) waits: one indexed query.
+
+        Only HIGH and LOW are asked for a level: they are equality matches on the
+        ``{status, priority, _id}`` index, cheap on any server.
+        """
         with translated("poll for new documents"):
-            return await self._collection.find_one({STATUS: None}, {"_id": 1}) is not None
+            found = await self._collection.find_one(self._pending(level), {"_id": 1})
+            return found is not None
 
     @contextlib.asynccontextmanager
     async def insert_events(self, max_await: float) -> AsyncIterator[InsertWaiter]:
@@ -74,10 +97,18 @@ class MongoSource:
             with contextlib.suppress(mongo_errors.PyMongoError):
                 await stream.close()
 
-    def page_cursor(self, page_size: int) -> PageCursor:
-        """Unprocessed documents in ``_id`` order, a page at a time (see :class:`PageCursor`)."""
+    def page_cursor(self, page_size: int, level: Priority | None = None) -> PageCursor:
+        """Unprocessed documents (of ``level``) in ``_id`` order, a page at a time."""
         raw_source = self._collection.with_options(codec_options=RAW)
-        return PageCursor(raw_source, self._projection or None, page_size)
+        return PageCursor(raw_source, self._projection or None, page_size, self._pending(level))
+
+    def _pending(self, level: Priority | None) -> Raw:
+        """The filter of pending documents, of one priority level if given."""
+        if level is None:
+            return {STATUS: None}
+        values = STORED_VALUES.get(level)
+        match: Raw = {"$in": list(values)} if values else {"$nin": excluded_from_normal()}
+        return {STATUS: None, self.priority_field: match}
 
     async def claim(
         self,
@@ -102,16 +133,18 @@ class MongoSource:
         ids = [decode_id(doc_id) for doc_id in doc_ids]
         free: Raw = {STATUS: None}
         if reclaim:
-            own: list[Raw] = [{STATUS: CLAIMED, f"{STATE}.worker": worker_id}]
+            own: list[Raw] = [{STATUS: CLAIMED, WORKER: worker_id}]
             if previous_claim is not None:
-                own.append({STATUS: CLAIMED, f"{STATE}.claim": previous_claim})
+                own.append({STATUS: CLAIMED, CLAIM: previous_claim})
             free = {"$or": [free, *own]}
+        now = utcnow()
         claim = {
             STATUS: CLAIMED,
             f"{STATE}.job": job_id,
-            f"{STATE}.worker": worker_id,
-            f"{STATE}.claim": token,
-            f"{STATE}.claimed_at": utcnow(),
+            WORKER: worker_id,
+            CLAIM: token,
+            f"{STATE}.claimed_at": now,
+            LEASE: now + self.lease,
         }
         with translated("claim"):
             result = await self._collection.update_many(
@@ -120,7 +153,7 @@ class MongoSource:
             if result.modified_count == len(ids):
                 return set(doc_ids)
             # Some were taken already (rare): one more query tells which ones this claim won.
-            mine = self._collection.find({"_id": {"$in": ids}, f"{STATE}.claim": token}, {"_id": 1})
+            mine = self._collection.find({"_id": {"$in": ids}, CLAIM: token}, {"_id": 1})
             return {encode_id(raw["_id"]) async for raw in mine}
 
     async def release_claims(
@@ -128,29 +161,87 @@ class MongoSource:
         *,
         worker_id: str,
         job_id: str,
-        older_than: timedelta,
         exclude: Sequence[str] = (),
         claims: Sequence[str] = (),
     ) -> int:
-        """Free the claims of this worker's dead jobs, and anyone's claims past ``older_than``.
+        """Free the claims of this worker's dead jobs (other workers' expire: see take_over).
 
         Only one process runs as a worker at a time (its batch directory is locked), so every
         claim of ``worker_id`` not made by the running ``job_id`` belongs to a dead job, and so
         does every claim token in ``claims`` (recorded by this directory's batch files).
         Documents in ``exclude`` (waiting in a retry queue) keep their claim.
         """
-        dead: list[Raw] = [
-            {f"{STATE}.worker": worker_id, f"{STATE}.job": {"$ne": job_id}},
-            {f"{STATE}.claimed_at": {"$lt": utcnow() - older_than}},
-        ]
+        dead: list[Raw] = [{WORKER: worker_id, f"{STATE}.job": {"$ne": job_id}}]
         if claims:
-            dead.append({f"{STATE}.claim": {"$in": list(claims)}})
+            dead.append({CLAIM: {"$in": list(claims)}})
         query: Raw = {STATUS: CLAIMED, "$or": dead}
         if exclude:
             query["_id"] = {"$nin": [decode_id(doc_id) for doc_id in exclude]}
         with translated("release claims"):
             result = await self._collection.update_many(query, {"$set": {STATUS: None}})
         return result.modified_count
+
+    async def renew(self, doc_ids: Sequence[str], worker_id: str) -> int:
+        """Extend this worker's leases on ``doc_ids``; return how many it still holds.
+
+        One ``update_many`` per few hundred documents. A document another worker took over
+        is not renewed (its worker is no longer ours) and is not counted.
+        """
+        held = 0
+        until = utcnow() + self.lease
+        for start in range(0, len(doc_ids), IN_CHUNK):
+            ids = [decode_id(doc_id) for doc_id in doc_ids[start : start + IN_CHUNK]]
+            with translated("renew leases"):
+                result = await self._collection.update_many(
+                    {"_id": {"$in": ids}, STATUS: CLAIMED, WORKER: worker_id},
+                    {"$set": {LEASE: until}},
+                )
+            held += result.matched_count
+        return held
+
+    async def take_over(self, worker_id: str, now: datetime | None = None) -> Counter[str]:
+        """Release the claims of other workers whose lease expired; return counts by worker.
+
+        The claimed documents are few (what the fleet has in flight), so they are read and
+        checked here; the update matches each expired claim's own token, so a claim renewed
+        or taken meanwhile is left alone. Claims made before leases existed (no
+        ``lease_until``) expire one lease after they were made.
+        """
+        now = now or utcnow()
+        fields = {"_id": 1, WORKER: 1, CLAIM: 1, LEASE: 1, f"{STATE}.claimed_at": 1}
+        expired: list[tuple[Any, str, str]] = []
+        with translated("find expired leases"):
+            async for raw in self._collection.find({STATUS: CLAIMED}, fields):
+                state = raw.get(STATE) or {}
+                owner = state.get("worker")
+                if owner == worker_id or not isinstance(state.get("claim"), str):
+                    continue
+                until = state.get("lease_until")
+                if until is None and isinstance(state.get("claimed_at"), datetime):
+                    until = state["claimed_at"] + self.lease
+                if isinstance(until, datetime) and until < now:
+                    expired.append((raw["_id"], str(owner), state["claim"]))
+        taken: Counter[str] = Counter()
+        for start in range(0, len(expired), IN_CHUNK):
+            chunk = expired[start : start + IN_CHUNK]
+            with translated("take over expired leases"):
+                for owner, claims in _by_owner(chunk).items():
+                    result = await self._collection.update_many(
+                        {"_id": {"$in": claims[0]}, STATUS: CLAIMED, CLAIM: {"$in": claims[1]}},
+                        {"$set": {STATUS: None, f"{STATE}.taken_from": owner}},
+                    )
+                    taken[owner] += result.modified_count
+        return +taken
+
+    async def claims_by_worker(self) -> dict[str, tuple[int, datetime | None]]:
+        """Documents claimed per worker, with the latest lease expiry of each (for ``status``)."""
+        group: list[Raw] = [
+            {"$match": {STATUS: CLAIMED}},
+            {"$group": {"_id": f"${WORKER}", "n": {"$sum": 1}, "until": {"$max": f"${LEASE}"}}},
+        ]
+        with translated("count claims by worker"):
+            rows = [row async for row in await self._collection.aggregate(group)]
+        return {str(row["_id"]): (row["n"], row.get("until")) for row in rows}
 
     async def release_ids(self, doc_ids: Sequence[str], job_id: str) -> None:
         """Give back this job's claims on ``doc_ids`` (a page that could not be saved)."""
@@ -182,11 +273,16 @@ class PageCursor:
     """
 
     def __init__(
-        self, collection: AsyncCollection[Any], projection: Raw | None, page_size: int
+        self,
+        collection: AsyncCollection[Any],
+        projection: Raw | None,
+        page_size: int,
+        query: Raw | None = None,
     ) -> None:
         self._collection = collection
         self._projection = projection
-        self._page_size = page_size
+        self.page_size = page_size
+        self._query = query or {STATUS: None}
         self._cursor: AsyncCursor[Any] | None = None
         self.after: str | None = None
 
@@ -197,7 +293,7 @@ class PageCursor:
                 with translated("read page"):
                     if self._cursor is None:
                         self._cursor = self._open()
-                    raws = await self._cursor.to_list(self._page_size)
+                    raws = await self._cursor.to_list(self.page_size)
             except BatchProcessorError:
                 await self.close()
                 raise
@@ -209,11 +305,11 @@ class PageCursor:
                 return page
 
     def _open(self) -> AsyncCursor[Any]:
-        query: Raw = {STATUS: None}
+        query: Raw = dict(self._query)
         if self.after is not None:
             query["_id"] = {"$gt": decode_id(self.after)}
         cursor = self._collection.find(query, self._projection).sort("_id", ASCENDING)
-        return cursor.batch_size(self._page_size)
+        return cursor.batch_size(self.page_size)
 
     async def close(self) -> None:
         """Close the server cursor, if one is open."""
@@ -221,6 +317,17 @@ class PageCursor:
         if cursor is not None:
             with contextlib.suppress(mongo_errors.PyMongoError):
                 await cursor.close()
+
+
+def _by_owner(expired: list[tuple[Any, str, str]]) -> dict[str, tuple[list[Any], list[str]]]:
+    """Expired claims grouped by their worker: (raw ids, claim tokens)."""
+    owners: dict[str, tuple[list[Any], list[str]]] = {}
+    for doc_key, owner, claim in expired:
+        ids, claims = owners.setdefault(owner, ([], []))
+        ids.append(doc_key)
+        if claim not in claims:
+            claims.append(claim)
+    return owners
 
 
 class InsertWaiter:

@@ -20,6 +20,7 @@ from batch_processor.errors import ConfigurationError
 from batch_processor.mongo.cache import MongoResultCache
 from batch_processor.mongo.codec import Raw
 from batch_processor.mongo.errors import first_line, translated
+from batch_processor.mongo.fleet import MongoFleet
 from batch_processor.mongo.sink import MongoSink
 from batch_processor.mongo.source import STATUS, MongoSource
 
@@ -39,6 +40,9 @@ class MongoStore:
         socket_timeout: float = 60.0,
         listeners: Sequence[CommandListener] = (),
         cache_collection: str = "classification_cache",
+        workers_collection: str = "batch_workers",
+        priority_field: str = "priority",
+        lease_seconds: float = 60.0,
     ) -> None:
         # A frozen server (SIGSTOP, a hung primary) keeps its sockets open: without a socket
         # timeout an operation on it would wait forever instead of failing and being retried.
@@ -61,10 +65,18 @@ class MongoStore:
         db = self._client[database]
         self._source_collection = db[source_collection]
         self._target_collection = db[target_collection]
-        fields = {field.split(".")[0]: 1 for field in projection}
-        self.source = MongoSource(self._source_collection, fields, socket_timeout)
+        fields = {field.split(".")[0]: 1 for field in [*projection, priority_field]}
+        self._priority_field = priority_field
+        self.source = MongoSource(
+            self._source_collection,
+            fields,
+            socket_timeout,
+            priority_field=priority_field,
+            lease_seconds=lease_seconds,
+        )
         self.sink = MongoSink(self._source_collection, self._target_collection)
         self.cache = MongoResultCache(db[cache_collection])
+        self.fleet = MongoFleet(db[workers_collection])
 
     async def close(self) -> None:
         """Close the client's connections."""
@@ -83,9 +95,16 @@ class MongoStore:
     async def ensure_indexes(self) -> None:
         """Create the indexes the daemon's queries need (idempotent)."""
         with translated("create indexes"):
-            # Serves the page query {status: null, _id > last} sorted by _id, and stale claims.
+            # Serves the page query {status: null, _id > last} sorted by _id (the normal
+            # level's pages, whose priority filter is a $nin) and the claimed documents.
             await self._source_collection.create_index(
                 [(STATUS, ASCENDING), ("_id", ASCENDING)], name="bp_status_id"
+            )
+            # Serves the high and low levels' pages and the "any high pending?" check: an
+            # equality ($in) on both fields, then _id order (see batch_processor.priority).
+            await self._source_collection.create_index(
+                [(STATUS, ASCENDING), (self._priority_field, ASCENDING), ("_id", ASCENDING)],
+                name=f"bp_status_{self._priority_field}_id",
             )
 
     async def insert_sources(self, docs: Sequence[Raw], *, chunk: int = 1000) -> int:

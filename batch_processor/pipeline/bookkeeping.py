@@ -17,6 +17,7 @@ from batch_processor.files.batch_files import BatchFiles
 from batch_processor.files.checkpoints import CheckpointStore
 from batch_processor.models import Checkpoint, JobStatus, utcnow
 from batch_processor.pipeline.admission import Admission
+from batch_processor.pipeline.memory import rss_mb
 from batch_processor.pipeline.ports import RunMetrics
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.pipeline.tracker import BatchTracker, FinishedBatch
@@ -116,4 +117,5 @@ class Bookkeeper:
             documents=batch.size,
             seconds=round(batch.seconds, 3),
             **batch.outcomes,
+            rss_mb=round(rss_mb(), 1),
         )

@@ -28,6 +28,7 @@ from batch_processor.pipeline.admission import Admission
 from batch_processor.pipeline.bookkeeping import Bookkeeper
 from batch_processor.pipeline.control import RunControl
 from batch_processor.pipeline.drain import QueueDrainer
+from batch_processor.pipeline.memory import PageSizer
 from batch_processor.pipeline.options import PipelineOptions
 from batch_processor.pipeline.ports import RunMetrics, Sink, Source
 from batch_processor.pipeline.producer import PageProducer
@@ -112,6 +113,9 @@ class Pipeline:
             start=tasks.start,
             admission=admission,
         )
+        self.sizer = PageSizer(
+            batch_size=options.batch_size, max_rss_mb=options.max_rss_mb, admission=admission
+        )
         self._producer = PageProducer(
             control=control,
             source=source,
@@ -119,7 +123,9 @@ class Pipeline:
             books=books,
             job_id=job_id,
             worker_id=worker_id,
-            batch_size=options.batch_size,
+            sizer=self.sizer,
+            priority_field=options.priority_field,
+            priority_fairness=options.priority_fairness,
             admission=admission,
             tasks=tasks,
             db=db,
@@ -133,12 +139,22 @@ class Pipeline:
             drainer=self._drainer,
             job_id=job_id,
             worker_id=worker_id,
-            claim_ttl=options.claim_ttl,
             admission=admission,
             tasks=tasks,
             db=db,
             stats=stats,
         )
+
+    def held_ids(self) -> list[str]:
+        """The documents this run holds claims on: in flight, and waiting in the classify queue.
+
+        Their leases are renewed while the run lasts (see ``service.fleet``).
+        """
+        return [*self._books.tracker.doc_ids(), *self._drainer.queued_doc_ids()]
+
+    def refresh(self) -> None:
+        """Documents became pending behind the cursors (taken over): read from the top again."""
+        self._producer.refresh()
 
     @property
     def error(self) -> BaseException | None:

@@ -115,7 +115,7 @@ class QueueDrainer:
             if entry is None:
                 continue
             try:
-                refused = await self._writer.write(entry.results, entry.failures)
+                written = await self._writer.write(entry.results, entry.failures)
             except ConfigurationError:
                 raise
             except Exception as exc:  # noqa: BLE001 - counted against the entry's attempts
@@ -123,7 +123,9 @@ class QueueDrainer:
                 # MongoDB is most likely away: the other entries wait for the next drain.
                 return
             self._queues.store.remove(key)
-            self._stats.succeeded += len(entry.results) - len(refused)
+            self._stats.succeeded += len(
+                [r for r in entry.results if r.doc_id not in written.refused | written.lost]
+            )
             self._stats.recovered_from_queues += len(entry.results) + len(entry.failures)
             log.info("store queue entry written", entry=key, results=len(entry.results))
 
@@ -146,8 +148,10 @@ class QueueDrainer:
                 error=error,
             )
             return
-        doc_ids = [r.doc_id for r in entry.results] + [f.doc_id for f in entry.failures]
-        self._dead_letter("store", doc_ids, error, category, attempts, entry)
+        claims = {r.doc_id: r.claim for r in entry.results} | {
+            f.doc_id: f.claim for f in entry.failures
+        }
+        self._dead_letter("store", list(claims), error, category, attempts, entry)
         # The results are safe in the dead letter; marking the sources failed needs MongoDB,
         # which just failed, so it is tried but not required.
         failures = [
@@ -157,8 +161,9 @@ class QueueDrainer:
                 category=category,
                 attempts=attempts,
                 job_id=self._job_id,
+                claim=claim,
             )
-            for doc_id in doc_ids
+            for doc_id, claim in claims.items()
         ]
         try:
             await self._writer.write([], failures)
@@ -211,6 +216,7 @@ class QueueDrainer:
             category=retry.category,
             attempts=attempts,
             job_id=self._job_id,
+            claim=item.doc.claim,
         )
         self._writer.add(failure, functools.partial(self._classified, key))
 

@@ -18,7 +18,9 @@ class PipelineOptions:
     flush_interval: float = 5.0
     queue_max_attempts: int = 3
     queue_drain_interval: float = 60.0
-    claim_ttl: float = 3600.0
+    priority_field: str = "priority"
+    priority_fairness: int = 10
+    max_rss_mb: float | None = None
     shutdown_grace: float = 30.0
     max_in_flight: int | None = None  # None: two pages plus the concurrency
 

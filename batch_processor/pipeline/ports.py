@@ -9,15 +9,17 @@ Ids are the source ``_id`` as canonical extended JSON (strings). Implementations
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Protocol
 
 from batch_processor.errors import BatchProcessorError
 from batch_processor.models import ClassifiedDocument, FailedDocument, SourceDocument
+from batch_processor.priority import Priority
 
 
 class PageReader(Protocol):
     """One pass over the unprocessed documents, a page at a time."""
+
+    page_size: int  # of the next page; may change between pages
 
     async def next_page(self) -> list[SourceDocument]:
         """The next page; empty only when the pass is over. May raise TransientError."""
@@ -31,8 +33,12 @@ class PageReader(Protocol):
 class Source(Protocol):
     """Unprocessed documents, and the claims that keep two workers off the same one."""
 
-    def page_cursor(self, page_size: int) -> PageReader:
-        """A new pass over the unprocessed documents in ``_id`` order."""
+    def page_cursor(self, page_size: int, level: Priority | None = None) -> PageReader:
+        """A new pass over the unprocessed documents (of ``level``) in ``_id`` order."""
+        ...
+
+    async def has_pending(self, level: Priority | None = None) -> bool:
+        """Whether any unprocessed document (of ``level``) waits."""
         ...
 
     async def claim(
@@ -57,11 +63,10 @@ class Source(Protocol):
         *,
         worker_id: str,
         job_id: str,
-        older_than: timedelta,
         exclude: Sequence[str] = (),
         claims: Sequence[str] = (),
     ) -> int:
-        """Free the claims of this worker's dead jobs and anyone's past ``older_than``."""
+        """Free the claims of this worker's dead jobs and of the ``claims`` tokens."""
         ...
 
 
@@ -74,15 +79,20 @@ class Sink(Protocol):
         """Store results (idempotently); return the per-document errors that will not heal."""
         ...
 
-    async def mark_done(self, results: Sequence[ClassifiedDocument]) -> None:
-        """Mark these sources processed (only after their results are stored)."""
+    async def mark_done(self, results: Sequence[ClassifiedDocument]) -> set[str]:
+        """Mark these sources processed (only after their results are stored).
+
+        Returns the ids not marked because they are no longer held under the result's claim.
+        """
         ...
 
-    async def mark_failed(self, failures: Sequence[FailedDocument]) -> None:
-        """Mark these sources failed, with the reason and the category."""
+    async def mark_failed(self, failures: Sequence[FailedDocument]) -> set[str]:
+        """Mark these sources failed; return the ids no longer held under the claim."""
         ...
 
-    async def finish_stored(self, doc_ids: Sequence[str], job_id: str) -> set[str]:
+    async def finish_stored(
+        self, doc_ids: Sequence[str], job_id: str, claim: str | None = None
+    ) -> set[str]:
         """Mark done the documents whose result is already stored; return their ids."""
         ...
 

@@ -1,9 +1,11 @@
 """The page producer: reads pages, admits, claims and saves each one, then starts its documents.
 
-Pages come from one long cursor over the unprocessed documents; one page is read ahead while
-the current one is claimed and started. A page is admitted before it is claimed (so claims
-never run ahead of the work in progress), claimed with one call, and saved as a batch file
-before any of its documents is classified. Reads and claims wait out a MongoDB outage.
+Pages come from long cursors over the unprocessed documents, highest priority first (see
+:mod:`.priorities`); one page is read ahead while the current one is claimed and started. A
+page is admitted before it is claimed (so claims never run ahead of the work in progress),
+claimed with one call under a new claim token, and saved as a batch file before any of its
+documents is classified. Reads and claims wait out a MongoDB outage. :meth:`refresh` starts a
+new pass at the next page (documents were released: taken over from a dead worker).
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import contextlib
 
 from batch_processor.errors import BatchProcessorError
 from batch_processor.files.batch_files import BatchFiles
-from batch_processor.models import SourceDocument
+from batch_processor.models import SourceDocument, claim_token
 from batch_processor.outage import DatabaseCalls
 from batch_processor.pipeline.admission import Admission
 from batch_processor.pipeline.bookkeeping import Bookkeeper
 from batch_processor.pipeline.control import RunControl
+from batch_processor.pipeline.memory import PageSizer
 from batch_processor.pipeline.ports import Source
+from batch_processor.pipeline.priorities import PriorityPass
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.pipeline.task import DocumentTasks
 
@@ -39,7 +43,9 @@ class PageProducer:
         stats: RunStats,
         job_id: str,
         worker_id: str,
-        batch_size: int,
+        sizer: PageSizer,
+        priority_field: str,
+        priority_fairness: int,
     ) -> None:
         self._control = control
         self._source = source
@@ -51,12 +57,20 @@ class PageProducer:
         self._stats = stats
         self._job_id = job_id
         self._worker_id = worker_id
-        self._batch_size = batch_size
+        self._sizer = sizer
+        self._priority_field = priority_field
+        self._fairness = priority_fairness
         self._sequence = 0
+        self._refresh = False
+
+    def refresh(self) -> None:
+        """Start a new pass at the next page: documents became pending behind the cursors."""
+        self._refresh = True
 
     async def run(self) -> None:
         """Passes over the pending documents until a pass claims none (or the run stops)."""
         while not self._control.stopping:
+            self._refresh = False
             pages: asyncio.Queue[list[SourceDocument] | None] = asyncio.Queue()
             prefetch = asyncio.Semaphore(1)
             reader = asyncio.create_task(self._read_pass(pages, prefetch), name="page-reader")
@@ -70,16 +84,26 @@ class PageProducer:
                     reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader  # its error, if any, ends the run
-            if not claimed:
+            if not self._refresh and (
+                not claimed or not await self._db.wait(self._source.has_pending)
+            ):
+                # A pass that claimed nothing ends the run, and so does one after which
+                # nothing is pending (one indexed query instead of a pass over every level).
                 return
 
     async def _read_pass(
         self, pages: asyncio.Queue[list[SourceDocument] | None], prefetch: asyncio.Semaphore
     ) -> None:
         """Read one pass of pages; outages are waited out and a dead cursor reopened."""
-        cursor = self._source.page_cursor(self._batch_size)
+        cursor = PriorityPass(
+            self._source,
+            page_size=self._sizer.next_size,
+            priority_field=self._priority_field,
+            fairness=self._fairness,
+            on_invalid=self._stats.count_invalid_priority,
+        )
         try:
-            while page := await self._db.wait(cursor.next_page):
+            while not self._refresh and (page := await self._db.wait(cursor.next_page)):
                 self._books.position = page[-1].id
                 await prefetch.acquire()
                 pages.put_nowait(page)
@@ -96,7 +120,7 @@ class PageProducer:
             return 0
         ids = [doc.id for doc in page]
         self._sequence += 1
-        token = f"{self._job_id}:{self._sequence}"
+        token = claim_token(self._job_id, self._sequence)
         try:
             claimed = await self._db.wait(
                 lambda: self._source.claim(
@@ -106,7 +130,7 @@ class PageProducer:
         except BaseException:
             self._admission.release(len(page))
             raise
-        docs = [doc for doc in page if doc.id in claimed]
+        docs = [doc.model_copy(update={"claim": token}) for doc in page if doc.id in claimed]
         self._admission.release(len(page) - len(docs))
         if not docs:
             return 0

@@ -2,20 +2,21 @@
 
 With ``--recover`` the batch files of a crashed job are finished: their documents are reclaimed
 (a claim recorded by the batch file is recognised even if the worker's identity was lost), those
-whose result is already stored are only marked, the rest are classified again. At every start
-the claims of this worker's dead jobs, and anyone's past the claim TTL, are freed; at the end
-the claims of documents given back unprocessed are released so any worker takes them.
+whose result is already stored are only marked, the rest are classified again; a document
+another worker took over meanwhile is left to it. At every start the claims of this worker's
+dead jobs are freed (other workers' expire: the fleet's lease keeper takes them over); at the
+end the claims of documents given back unprocessed are released so any worker takes them.
 """
 
 from __future__ import annotations
 
 import functools
-from datetime import timedelta
 
 import structlog
 
 from batch_processor.errors import BatchProcessorError, ConfigurationError, describe
 from batch_processor.files.batch_files import BatchFile, BatchFiles, CorruptBatchFileError
+from batch_processor.models import claim_token
 from batch_processor.outage import DatabaseCalls
 from batch_processor.pipeline.admission import Admission
 from batch_processor.pipeline.bookkeeping import Bookkeeper
@@ -44,7 +45,6 @@ class Recovery:
         stats: RunStats,
         job_id: str,
         worker_id: str,
-        claim_ttl: float,
     ) -> None:
         self._source = source
         self._sink = sink
@@ -57,7 +57,6 @@ class Recovery:
         self._stats = stats
         self._job_id = job_id
         self._worker_id = worker_id
-        self._claim_ttl = claim_ttl
         self._recovered_claims: list[str] = []  # claim tokens of this directory's old batches
 
     async def recover_batch_files(self) -> None:
@@ -88,26 +87,34 @@ class Recovery:
                 kept=str(self._files.keep_copy(name)),
             )
         ids = [doc.id for doc in batch.docs]
+        token = claim_token(self._job_id, name)
         try:
             claim = functools.partial(
                 self._source.claim,
                 ids,
                 job_id=self._job_id,
                 worker_id=self._worker_id,
-                token=f"{self._job_id}:{name}",
+                token=token,
                 reclaim=True,
                 previous_claim=batch.claim,
             )
             claimed = await self._db.brief(claim)
-            finish = functools.partial(self._sink.finish_stored, sorted(claimed), self._job_id)
+            finish = functools.partial(
+                self._sink.finish_stored, sorted(claimed), self._job_id, token
+            )
             stored = await self._db.brief(finish)
         except ConfigurationError:
             raise
         except BatchProcessorError as exc:
-            # MongoDB is away: classify anyway; the results wait in the store queue.
+            # MongoDB is away: classify anyway; the results wait in the store queue, fenced by
+            # the claim the batch file recorded (if another worker took them, they are its).
             log.warning("recovering without MongoDB", batch=name, error=describe(exc))
-            claimed, stored = set(ids), set()
-        todo = [doc for doc in batch.docs if doc.id in claimed and doc.id not in stored]
+            claimed, stored, token = set(ids), set(), batch.claim or token
+        todo = [
+            doc.model_copy(update={"claim": token})
+            for doc in batch.docs
+            if doc.id in claimed and doc.id not in stored
+        ]
         self._stats.already_stored += len(stored)
         log.info(
             "recovering batch file",
@@ -135,12 +142,11 @@ class Recovery:
             log.info("documents given back unprocessed", documents=len(ids))
 
     async def release_dead_claims(self) -> None:
-        """Free the claims of this worker's dead jobs, and anyone's past the claim TTL."""
+        """Free the claims of this worker's dead jobs (and of this directory's old batches)."""
         released = await self._db.wait(
             lambda: self._source.release_claims(
                 worker_id=self._worker_id,
                 job_id=self._job_id,
-                older_than=timedelta(seconds=self._claim_ttl),
                 exclude=self._drainer.queued_doc_ids(),
                 claims=self._recovered_claims,
             )

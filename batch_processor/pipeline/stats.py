@@ -37,6 +37,10 @@ class RunStats:
     db_retries: int = 0
     batches: int = 0
     released: int = 0
+    #: Results and marks dropped because another worker took the document over.
+    lost_lease: int = 0
+    #: Documents whose priority value was invalid (taken as normal).
+    invalid_priority: int = 0
     retries_by_category: Counter[str] = field(default_factory=Counter)
     classifier: dict[str, Any] = field(default_factory=dict)
     ended: float | None = None
@@ -68,6 +72,10 @@ class RunStats:
         if error is not None:
             self.retries_by_category[str(categorize(error))] += 1
 
+    def count_invalid_priority(self, count: int) -> None:
+        """Count documents whose priority value was invalid (they are taken as normal)."""
+        self.invalid_priority += count
+
     def record_failure(self, category: ErrorCategory) -> None:
         """Count one document marked failed."""
         self.failed[str(category)] += 1
@@ -96,6 +104,7 @@ class RunStats:
             "queued_store": self.queued_store,
             "dead_lettered": self.dead_lettered,
             "batches": self.batches,
+            "lost_lease": self.lost_lease,
         }
         flat.update({f"failed_{name.lower()}": count for name, count in self.failed.items()})
         return flat
@@ -118,6 +127,8 @@ class RunStats:
             "db_retries": self.db_retries,
             "retries_by_category": dict(sorted(self.retries_by_category.items())),
             "released_unprocessed": self.released,
+            "lost_lease": self.lost_lease,
+            "invalid_priority": self.invalid_priority,
             "batches": self.batches,
             "seconds": round(elapsed, 3),
             "docs_per_second": round(self.processed / elapsed, 1),

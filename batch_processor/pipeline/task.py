@@ -212,6 +212,7 @@ class DocumentTasks:
             cost_usd=output.cost_usd,
             cached=output.cached,
             repairs=output.repairs,
+            claim=doc.claim,
         )
 
     def _queue(self, item: ClassifyRetry) -> None:
@@ -240,6 +241,7 @@ class DocumentTasks:
             category=categorize(error),
             attempts=attempts,
             job_id=self._job_id,
+            claim=doc.claim,
         )
 
 

@@ -63,6 +63,10 @@ class BatchTracker:
         if not batch.pending:
             self._finish(batch)
 
+    def doc_ids(self) -> list[str]:
+        """The documents of the batches in flight that have not ended."""
+        return list(self._batch_of)
+
     def names(self) -> list[str]:
         """Batch files still in flight, oldest first."""
         return sorted(self._batches)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from batch_processor.errors import ConfigurationError, categorize, describe
+from batch_processor.errors import ConfigurationError, LostLeaseError, categorize, describe
 from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.models import ClassifiedDocument, FailedDocument, StoreRetry
 from batch_processor.outage import DatabaseCalls
@@ -34,8 +34,18 @@ Outcome = ClassifiedDocument | FailedDocument
 Settle = Callable[[str], None]
 #: The outcome of a document given back unprocessed: its claim is released.
 RELEASED = "released"
+#: The outcome of a document another worker took over: this worker's write was dropped.
+LOST_LEASE = "lost_lease"
 
 log = structlog.get_logger("batch_processor.pipeline.writer")
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What one write left undone: ids refused as data (marked failed) and ids fenced off."""
+
+    refused: set[str]
+    lost: set[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +155,7 @@ class ResultWriter:
         results = [p.outcome for p in batch if isinstance(p.outcome, ClassifiedDocument)]
         failures = [p.outcome for p in batch if isinstance(p.outcome, FailedDocument)]
         try:
-            refused = await self.write(results, failures)
+            written = await self.write(results, failures)
         except Exception as exc:  # noqa: BLE001 - any store failure must land in the queue
             if isinstance(exc, ConfigurationError):
                 # The results still go to the queue below; the run itself must stop.
@@ -171,8 +181,10 @@ class ResultWriter:
             return
         self._writing = []
         for pending in batch:
-            outcome = pending.outcome
-            if isinstance(outcome, FailedDocument) or outcome.doc_id in refused:
+            doc_id = pending.outcome.doc_id
+            if doc_id in written.lost:
+                pending.settle(LOST_LEASE)
+            elif isinstance(pending.outcome, FailedDocument) or doc_id in written.refused:
                 pending.settle("failed")
             else:
                 self._stats.succeeded += 1
@@ -180,26 +192,39 @@ class ResultWriter:
 
     async def write(
         self, results: list[ClassifiedDocument], failures: list[FailedDocument]
-    ) -> set[str]:
-        """Store results, mark them done, mark failures; return ids MongoDB refused as data.
+    ) -> Written:
+        """Store results, mark them done, mark failures; say which were refused or fenced off.
 
-        Raises the last error if MongoDB is still unavailable after the retries.
+        A write fenced off (another worker took the document over) is dropped, counted as
+        ``lost_lease`` and logged. Raises the last error if MongoDB is still unavailable
+        after the retries.
         """
-        refused = await self._db.brief(lambda: self._sink.store_results(results))
-        job_of = {result.doc_id: result.job_id for result in results}
+        errors = await self._db.brief(lambda: self._sink.store_results(results))
+        lost = {doc_id for doc_id, error in errors.items() if isinstance(error, LostLeaseError)}
+        result_of = {result.doc_id: result for result in results}
         failures = failures + [
             FailedDocument(
                 doc_id=doc_id,
                 error=describe(error),
                 category=error.category,
                 attempts=1,
-                job_id=job_of[doc_id],
+                job_id=result_of[doc_id].job_id,
+                claim=result_of[doc_id].claim,
             )
-            for doc_id, error in refused.items()
+            for doc_id, error in errors.items()
+            if doc_id not in lost
         ]
-        stored = [result for result in results if result.doc_id not in refused]
-        await self._db.brief(lambda: self._sink.mark_done(stored))
-        await self._db.brief(lambda: self._sink.mark_failed(failures))
+        stored = [result for result in results if result.doc_id not in errors]
+        lost |= await self._db.brief(lambda: self._sink.mark_done(stored))
+        lost |= await self._db.brief(lambda: self._sink.mark_failed(failures))
         for failure in failures:
-            self._stats.record_failure(failure.category)
-        return set(refused)
+            if failure.doc_id not in lost:
+                self._stats.record_failure(failure.category)
+        if lost:
+            self._stats.lost_lease += len(lost)
+            log.warning(
+                "lease lost: another worker took these documents over; writes dropped",
+                documents=len(lost),
+                doc_ids=sorted(lost)[:10],
+            )
+        return Written(refused=set(errors) - lost, lost=lost)

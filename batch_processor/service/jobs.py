@@ -34,6 +34,7 @@ from batch_processor.pipeline.core import Pipeline
 from batch_processor.pipeline.options import PipelineOptions
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.retry import RetryPolicy
+from batch_processor.service.fleet import LeaseKeeper
 from batch_processor.service.shutdown import Stopper
 from batch_processor.service.telemetry import Telemetry
 from batch_processor.settings import Mode, Settings
@@ -107,6 +108,7 @@ class Service:
     progress: ProgressSink | None = None
     mongodb: Availability = field(default_factory=lambda: Availability("MongoDB"))
     clock: Clock = field(default_factory=SystemClock)
+    fleet: LeaseKeeper | None = None
 
 
 async def run_one_job(service: Service, *, recover: bool) -> RunStats:
@@ -165,6 +167,8 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
     summary = (cached or classifier).summary
     telemetry.job_started(pipeline.stats, classifier_summary=summary, queue_sizes=queues.sizes)
     service.stopper.attach(pipeline)
+    if service.fleet is not None:
+        service.fleet.attach(pipeline, worker_id=worker_id, job_id=job_id)
     try:
         await pipeline.run(recover=recover)
     finally:

@@ -50,6 +50,7 @@ class _Collector(Collector):
         yield failures
         yield from self._classifier_metrics()
         yield from self._queue_metrics()
+        yield from self._fleet_metrics(done)
         yield _gauge(
             "event_loop_lag_seconds",
             "How late the event loop ran a timer in the last sampling window.",
@@ -88,6 +89,32 @@ class _Collector(Collector):
         cost.add_metric([], summary.get("cost_usd") or 0.0)
         yield cost
 
+    def _fleet_metrics(self, done: dict[str, int]) -> Iterator[Metric]:
+        leases = self._t.leases
+        yield _gauge("leases_held", "Documents this worker holds leases on.", leases.held)
+        yield _plain_counter("leases_renewed", "Leases renewed (one per document).", leases.renewed)
+        yield _plain_counter(
+            "leases_taken_over", "Expired leases of other workers taken over.", leases.taken_over
+        )
+        yield _plain_counter(
+            "leases_lost", "Held documents found taken over at a renewal.", leases.lost
+        )
+        yield _plain_counter(
+            "lost_lease_writes",
+            "Results and marks dropped because another worker took the document over.",
+            done.get("lost_lease", 0),
+        )
+        yield _plain_counter(
+            "invalid_priority",
+            "Documents whose priority value was invalid (taken as normal).",
+            done.get("invalid_priority", 0),
+        )
+        yield _gauge(
+            "resident_memory_mib",
+            "Resident memory of the process, sampled at the scrape.",
+            self._t.sample_rss(),
+        )
+
     def _queue_metrics(self) -> Iterator[Metric]:
         sizes = GaugeMetricFamily(
             f"{PREFIX}_retry_queue_size", "Items waiting in a retry queue.", labels=["queue"]
@@ -119,6 +146,10 @@ class _Collector(Collector):
 def _counter(name: str, help_text: str, values: dict[str, int]) -> CounterMetricFamily:
     key = name.removeprefix("documents_")
     return CounterMetricFamily(f"{PREFIX}_{name}", help_text, value=values.get(key, 0))
+
+
+def _plain_counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}_{name}", help_text, value=value)
 
 
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:

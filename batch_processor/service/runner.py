@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 
 import structlog
 
@@ -24,6 +24,7 @@ from batch_processor.mongo.store import CommandListener, MongoStore
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.service.classifier_setup import build_classifier
 from batch_processor.service.embedded import EmbeddedServer
+from batch_processor.service.fleet import LeaseKeeper
 from batch_processor.service.jobs import (
     ProgressSink,
     Service,
@@ -71,6 +72,9 @@ async def open_store(
             socket_timeout=settings.db_socket_timeout,
             listeners=listeners,
             cache_collection=settings.cache_collection,
+            workers_collection=settings.workers_collection,
+            priority_field=settings.priority_field,
+            lease_seconds=settings.lease_seconds,
         )
         try:
             # A service waits for its database to come up (systemd may start it first); a
@@ -117,6 +121,12 @@ async def run_job(
     # Build the classifier first: a misconfiguration is reported before any connection. It
     # is cheap: the LLM classifier loads the openai SDK later, in its warm-up.
     classifier = classifier or build_classifier(settings)
+    if settings.claim_ttl is not None:
+        log.warning(
+            "claim_ttl is deprecated and will be removed in the next release: "
+            "use lease_seconds (BATCH_LEASE_SECONDS, --lease-seconds)",
+            lease_seconds=settings.lease_seconds,
+        )
     stopper = stopper or Stopper()
     telemetry = telemetry or Telemetry()
     try:
@@ -130,6 +140,12 @@ async def run_job(
                         open_store(settings, listeners=listeners)
                     )
                 service = Service(settings, classifier, store, stopper, telemetry, progress)
+                service.fleet = LeaseKeeper(
+                    store,
+                    interval=min(settings.lease_seconds / 3, settings.interval),
+                    mode=settings.mode.value,
+                    telemetry=telemetry,
+                )
                 if clock is not None:
                     service.clock = clock
                 await stack.enter_async_context(_process_services(service))
@@ -164,6 +180,9 @@ async def _process_services(service: Service) -> AsyncIterator[None]:
         try:
             async with asyncio.TaskGroup() as monitors:
                 tasks = [monitors.create_task(watch_loop_lag(telemetry), name="loop-lag")]
+                if service.fleet is not None:
+                    keeper = service.fleet.run()
+                    tasks.append(monitors.create_task(keeper, name="lease-keeper"))
                 warm_up = getattr(service.classifier, "warm_up", None)
                 if warm_up is not None:
                     # The classifier loads its libraries while the first page is claimed; a
@@ -264,7 +283,8 @@ async def _wait_for_work(service: Service) -> bool:
     """Wait until a source document is pending; False if stopped first.
 
     An idle worker sends one indexed query per ``interval`` (the safety net) and, with change
-    streams, one ``getMore`` that the server holds until an insert or the interval's end.
+    streams, one ``getMore`` that the server holds until an insert or the interval's end. The
+    lease keeper wakes it when it takes over a dead worker's documents.
     """
     settings, store, stopper = service.settings, service.store, service.stopper
     log.info(
@@ -294,9 +314,27 @@ async def _wait_for_work(service: Service) -> bool:
                 idle = (
                     waiter.wait() if waiter is not None else service.clock.sleep(settings.interval)
                 )
-                if not await stopper.race(idle):
+                # A takeover of a dead worker's leases (the lease keeper) wakes us too.
+                released = service.fleet.released if service.fleet else asyncio.Event()
+                if not await stopper.race(_first_of(idle, released.wait())):
                     return False
+                if released.is_set():
+                    released.clear()
+                    return True
             except BatchProcessorError as exc:
                 log.warning("change stream lost: polling only", error=describe(exc))
                 waiter = None
     return False
+
+
+async def _first_of(*awaitables: Awaitable[object]) -> None:
+    """Wait until the first of ``awaitables`` completes (re-raising its error); cancel the rest."""
+    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -16,14 +16,26 @@ import bisect
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
+from batch_processor.pipeline.memory import rss_mb
 from batch_processor.pipeline.stats import RunStats
 
 log = structlog.get_logger("batch_processor.service.telemetry")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+@dataclass(slots=True)
+class LeaseCounters:
+    """What the lease keeper did (see ``service.fleet``), for ``/metrics`` and the heartbeat."""
+
+    held: int = 0
+    renewed: int = 0
+    taken_over: int = 0
+    lost: int = 0  # held documents found no longer ours at a renewal
 
 
 class Telemetry:
@@ -45,6 +57,8 @@ class Telemetry:
         self.ready = False
         self.loop_lag = 0.0  # the event loop's largest delay in the last sampling window (s)
         self.loop_lag_max = 0.0
+        self.leases = LeaseCounters()
+        self.rss_mb = 0.0
 
     # -- what jobs report -----------------------------------------------------------------
 
@@ -65,6 +79,8 @@ class Telemetry:
         """A job ended: add its counts to the process totals."""
         self._finished["processed"] += stats.processed
         self._finished["succeeded"] += stats.succeeded
+        self._finished["lost_lease"] += stats.lost_lease
+        self._finished["invalid_priority"] += stats.invalid_priority
         self._failed.update(stats.failed)
         self._current = None
         self.beat()
@@ -102,6 +118,11 @@ class Telemetry:
         """The retry-queue and dead-letter sizes (from memory), or None before the first job."""
         return self._queue_sizes() if self._queue_sizes is not None else None
 
+    def sample_rss(self) -> float:
+        """Sample the resident memory now (MiB), keep it for ``/metrics`` and return it."""
+        self.rss_mb = rss_mb()
+        return self.rss_mb
+
     def totals(self) -> tuple[dict[str, int], dict[str, int]]:
         """Processed/succeeded and failed-by-category counts of the process so far."""
         done = Counter(self._finished)
@@ -109,6 +130,8 @@ class Telemetry:
         if self._current is not None:
             done["processed"] += self._current.processed
             done["succeeded"] += self._current.succeeded
+            done["lost_lease"] += self._current.lost_lease
+            done["invalid_priority"] += self._current.invalid_priority
             failed.update(self._current.failed)
         return dict(done), dict(failed)
 

@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -150,10 +150,40 @@ class Settings(BaseSettings):
         description="Documents claimed and not yet stored, at most (unset: two pages plus "
         "--concurrent).",
     )
-    claim_ttl: float = Field(
-        default=3600.0,
-        ge=1,
-        description="Claims older than this (s) are released for other workers to take.",
+    lease_seconds: float = Field(
+        default=60.0,
+        ge=2,
+        le=86_400,
+        description="A claim's lease (s): renewed every third of it while the document is "
+        "held; any worker takes over a lease expired this long.",
+    )
+    claim_ttl: float | None = Field(
+        default=None,
+        ge=2,
+        description="Deprecated (removed in the next release): the old name of lease_seconds, "
+        "used for it with a warning.",
+    )
+    priority_field: str = Field(
+        default="priority",
+        min_length=1,
+        description="Source field with the priority: 9/5/1 or high/normal/low (else normal).",
+    )
+    priority_fairness: int = Field(
+        default=10,
+        ge=0,
+        description="Every Nth page comes from the lower priority levels, so they get at "
+        "least 1/N of the pages while higher ones never run out (0: strict priority).",
+    )
+    workers_collection: str = Field(
+        default="batch_workers",
+        min_length=1,
+        description="Collection of the workers' heartbeats (for status).",
+    )
+    max_rss_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Above this resident memory (MiB), claim smaller pages until it falls "
+        "(unset: no limit).",
     )
 
     # LLM classifier
@@ -257,6 +287,13 @@ class Settings(BaseSettings):
             secrets,
             TomlConfigSettingsSource(settings_cls),
         )
+
+    @model_validator(mode="after")
+    def _deprecated_names(self) -> Settings:
+        """``claim_ttl`` (deprecated) sets the lease unless ``lease_seconds`` is given too."""
+        if self.claim_ttl is not None and "lease_seconds" not in self.model_fields_set:
+            self.lease_seconds = self.claim_ttl
+        return self
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as JSON-safe values, every secret shown as ``**********``.

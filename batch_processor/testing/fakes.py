@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from batch_processor.errors import BatchProcessorError
@@ -27,6 +27,7 @@ from batch_processor.models import (
     SourceDocument,
     utcnow,
 )
+from batch_processor.priority import Priority, parse_priority
 
 
 @dataclass(slots=True)
@@ -61,9 +62,10 @@ class Faults:
 class MemoryPages:
     """One pass over a :class:`MemorySource`'s pending documents, in id order."""
 
-    def __init__(self, source: MemorySource, page_size: int) -> None:
+    def __init__(self, source: MemorySource, page_size: int, level: Priority | None) -> None:
         self._source = source
-        self._page_size = page_size
+        self.page_size = page_size
+        self._level = level
         self._after: str | None = None
 
     async def next_page(self) -> list[SourceDocument]:
@@ -74,8 +76,8 @@ class MemoryPages:
         ids = [
             doc_id
             for doc_id, position in order.items()
-            if position > after and self._source.states[doc_id].status is None
-        ][: self._page_size]
+            if position > after and self._source.pending(doc_id, self._level)
+        ][: self.page_size]
         if ids:
             self._after = ids[-1]
         return [self._source.docs[doc_id] for doc_id in ids]
@@ -110,9 +112,19 @@ class MemorySource:
         """How many documents have this status."""
         return sum(1 for state in self.states.values() if state.status == status)
 
-    def page_cursor(self, page_size: int) -> MemoryPages:
-        """A new pass over the pending documents."""
-        return MemoryPages(self, page_size)
+    def pending(self, doc_id: str, level: Priority | None = None) -> bool:
+        """Whether ``doc_id`` is pending (and of ``level``, if given)."""
+        if self.states[doc_id].status is not None:
+            return False
+        return level is None or parse_priority(self.docs[doc_id].fields.get("priority"))[0] == level
+
+    def page_cursor(self, page_size: int, level: Priority | None = None) -> MemoryPages:
+        """A new pass over the pending documents (of ``level``)."""
+        return MemoryPages(self, page_size, level)
+
+    async def has_pending(self, level: Priority | None = None) -> bool:
+        """Whether any document (of ``level``) is pending."""
+        return any(self.pending(doc_id, level) for doc_id in self.docs)
 
     async def claim(
         self,
@@ -149,18 +161,15 @@ class MemorySource:
         *,
         worker_id: str,
         job_id: str,
-        older_than: timedelta,
         exclude: Sequence[str] = (),
         claims: Sequence[str] = (),
     ) -> int:
-        """Free the claims of this worker's other jobs, of ``claims``, and any past the TTL."""
+        """Free the claims of this worker's other jobs and of ``claims``."""
         released = 0
-        cutoff = utcnow() - older_than
         for doc_id, state in self.states.items():
             if state.status != "claimed" or doc_id in exclude:
                 continue
-            dead = (state.worker == worker_id and state.job != job_id) or state.claim in claims
-            if dead or (state.claimed_at is not None and state.claimed_at < cutoff):
+            if (state.worker == worker_id and state.job != job_id) or state.claim in claims:
                 self.states[doc_id] = _State()
                 released += 1
         return released
@@ -189,24 +198,44 @@ class MemorySink:
             self.results[result.doc_id] = result
         return {}
 
-    async def mark_done(self, results: Sequence[ClassifiedDocument]) -> None:
-        """Mark sources processed."""
+    def _fenced(self, doc_id: str, claim: str | None) -> bool:
+        """Whether the document is no longer held under ``claim`` (None: not fenced)."""
+        return claim is not None and self.source.states[doc_id].claim != claim
+
+    async def mark_done(self, results: Sequence[ClassifiedDocument]) -> set[str]:
+        """Mark sources processed while held under the result's claim; return fenced ids."""
+        lost = set()
         for result in results:
-            self.source.states[result.doc_id] = _State("done", result.job_id)
+            if self._fenced(result.doc_id, result.claim):
+                lost.add(result.doc_id)
+            else:
+                state = _State("done", result.job_id, claim=result.claim)
+                self.source.states[result.doc_id] = state
+        return lost
 
-    async def mark_failed(self, failures: Sequence[FailedDocument]) -> None:
+    async def mark_failed(self, failures: Sequence[FailedDocument]) -> set[str]:
         """Mark sources failed with the reason and category (never one already done)."""
+        lost = set()
         for failure in failures:
-            if self.source.states[failure.doc_id].status != "done":
+            if self._fenced(failure.doc_id, failure.claim):
+                lost.add(failure.doc_id)
+            elif self.source.states[failure.doc_id].status != "done":
                 self.source.states[failure.doc_id] = _State(
-                    "failed", failure.job_id, error=failure.error, category=str(failure.category)
+                    "failed",
+                    failure.job_id,
+                    claim=failure.claim,
+                    error=failure.error,
+                    category=str(failure.category),
                 )
+        return lost
 
-    async def finish_stored(self, doc_ids: Sequence[str], job_id: str) -> set[str]:
+    async def finish_stored(
+        self, doc_ids: Sequence[str], job_id: str, claim: str | None = None
+    ) -> set[str]:
         """Mark done the documents that already have a result."""
         stored = {doc_id for doc_id in doc_ids if doc_id in self.results}
         for doc_id in stored:
-            self.source.states[doc_id] = _State("done", job_id)
+            self.source.states[doc_id] = _State("done", job_id, claim=claim)
         return stored
 
 

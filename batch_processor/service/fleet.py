@@ -1,0 +1,134 @@
+"""The worker in its fleet: leases renewed, dead workers' leases taken over, a heartbeat.
+
+One :class:`LeaseKeeper` runs for the whole process, watched in the runner's monitor task group,
+and ticks every third of the lease (or every poll interval, if shorter). Each tick:
+
+1. renews the leases of every document this worker holds (in flight, and waiting in its
+   classify queue): one ``update_many`` per few hundred documents;
+2. takes over the expired leases of other workers: releases them to pending, logs how many it
+   took from whom, and makes the running job read from the top again (or wakes an idle
+   continuous worker), so they are classified within one lease plus one tick of the death;
+3. writes this worker's heartbeat document (host, pid, job, in flight, done) for ``status``.
+
+A tick that fails (MongoDB away) is logged and tried again at the next; a lease not renewed in
+time only means another worker may take the document over, and the fence keeps that safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import structlog
+
+from batch_processor.errors import BatchProcessorError, describe
+from batch_processor.models import utcnow
+from batch_processor.mongo.store import MongoStore
+from batch_processor.service.telemetry import LeaseCounters, Telemetry
+
+log = structlog.get_logger("batch_processor.service.fleet")
+
+
+class HeldWork(Protocol):
+    """The running job, as the lease keeper sees it (a :class:`~batch_processor.Pipeline`)."""
+
+    def held_ids(self) -> list[str]:
+        """The documents the job holds claims on."""
+        ...
+
+    def refresh(self) -> None:
+        """Documents became pending behind the job's cursors: read from the top again."""
+        ...
+
+
+class LeaseKeeper:
+    """Renews leases, takes over expired ones and beats (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: MongoStore,
+        *,
+        interval: float,
+        mode: str,
+        telemetry: Telemetry,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._store = store
+        self._telemetry = telemetry
+        self._interval = interval
+        self._mode = mode
+        self._sleep = sleep
+        self._job: HeldWork | None = None
+        self._worker_id: str | None = None
+        self._job_id: str | None = None
+        self.counters = telemetry.leases = LeaseCounters()
+        self.released = asyncio.Event()  # set when a takeover made documents pending
+        self._started = utcnow()
+
+    def attach(self, job: HeldWork, *, worker_id: str, job_id: str) -> None:
+        """A job started: renew what it holds from now on (and beat as its worker)."""
+        self._job, self._worker_id, self._job_id = job, worker_id, job_id
+
+    async def run(self) -> None:
+        """Tick forever (cancelled with the process's monitors)."""
+        while True:
+            await self.tick()
+            await self._sleep(self._interval)
+
+    async def tick(self) -> None:
+        """Renew, take over, beat; a MongoDB failure is logged and retried at the next tick."""
+        if self._worker_id is None:
+            return  # no job has started yet: nothing held, and no identity to beat as
+        try:
+            await self._renew(self._worker_id)
+            await self._take_over(self._worker_id)
+            await self._beat(self._worker_id)
+        except BatchProcessorError as exc:
+            log.warning("lease keeping failed; retrying at the next tick", error=describe(exc))
+
+    async def _renew(self, worker_id: str) -> None:
+        held = self._job.held_ids() if self._job is not None else []
+        self.counters.held = len(held)
+        if not held:
+            return
+        still = await self._store.source.renew(held, worker_id)
+        self.counters.renewed += still
+        if still < len(held):
+            # Taken over while we held them (we were paused, or cut off): their writes will
+            # be fenced off and counted as lost_lease.
+            self.counters.lost += len(held) - still
+            log.warning("leases lost to another worker", documents=len(held) - still)
+
+    async def _take_over(self, worker_id: str) -> None:
+        taken: Counter[str] = await self._store.source.take_over(worker_id)
+        if not taken:
+            return
+        total = sum(taken.values())
+        self.counters.taken_over += total
+        log.warning("took over expired leases", documents=total, taken_from=dict(taken))
+        if self._job is not None:
+            self._job.refresh()
+        self.released.set()
+
+    async def _beat(self, worker_id: str) -> None:
+        await self._store.fleet.beat(
+            worker_id,
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "job_id": self._job_id,
+                "mode": self._mode,
+                "started_at": self._started,
+                "beat_at": utcnow(),
+                "beat_interval": self._interval,
+                "in_flight": self.counters.held,
+                "done": self._telemetry.totals()[0].get("processed", 0),
+                "taken_over": self.counters.taken_over,
+                "lost": self.counters.lost,
+                "rss_mb": round(self._telemetry.sample_rss(), 1),
+            },
+        )
