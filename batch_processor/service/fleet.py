@@ -95,13 +95,9 @@ class LeaseKeeper:
         self.counters.held = len(held)
         if not held:
             return
-        still = await self._store.source.renew(held, worker_id)
-        self.counters.renewed += still
-        if still < len(held):
-            # Taken over while we held them (we were paused, or cut off): their writes will
-            # be fenced off and counted as lost_lease.
-            self.counters.lost += len(held) - still
-            log.warning("leases lost to another worker", documents=len(held) - still)
+        # Fewer may match than are held: some were just marked done. One taken over meanwhile
+        # is not renewed either; its writes are fenced off and counted as lost_lease.
+        self.counters.renewed += await self._store.source.renew(held, worker_id)
 
     async def _take_over(self, worker_id: str) -> None:
         taken: Counter[str] = await self._store.source.take_over(worker_id)
@@ -128,7 +124,7 @@ class LeaseKeeper:
                 "in_flight": self.counters.held,
                 "done": self._telemetry.totals()[0].get("processed", 0),
                 "taken_over": self.counters.taken_over,
-                "lost": self.counters.lost,
+                "lost_lease": self._telemetry.totals()[0].get("lost_lease", 0),
                 "rss_mb": round(self._telemetry.sample_rss(), 1),
             },
         )

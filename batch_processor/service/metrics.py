@@ -97,10 +97,7 @@ class _Collector(Collector):
             "leases_taken_over", "Expired leases of other workers taken over.", leases.taken_over
         )
         yield _plain_counter(
-            "leases_lost", "Held documents found taken over at a renewal.", leases.lost
-        )
-        yield _plain_counter(
-            "lost_lease_writes",
+            "leases_lost",
             "Results and marks dropped because another worker took the document over.",
             done.get("lost_lease", 0),
         )

@@ -35,7 +35,6 @@ class LeaseCounters:
     held: int = 0
     renewed: int = 0
     taken_over: int = 0
-    lost: int = 0  # held documents found no longer ours at a renewal
 
 
 class Telemetry:
