@@ -1,0 +1,177 @@
+"""Several workers on one collection: dead workers' leases taken over, stale writes fenced off."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batch_processor.testing.simulator import Simulator, SimulatorConfig
+
+from ..conftest import conversation, worker_cli
+from .tools import poll_until
+
+LEASE = 3.0
+POLL = 1.0
+DOCS = 120
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[Simulator]:
+    """A provider taking 0.3 s per request: a run of 120 documents lasts several leases."""
+    async with Simulator(SimulatorConfig(latency=0.3, jitter=0.0)) as sim:
+        yield sim
+
+
+async def start(
+    mongo_uri: str, db_name: str, batch_dir: Path, provider: Simulator
+) -> asyncio.subprocess.Process:
+    """A continuous worker with a 3 s lease, polling every second, 4 requests at a time."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
+    env["BATCH_HTTP_PORT"] = "0"
+    args = worker_cli(
+        mongo_uri, db_name, batch_dir,
+        "--mode", "continuous", "--interval", str(POLL), "--lease-seconds", str(LEASE),
+        "--classifier", "llm", "--llm-base-url", provider.base_url,
+        "--concurrent", "4", "--batch-size", "10", "--flush-interval", "0.2",
+    )  # fmt: skip
+    return await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+
+
+def worker_id(batch_dir: Path) -> str:
+    """The worker id a worker keeps in its batch directory."""
+    return str(json.loads((batch_dir / "worker_id").read_text())["worker_id"])
+
+
+async def stop_all(*workers: asyncio.subprocess.Process) -> list[str]:
+    """SIGTERM (and SIGCONT) each live worker; return each one's log."""
+    logs = []
+    for worker in workers:
+        if worker.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                worker.send_signal(signal.SIGCONT)
+                worker.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(worker.communicate(), 60)
+        logs.append(err.decode())
+    return logs
+
+
+def events(log: str, name: str) -> list[dict[str, Any]]:
+    """The JSON log lines of one event."""
+    found = []
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if record.get("event") == name:
+                found.append(record)
+    return found
+
+
+async def assert_one_result_each_by_its_owner(db: Any) -> None:
+    """Every source is done with exactly one result, written under the source's own claim."""
+    assert await db.conversation_set.count_documents({"processing.status": "done"}) == DOCS
+    assert await db.sentimental_analysis.count_documents({}) == DOCS
+    async for source in db.conversation_set.find({}, {"processing": 1}):
+        result = await db.sentimental_analysis.find_one({"_id": source["_id"]})
+        assert result is not None
+        assert result["claim"] == source["processing"]["claim"]
+        assert result["job_id"] == source["processing"]["job"]
+
+
+async def test_a_killed_workers_documents_are_taken_over_and_none_is_done_twice(
+    db: Any, db_name: str, mongo_uri: str, tmp_path: Path, provider: Simulator
+) -> None:
+    """Three workers, one SIGKILLed holding claims: the others take them over and finish."""
+    await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(DOCS)])
+    dirs = [tmp_path / f"w{n}" for n in range(3)]
+    workers = [await start(mongo_uri, db_name, d, provider) for d in dirs]
+    victim = dirs[0]
+
+    async def victim_holds_claims() -> bool:
+        if not (victim / "worker_id").exists():
+            return False
+        query = {"processing.status": "claimed", "processing.worker": worker_id(victim)}
+        return bool(await db.conversation_set.count_documents(query) >= 5)
+
+    await poll_until(victim_holds_claims, 60)
+    workers[0].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    dead = worker_id(victim)
+    held = await db.conversation_set.count_documents({"processing.worker": dead})
+
+    async def taken_over() -> bool:
+        query = {"processing.status": "claimed", "processing.worker": dead}
+        return not await db.conversation_set.count_documents(query)
+
+    await poll_until(taken_over, 60)
+    takeover = time.monotonic() - killed_at
+
+    async def all_done() -> bool:
+        done = await db.conversation_set.count_documents({"processing.status": "done"})
+        return bool(done == DOCS)
+
+    await poll_until(all_done, 120)
+    logs = await stop_all(*workers)
+
+    await assert_one_result_each_by_its_owner(db)
+    taken = [e for log in logs[1:] for e in events(log, "took over expired leases")]
+    assert sum(e["taken_from"].get(dead, 0) for e in taken) >= 1
+    # Requests: one per document, plus at most one more for each the dead worker held.
+    assert DOCS <= provider.stats["ok"] <= DOCS + held
+    print(f"takeover {takeover:.1f} s after SIGKILL (lease {LEASE} s, poll {POLL} s)")
+
+
+async def test_a_paused_worker_cannot_overwrite_the_new_owners_results(
+    db: Any, db_name: str, mongo_uri: str, tmp_path: Path, provider: Simulator
+) -> None:
+    """SIGSTOP past the lease, another worker finishes, SIGCONT: the stale writes are dropped."""
+    await db.conversation_set.insert_many([conversation(f"late parcel {i}") for i in range(DOCS)])
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first = await start(mongo_uri, db_name, first_dir, provider)
+
+    async def first_is_working() -> bool:
+        stored = await db.sentimental_analysis.count_documents({})
+        claimed = await db.conversation_set.count_documents({"processing.status": "claimed"})
+        return bool(stored >= 5 and claimed >= 5)
+
+    await poll_until(first_is_working, 60)
+    first.send_signal(signal.SIGSTOP)
+    paused = worker_id(first_dir)
+    second = await start(mongo_uri, db_name, second_dir, provider)
+
+    async def all_done() -> bool:
+        done = await db.conversation_set.count_documents({"processing.status": "done"})
+        return bool(done == DOCS)
+
+    await poll_until(all_done, 120)
+    first.send_signal(signal.SIGCONT)  # its in-flight answers and buffered results arrive late
+    resumed = datetime.now(UTC)
+
+    async def first_caught_up() -> bool:
+        # Its heartbeat, written after it resumed, says it holds nothing any more.
+        beat = await db.batch_workers.find_one({"_id": paused})
+        return bool(beat and beat["beat_at"] > resumed and beat["in_flight"] == 0)
+
+    await poll_until(first_caught_up, 60)
+    first_log, second_log = await stop_all(first, second)
+
+    await assert_one_result_each_by_its_owner(db)
+    summary = events(first_log, "run finished")
+    assert summary, first_log[-2000:]
+    lost = sum(record["lost_lease"] for record in summary)
+    # Each document taken over from it was written by it too late: each write was dropped.
+    taken = await db.conversation_set.count_documents({"processing.taken_from": paused})
+    assert lost == taken >= 1
+    assert events(first_log, "lease lost: another worker took these documents over; writes dropped")
+    print(f"{taken} documents taken over from the paused worker; {lost} of its writes dropped")
