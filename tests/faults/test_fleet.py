@@ -9,12 +9,18 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from batch_processor.errors import LostLeaseError
+from batch_processor.models import ClassifiedDocument, claim_token
+from batch_processor.mongo.codec import encode_id
+from batch_processor.service.runner import open_store, run_job
+from batch_processor.service.shutdown import Stopper
+from batch_processor.testing.fakes import neutral_classification
 from batch_processor.testing.simulator import Simulator, SimulatorConfig
 
 from ..conftest import conversation, worker_cli
@@ -164,7 +170,7 @@ async def test_a_paused_worker_cannot_overwrite_the_new_owners_results(
         return bool(beat and beat["beat_at"] > resumed and beat["in_flight"] == 0)
 
     await poll_until(first_caught_up, 60)
-    first_log, second_log = await stop_all(first, second)
+    first_log, _ = await stop_all(first, second)
 
     await assert_one_result_each_by_its_owner(db)
     summary = events(first_log, "run finished")
@@ -175,3 +181,91 @@ async def test_a_paused_worker_cannot_overwrite_the_new_owners_results(
     assert lost == taken >= 1
     assert events(first_log, "lease lost: another worker took these documents over; writes dropped")
     print(f"{taken} documents taken over from the paused worker; {lost} of its writes dropped")
+
+
+async def test_an_idle_continuous_worker_takes_over_expired_leases(
+    db: Any, make_settings: Any
+) -> None:
+    """Documents a dead worker claimed wait only for their lease, not for a new insert."""
+    expired = datetime.now(UTC) - timedelta(seconds=30)
+    dead_claims = [
+        {
+            **conversation(f"stranded {i}"),
+            "processing": {
+                "status": "claimed",
+                "worker": "dead-worker",
+                "job": "dead-job",
+                "claim": claim_token("dead-job", 1, expired),
+                "claimed_at": expired,
+                "lease_until": expired + timedelta(seconds=LEASE),
+            },
+        }
+        for i in range(7)
+    ]
+    stopper = Stopper()
+    settings = make_settings(mode="continuous", interval=0.5, lease_seconds=LEASE)
+    service = asyncio.create_task(run_job(settings, stopper=stopper))
+    try:
+
+        async def idle() -> bool:
+            beat = await db.batch_workers.find_one({})
+            return beat is not None
+
+        await poll_until(idle, 30)  # the worker is up, has run its first job and waits
+        await db.conversation_set.insert_many(dead_claims, ordered=True)
+
+        async def all_done() -> bool:
+            return bool(
+                await db.conversation_set.count_documents({"processing.status": "done"}) == 7
+            )
+
+        await poll_until(all_done, 30)
+    finally:
+        stopper.stop()
+        await service
+    assert await db.conversation_set.count_documents({"processing.taken_from": "dead-worker"}) == 7
+    assert await db.sentimental_analysis.count_documents({}) == 7
+
+
+async def test_the_old_claim_ttl_name_still_sets_the_lease(make_settings: Any) -> None:
+    """BATCH_CLAIM_TTL is deprecated but works for one release: it sets lease_seconds."""
+    assert make_settings(claim_ttl=8).lease_seconds == 8
+    assert make_settings(claim_ttl=8, lease_seconds=30).lease_seconds == 30
+    assert make_settings().lease_seconds == 60
+
+
+async def test_a_write_under_an_older_claim_never_replaces_the_newer_owners(
+    db: Any, make_settings: Any
+) -> None:
+    """The fence itself: an older token's result and marks are refused, a newer one's go in."""
+    await db.conversation_set.insert_one(conversation("my parcel is lost"))
+    settings = make_settings()
+    async with open_store(settings) as store:
+        source = await db.conversation_set.find_one({})
+        doc_id = encode_id(source["_id"])
+        old = claim_token("job-a", 1, datetime.now(UTC) - timedelta(minutes=1))
+        new = claim_token("job-b", 1)
+        assert await store.source.claim([doc_id], job_id="job-b", worker_id="b", token=new)
+
+        def result(job: str, claim: str) -> ClassifiedDocument:
+            return ClassifiedDocument(
+                doc_id=doc_id,
+                classification=neutral_classification(),
+                classifier="test",
+                classifier_version="1",
+                attempts=1,
+                text_chars=10,
+                job_id=job,
+                claim=claim,
+            )
+
+        assert await store.sink.store_results([result("job-b", new)]) == {}
+        refused = await store.sink.store_results([result("job-a", old)])
+        assert isinstance(refused[doc_id], LostLeaseError)
+        assert await store.sink.mark_done([result("job-a", old)]) == {doc_id}
+        assert await store.sink.mark_done([result("job-b", new)]) == set()
+
+    stored = await db.sentimental_analysis.find_one({})
+    assert stored["job_id"] == "job-b" and stored["claim"] == new
+    marked = await db.conversation_set.find_one({})
+    assert marked["processing"]["status"] == "done" and marked["processing"]["job"] == "job-b"
