@@ -12,7 +12,7 @@ from rich.table import Table
 
 from batch_processor.cli.flags import add_setting_flags
 from batch_processor.cli.queue import QueueName, purge, queue_entries, requeue, show_entry
-from batch_processor.cli.status import database_status, job_status, with_eta
+from batch_processor.cli.status import database_status, fleet_status, job_status, with_eta
 from batch_processor.errors import BatchProcessorError, describe
 from batch_processor.service.runner import open_store
 from batch_processor.settings import Settings
@@ -76,15 +76,22 @@ async def run_admin(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _status(args: argparse.Namespace, settings: Settings) -> int:
     report = job_status(settings.batch_dir)
+    workers: list[dict[str, Any]] = []
     if settings.mongodb_uri is not None:
         try:
             async with open_store(settings) as store:
                 report |= await database_status(store)
+                workers = await fleet_status(store)
         except BatchProcessorError as exc:
             report["database_error"] = describe(exc)
     else:
         report["database"] = "not queried: no MongoDB URI (the embedded server is the worker's)"
-    _print(with_eta(report), args.json, title="batch_processor status")
+    if args.json:
+        _print(with_eta(report) | {"workers": workers}, True, title="")
+        return 0
+    _print(with_eta(report), False, title="batch_processor status")
+    if workers:
+        _print(workers, False, title="workers")
     return 0
 
 

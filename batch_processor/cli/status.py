@@ -73,6 +73,46 @@ async def database_status(store: MongoStore) -> dict[str, Any]:
     }
 
 
+async def fleet_status(store: MongoStore, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The workers on this database: their heartbeats and claims; alive or dead.
+
+    A worker is dead when it has not beaten for a lease period: by then its leases have
+    expired and any live worker takes its documents over. Claims of a worker without a
+    heartbeat (a version before heartbeats) are listed too.
+    """
+    now = now or utcnow()
+    claims = await store.source.claims_by_worker()
+    rows = []
+    for beat in await store.fleet.workers():
+        worker = str(beat["_id"])
+        age = (now - beat["beat_at"]).total_seconds() if "beat_at" in beat else None
+        lease = float(beat.get("lease_seconds") or 60.0)
+        claimed, _ = claims.pop(worker, (0, None))
+        rows.append(
+            {
+                "worker": worker,
+                "state": "alive" if age is not None and age <= lease else "dead",
+                "host": beat.get("host"),
+                "pid": beat.get("pid"),
+                "mode": beat.get("mode"),
+                "job_id": beat.get("job_id"),
+                "last_beat_seconds_ago": round(age, 1) if age is not None else None,
+                "in_flight": beat.get("in_flight", 0),
+                "claims_in_db": claimed,
+                "done": beat.get("done", 0),
+                "taken_over": beat.get("taken_over", 0),
+                "lost_lease": beat.get("lost_lease", 0),
+                "rss_mb": beat.get("rss_mb"),
+            }
+        )
+    for worker, (claimed, until) in sorted(claims.items()):
+        expired = until is None or until < now
+        rows.append(
+            {"worker": worker, "state": "dead" if expired else "unknown", "claims_in_db": claimed}
+        )
+    return rows
+
+
 def with_eta(report: dict[str, Any]) -> dict[str, Any]:
     """Add the ETA of the pending documents at the job's rate, when both are known."""
     rate, pending = report.get("docs_per_second"), report.get("pending")

@@ -121,6 +121,7 @@ class LeaseKeeper:
                 "started_at": self._started,
                 "beat_at": utcnow(),
                 "beat_interval": self._interval,
+                "lease_seconds": self._store.source.lease.total_seconds(),
                 "in_flight": self.counters.held,
                 "done": self._telemetry.totals()[0].get("processed", 0),
                 "taken_over": self.counters.taken_over,

@@ -23,7 +23,7 @@ from batch_processor.service.shutdown import Stopper
 from batch_processor.testing.fakes import neutral_classification
 from batch_processor.testing.simulator import Simulator, SimulatorConfig
 
-from ..conftest import conversation, worker_cli
+from ..conftest import conversation, worker_cli, worker_command
 from .tools import poll_until
 
 LEASE = 3.0
@@ -71,6 +71,19 @@ async def stop_all(*workers: asyncio.subprocess.Process) -> list[str]:
         _, err = await asyncio.wait_for(worker.communicate(), 60)
         logs.append(err.decode())
     return logs
+
+
+async def status_workers(mongo_uri: str, db_name: str, batch_dir: Path) -> dict[str, str]:
+    """``status --json``'s workers: worker id to alive or dead."""
+    args = ["status", "--mongodb-uri", mongo_uri, "--database", db_name]
+    process = await asyncio.create_subprocess_exec(
+        *worker_command(*args, "--batch-dir", str(batch_dir), "--json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return {row["worker"]: row["state"] for row in json.loads(out)["workers"]}
 
 
 def events(log: str, name: str) -> list[dict[str, Any]]:
@@ -128,9 +141,12 @@ async def test_a_killed_workers_documents_are_taken_over_and_none_is_done_twice(
         return bool(done == DOCS)
 
     await poll_until(all_done, 120)
+    fleet = await status_workers(mongo_uri, db_name, dirs[1])
     logs = await stop_all(*workers)
 
     await assert_one_result_each_by_its_owner(db)
+    assert fleet[dead] == "dead"
+    assert [fleet[worker_id(d)] for d in dirs[1:]] == ["alive", "alive"]
     taken = [e for log in logs[1:] for e in events(log, "took over expired leases")]
     assert sum(e["taken_from"].get(dead, 0) for e in taken) >= 1
     # Requests: one per document, plus at most one more for each the dead worker held.
