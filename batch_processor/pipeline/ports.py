@@ -8,6 +8,7 @@ Ids are the source ``_id`` as canonical extended JSON (strings). Implementations
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -56,6 +57,10 @@ class Source(Protocol):
 
     async def release_ids(self, doc_ids: Sequence[str], job_id: str) -> None:
         """Give back this job's claims on ``doc_ids``."""
+        ...
+
+    async def take_over(self, worker_id: str) -> Counter[str]:
+        """Release other workers' expired leases to pending; return the counts by worker."""
         ...
 
     async def release_claims(

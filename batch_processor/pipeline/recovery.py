@@ -142,7 +142,16 @@ class Recovery:
             log.info("documents given back unprocessed", documents=len(ids))
 
     async def release_dead_claims(self) -> None:
-        """Free the claims of this worker's dead jobs (and of this directory's old batches)."""
+        """Free the claims of dead jobs: this worker's, and other workers' expired leases.
+
+        A starting worker takes over what dead workers left before it reads its first page
+        (afterwards, the lease keeper does so every tick).
+        """
+        taken = await self._db.wait(lambda: self._source.take_over(self._worker_id))
+        if taken:
+            log.warning(
+                "took over expired leases", documents=sum(taken.values()), taken_from=dict(taken)
+            )
         released = await self._db.wait(
             lambda: self._source.release_claims(
                 worker_id=self._worker_id,

@@ -67,14 +67,21 @@ class LeaseKeeper:
         self._job_id: str | None = None
         self.counters = telemetry.leases = LeaseCounters()
         self.released = asyncio.Event()  # set when a takeover made documents pending
+        self._attached = asyncio.Event()
         self._started = utcnow()
 
     def attach(self, job: HeldWork, *, worker_id: str, job_id: str) -> None:
         """A job started: renew what it holds from now on (and beat as its worker)."""
         self._job, self._worker_id, self._job_id = job, worker_id, job_id
+        self._attached.set()
 
     async def run(self) -> None:
-        """Tick forever (cancelled with the process's monitors)."""
+        """Tick from the first job's start on, forever (cancelled with the process's monitors).
+
+        The first tick comes as the first job starts: a starting worker takes over what
+        dead workers left before it reads its first page.
+        """
+        await self._attached.wait()
         while True:
             await self.tick()
             await self._sleep(self._interval)

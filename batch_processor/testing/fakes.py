@@ -11,6 +11,7 @@ call by call. :class:`ScriptedClassifier` answers from a function of the text, a
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -155,6 +156,10 @@ class MemorySource:
             state = self.states[doc_id]
             if state.status == "claimed" and state.job == job_id:
                 self.states[doc_id] = _State()
+
+    async def take_over(self, worker_id: str) -> Counter[str]:
+        """Nothing expires in memory: leases are the MongoDB source's (see its tests)."""
+        return Counter()
 
     async def release_claims(
         self,

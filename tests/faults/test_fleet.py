@@ -199,12 +199,10 @@ async def test_a_paused_worker_cannot_overwrite_the_new_owners_results(
     print(f"{taken} documents taken over from the paused worker; {lost} of its writes dropped")
 
 
-async def test_an_idle_continuous_worker_takes_over_expired_leases(
-    db: Any, make_settings: Any
-) -> None:
-    """Documents a dead worker claimed wait only for their lease, not for a new insert."""
+def dead_workers_claims(count: int) -> list[dict[str, Any]]:
+    """Source documents claimed by a worker that died 30 s ago (its lease long expired)."""
     expired = datetime.now(UTC) - timedelta(seconds=30)
-    dead_claims = [
+    return [
         {
             **conversation(f"stranded {i}"),
             "processing": {
@@ -216,8 +214,28 @@ async def test_an_idle_continuous_worker_takes_over_expired_leases(
                 "lease_until": expired + timedelta(seconds=LEASE),
             },
         }
-        for i in range(7)
+        for i in range(count)
     ]
+
+
+async def test_a_starting_batch_worker_takes_over_expired_leases(
+    db: Any, make_settings: Any
+) -> None:
+    """A one-shot run started after a worker died finishes the dead worker's documents too."""
+    await db.conversation_set.insert_many(dead_workers_claims(7))
+    await db.conversation_set.insert_many([conversation(f"new {i}") for i in range(5)])
+
+    stats = await run_job(make_settings(lease_seconds=LEASE))
+
+    assert stats.succeeded == 12
+    assert await db.conversation_set.count_documents({"processing.taken_from": "dead-worker"}) == 7
+
+
+async def test_an_idle_continuous_worker_takes_over_expired_leases(
+    db: Any, make_settings: Any
+) -> None:
+    """Documents a dead worker claimed wait only for their lease, not for a new insert."""
+    dead_claims = dead_workers_claims(7)
     stopper = Stopper()
     settings = make_settings(mode="continuous", interval=0.5, lease_seconds=LEASE)
     service = asyncio.create_task(run_job(settings, stopper=stopper))
