@@ -97,3 +97,18 @@ async def test_a_high_priority_insert_overtakes_a_low_priority_backlog(
     # The page in progress, the page read ahead, and a page per check (at most one a second):
     # far ahead of the 70 low documents still waiting when it arrived.
     assert inserted_at == [10] and position <= 10 + 4 * 10
+
+
+async def test_the_priority_index_serves_the_high_and_low_pages(
+    db: Any, make_settings: Any
+) -> None:
+    """explain(): the level pages and the overtake check use {status, priority, _id}."""
+    await db.conversation_set.insert_many(
+        [{**conversation(f"m {i}"), "priority": ["high", 5, "low"][i % 3]} for i in range(30)]
+    )
+    await run_job(make_settings(batch_size=1000), classifier=SlowClassifier(0.0))
+    await db.conversation_set.update_many({}, {"$set": {"processing.status": None}})
+    for level in ([9, "high", "High", "HIGH"], [1, "low", "Low", "LOW"]):
+        query = {"processing.status": None, "priority": {"$in": level}}
+        plan = await db.conversation_set.find(query).sort("_id", 1).explain()
+        assert "bp_status_priority_id" in str(plan["queryPlanner"]["winningPlan"])

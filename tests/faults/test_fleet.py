@@ -153,6 +153,22 @@ async def test_a_killed_workers_documents_are_taken_over_and_none_is_done_twice(
     assert DOCS <= provider.stats["ok"] <= DOCS + held
     print(f"takeover {takeover:.1f} s after SIGKILL (lease {LEASE} s, poll {POLL} s)")
 
+    # The dead worker's batch files name documents now done by others: --recover takes none.
+    requests = provider.stats["requests"]
+    recover = worker_cli(
+        mongo_uri, db_name, victim, "--recover", "--classifier", "llm",
+        "--llm-base-url", provider.base_url,
+    )  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *recover, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()[-2000:]
+    assert provider.stats["requests"] == requests
+    recovered = events(err.decode(), "recovering batch file")
+    assert recovered and all(e["to_classify"] == 0 for e in recovered)
+    await assert_one_result_each_by_its_owner(db)
+
 
 async def test_a_paused_worker_cannot_overwrite_the_new_owners_results(
     db: Any, db_name: str, mongo_uri: str, tmp_path: Path, provider: Simulator
