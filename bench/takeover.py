@@ -56,7 +56,7 @@ async def _run(
     args: argparse.Namespace, uri: str, db: Any, sim: SimulatorProcess, tmp: Path
 ) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
-    env |= {"BATCH_LOG_FORMAT": "json", "BATCH_LOG_LEVEL": "WARNING"}
+    env |= {"BATCH_LOG_FORMAT": "json", "BATCH_LOG_LEVEL": "WARNING", "BATCH_HTTP_PORT": "0"}
     started = time.monotonic()
     workers = []
     for index in range(3):
@@ -71,13 +71,35 @@ async def _run(
                 *command, env=env, stdout=asyncio.subprocess.DEVNULL
             )
         )
+    try:
+        return await _kill_one(args, db, sim, tmp, workers, started)
+    finally:
+        for worker in workers:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+
+
+async def _kill_one(
+    args: argparse.Namespace,
+    db: Any,
+    sim: SimulatorProcess,
+    tmp: Path,
+    workers: list[asyncio.subprocess.Process],
+    started: float,
+) -> dict[str, Any]:
     target, sources = db.sentimental_analysis, db.conversation_set
+    identity = tmp / "w0" / "worker_id"
 
-    async def stored_a_quarter() -> bool:
-        return bool(await target.estimated_document_count() >= args.docs // 4)
+    async def victim_busy() -> bool:
+        if not identity.exists():
+            return False
+        busy = {"processing.worker": json.loads(identity.read_text())["worker_id"]}
+        stored = await target.estimated_document_count()
+        return stored >= args.docs // 4 and bool(await sources.count_documents(busy))
 
-    await _until(stored_a_quarter)
-    victim_id = json.loads((tmp / "w0" / "worker_id").read_text())["worker_id"]
+    await _until(victim_busy)
+    victim_id = json.loads(identity.read_text())["worker_id"]
     workers[0].send_signal(signal.SIGKILL)
     killed = time.monotonic()
     victims = {"processing.worker": victim_id, "processing.status": "claimed"}
