@@ -124,7 +124,7 @@ class MongoSink:
         now = utcnow()
         ops = [
             UpdateOne(
-                {**_source_fence(failure.doc_id, failure.claim), STATUS: {"$ne": DONE}},
+                {**_source_fence(decode_id(failure.doc_id), failure.claim), STATUS: {"$ne": DONE}},
                 {
                     "$set": {
                         STATUS: FAILED,
@@ -183,12 +183,12 @@ class MongoSink:
         return result.matched_count + result.upserted_count, {}
 
 
-def _source_fence(doc_id: str, claim: str | None) -> Raw:
+def _source_fence(raw_id: Any, claim: str | None) -> Raw:
     """The filter of a mark: the document, while it is still held under ``claim``.
 
     ``None`` (an outcome queued by a version without claim tokens) is not fenced.
     """
-    fence: Raw = {"_id": decode_id(doc_id)}
+    fence: Raw = {"_id": raw_id}
     if claim is not None:
         fence[CLAIM] = claim
     return fence
@@ -215,9 +215,8 @@ def _done_op(
     now: datetime,
 ) -> UpdateOne:
     """The update that marks one source document processed (while held under ``claim``)."""
-    fence: Raw = {"_id": raw_id} if claim is None else {"_id": raw_id, CLAIM: claim}
     return UpdateOne(
-        fence,
+        _source_fence(raw_id, claim),
         {
             "$set": {
                 STATUS: DONE,

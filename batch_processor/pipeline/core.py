@@ -113,7 +113,7 @@ class Pipeline:
             start=tasks.start,
             admission=admission,
         )
-        self.sizer = PageSizer(
+        sizer = PageSizer(
             batch_size=options.batch_size, max_rss_mb=options.max_rss_mb, admission=admission
         )
         self._producer = PageProducer(
@@ -123,7 +123,7 @@ class Pipeline:
             books=books,
             job_id=job_id,
             worker_id=worker_id,
-            sizer=self.sizer,
+            sizer=sizer,
             priority_field=options.priority_field,
             priority_fairness=options.priority_fairness,
             admission=admission,

@@ -123,9 +123,8 @@ class QueueDrainer:
                 # MongoDB is most likely away: the other entries wait for the next drain.
                 return
             self._queues.store.remove(key)
-            self._stats.succeeded += len(
-                [r for r in entry.results if r.doc_id not in written.refused | written.lost]
-            )
+            not_stored = written.refused | written.lost
+            self._stats.succeeded += sum(1 for r in entry.results if r.doc_id not in not_stored)
             self._stats.recovered_from_queues += len(entry.results) + len(entry.failures)
             log.info("store queue entry written", entry=key, results=len(entry.results))
 

@@ -3,7 +3,8 @@
 Above ``max_rss_mb`` the worker halves the page it claims next (and the documents it admits
 with it); below, it grows the page back by a tenth of ``batch_size`` per page: additive
 increase, multiplicative decrease, as for a congestion window. The page shrinks down to one
-document, so a worker over its limit still makes progress. Without a limit, RSS is only sampled.
+document, so a worker over its limit still makes progress. Without a limit nothing is sampled
+here (the per-batch log line samples RSS on its own).
 """
 
 from __future__ import annotations
@@ -41,18 +42,15 @@ class PageSizer:
         self._full_limit = admission.limit
         self._sample = sample
         self.size = batch_size
-        self.last_rss_mb = 0.0
-        self.shrinks = 0
 
     def next_size(self) -> int:
         """Sample RSS and return the size of the next page (adjusting the admission limit)."""
-        self.last_rss_mb = rss = self._sample()
         if self._max is None:
             return self.size
+        rss = self._sample()
         if rss > self._max:
             if self.size > 1:
                 self.size = max(1, self.size // 2)
-                self.shrinks += 1
                 log.warning(
                     "memory above max_rss_mb: claiming smaller pages",
                     rss_mb=round(rss, 1),

@@ -20,6 +20,7 @@ import structlog
 
 from batch_processor.models import SourceDocument
 from batch_processor.pipeline.ports import PageReader, Source
+from batch_processor.pipeline.text import field_value
 from batch_processor.priority import ORDER, Priority, parse_priority
 
 log = structlog.get_logger("batch_processor.pipeline")
@@ -82,9 +83,9 @@ class PriorityPass:
         if below_top and self._clock() - self._checked_at >= self._check_every:
             self._checked_at = self._clock()
             if await self._source.has_pending(Priority.HIGH):
-                # Documents of high priority arrived (or were released): read that level again.
+                # Documents of high priority arrived (or were released): read that level again
+                # (its cursor was closed when it ran out; next_page opens a new one).
                 self._exhausted.discard(Priority.HIGH)
-                await self._close(Priority.HIGH)
         open_levels = [level for level in ORDER if level not in self._exhausted]
         if not open_levels:
             return None
@@ -104,16 +105,8 @@ class PriorityPass:
         """Count the documents whose priority value was invalid (they are taken as normal)."""
         if level is not Priority.NORMAL:
             return
-        invalid = sum(1 for doc in page if not parse_priority(_field(doc, self._field))[1])
+        invalid = sum(
+            1 for doc in page if not parse_priority(field_value(doc.fields, self._field)[1])[1]
+        )
         if invalid:
             self._on_invalid(invalid)
-
-
-def _field(doc: SourceDocument, path: str) -> object:
-    """The value at a dotted ``path`` of the document's fields (None when missing)."""
-    value: object = doc.fields
-    for part in path.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value

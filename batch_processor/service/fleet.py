@@ -118,6 +118,7 @@ class LeaseKeeper:
         self.released.set()
 
     async def _beat(self, worker_id: str) -> None:
+        totals, _ = self._telemetry.totals()
         await self._store.fleet.beat(
             worker_id,
             {
@@ -130,9 +131,9 @@ class LeaseKeeper:
                 "beat_interval": self._interval,
                 "lease_seconds": self._store.source.lease.total_seconds(),
                 "in_flight": self.counters.held,
-                "done": self._telemetry.totals()[0].get("processed", 0),
+                "done": totals.get("processed", 0),
                 "taken_over": self.counters.taken_over,
-                "lost_lease": self._telemetry.totals()[0].get("lost_lease", 0),
+                "lost_lease": totals.get("lost_lease", 0),
                 "rss_mb": round(self._telemetry.sample_rss(), 1),
             },
         )

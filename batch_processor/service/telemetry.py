@@ -57,7 +57,6 @@ class Telemetry:
         self.loop_lag = 0.0  # the event loop's largest delay in the last sampling window (s)
         self.loop_lag_max = 0.0
         self.leases = LeaseCounters()
-        self.rss_mb = 0.0
 
     # -- what jobs report -----------------------------------------------------------------
 
@@ -118,9 +117,8 @@ class Telemetry:
         return self._queue_sizes() if self._queue_sizes is not None else None
 
     def sample_rss(self) -> float:
-        """Sample the resident memory now (MiB), keep it for ``/metrics`` and return it."""
-        self.rss_mb = rss_mb()
-        return self.rss_mb
+        """The resident memory now (MiB), for ``/metrics`` and the heartbeat."""
+        return rss_mb()
 
     def totals(self) -> tuple[dict[str, int], dict[str, int]]:
         """Processed/succeeded and failed-by-category counts of the process so far."""
