@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +12,30 @@ from rich.console import Console
 from rich.table import Table
 
 from batch_processor.cli.flags import add_setting_flags
-from batch_processor.cli.queue import QueueName, purge, queue_entries, requeue, show_entry
+from batch_processor.cli.queue import (
+    QueueName,
+    grouped_entries,
+    purge,
+    requeue,
+    show_entry,
+    shown_keys,
+)
+from batch_processor.cli.results import add_result_commands, export, reclassify, report
 from batch_processor.cli.status import database_status, fleet_status, job_status, with_eta
-from batch_processor.errors import BatchProcessorError, describe
+from batch_processor.errors import BatchProcessorError, ConfigurationError, describe
 from batch_processor.service.runner import open_store
 from batch_processor.settings import Settings
 
 QUEUES: list[QueueName] = ["classify", "store", "dead"]
+TOP_LABELS = 15  # labels per field in the report's tables (--json has them all)
 
 
 def add_admin_commands(commands: Any) -> None:
     """Add ``status`` and ``queue`` to the CLI's subparsers."""
     status = commands.add_parser("status", help="progress of the current or last job")
     _common(status)
+    # status reads MongoDB only when a URI is given; otherwise the batch directory alone.
+    add_setting_flags(status, only={"batch_dir", "mongodb_uri", "database", "source_collection"})
     queue = commands.add_parser("queue", help="list, show, requeue or purge failed work")
     actions = queue.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="entries of a queue (default: all three)")
@@ -39,24 +51,50 @@ def add_admin_commands(commands: Any) -> None:
         parser.add_argument("--id", dest="ids", action="append", help="only this key (repeatable)")
     for parser in (listing, show, again, drop):
         _common(parser)
+        add_setting_flags(parser, only={"batch_dir"})
+    add_result_commands(commands, _common)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML file of settings")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    # status reads MongoDB only when a URI is given; otherwise the batch directory alone.
-    add_setting_flags(parser, only={"batch_dir", "mongodb_uri", "database"})
 
 
 async def run_admin(args: argparse.Namespace, settings: Settings) -> int:
-    """Run ``status`` or ``queue ...``; return the exit code."""
+    """Run ``status``, ``queue ...``, ``reclassify``, ``report`` or ``export``; the exit code."""
+    if args.command == "reclassify":
+        _print(await reclassify(args, settings), args.json, title="reclassify")
+        return 0
+    if args.command == "report":
+        _print_report(await report(args, settings), args.json)
+        return 0
+    if args.command == "export":
+        written = await export(args, settings)
+        if args.output is not None:
+            print(f"exported {written} results to {args.output}", file=sys.stderr)
+        return 0
+    if not settings.batch_dir.is_dir():
+        # A mistyped --batch-dir must not read as "nothing queued" (nor be created).
+        raise ConfigurationError(
+            f"invalid setting batch_dir (--batch-dir / BATCH_BATCH_DIR): {settings.batch_dir} "
+            "does not exist"
+        )
     if args.command == "status":
         return await _status(args, settings)
-    batch_dir = settings.batch_dir
+    return _queue(args, settings.batch_dir)
+
+
+def _queue(args: argparse.Namespace, batch_dir: Path) -> int:
+    """``queue list|show|requeue|purge``."""
     if args.action == "list":
         names: list[QueueName] = [args.queue] if args.queue else QUEUES
-        rows = [{"queue": name, **row} for name in names for row in queue_entries(batch_dir, name)]
-        _print(rows, args.json, title="retry queues and dead letter")
+        groups = grouped_entries(batch_dir, names)
+        if not groups and not args.json:
+            print(f"empty: no entries in the {', '.join(names)} queues")
+            return 0
+        if not args.json:
+            groups = [group | {"keys": shown_keys(group["keys"])} for group in groups]
+        _print(groups, args.json, title="retry queues and dead letter (identical errors grouped)")
         return 0
     if args.action == "show":
         entry = show_entry(batch_dir, args.key)
@@ -95,6 +133,30 @@ async def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _print_report(found: dict[str, Any], as_json: bool) -> None:
+    """The report: totals, one table of labels per field, failures by category and reason."""
+    if as_json:
+        _print(found, True, title="")
+        return
+    _print({"scope": found["scope"], **found["totals"]}, False, title="results")
+    for name, counts in found["labels"].items():
+        total = sum(counts.values()) or 1
+        rows = [
+            {name: label, "results": n, "share": f"{100 * n / total:.1f} %"}
+            for label, n in list(counts.items())[:TOP_LABELS]
+        ]
+        more = len(counts) - TOP_LABELS
+        if rows:
+            _print(
+                rows, False, title=f"{name} labels" + (f" (top {TOP_LABELS})" if more > 0 else "")
+            )
+    failures = found["failures"]
+    if failures:
+        _print(failures, False, title="failures by category and reason")
+    else:
+        print("no failed documents in this scope")
+
+
 def _print(data: Any, as_json: bool, *, title: str) -> None:
     if as_json:
         print(json.dumps(data, indent=2, default=str))
@@ -109,7 +171,8 @@ def _print(data: Any, as_json: bool, *, title: str) -> None:
             table.add_row(key.replace("_", " "), str(value))
     else:
         for key in keys:
-            table.add_column(key)
+            # Keys and ids are shown whole (wrapped, never cut with an ellipsis).
+            table.add_column(key, overflow="fold")
         for row in rows:
             table.add_row(*(str(row.get(key, "")) for key in keys))
     Console().print(table)

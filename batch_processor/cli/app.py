@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from batch_processor import __version__
 from batch_processor.cli.admin import add_admin_commands, run_admin
 from batch_processor.cli.demo import demo
 from batch_processor.cli.flags import add_setting_flags, setting_overrides
+from batch_processor.cli.preview import dry_run
 from batch_processor.cli.run import print_summary, run
 from batch_processor.errors import (
     BatchProcessorError,
@@ -28,10 +30,11 @@ from batch_processor.errors import (
     describe,
 )
 from batch_processor.service.logs import configure_logging
-from batch_processor.settings import Settings, load_settings
+from batch_processor.settings import Settings, load_settings, unknown_variables
 
 log = structlog.get_logger("batch_processor.cli.main")
-COMMANDS = ("run", "demo", "status", "queue")
+ADMIN_COMMANDS = ("status", "queue", "reclassify", "report", "export")
+COMMANDS = ("run", "demo", *ADMIN_COMMANDS)
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNFINISHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -88,20 +91,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"batch-processor: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.command in {"status", "queue"}:
+    unknown = unknown_variables()
+    if args.command in ADMIN_COMMANDS:
         configure_logging("WARNING", "console")
+        for warning in unknown:
+            print(f"batch-processor: warning: {warning}", file=sys.stderr)
         try:
             return asyncio.run(run_admin(args, settings))
+        except BrokenPipeError:
+            # The reader went away (``export | head``): stop quietly, as other tools do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
+        except ConfigurationError as exc:
+            print(f"batch-processor: {exc.message}", file=sys.stderr)
+            return EXIT_CONFIG
         except BatchProcessorError as exc:
             print(f"batch-processor: {describe(exc)}", file=sys.stderr)
-            return EXIT_CONFIG if isinstance(exc, ConfigurationError) else EXIT_FAILED
+            return EXIT_FAILED
     if args.print_config:
         print(json.dumps(settings.masked(), indent=2, default=str))
         return EXIT_OK
     configure_logging(settings.log_level, settings.log_format.value)
+    for warning in unknown:
+        log.warning(warning)
+    return _run(args, settings)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    """``run`` (or its ``--dry-run``) and ``demo``; the exit code says how it ended."""
     try:
         if args.command == "demo":
             return asyncio.run(demo(settings, count=args.count, seed=args.seed, reset=args.reset))
+        if settings.dry_run:
+            return asyncio.run(dry_run(settings))
         stats = asyncio.run(run(settings))
     except UnfinishedJobError as exc:
         log.error("unfinished job", error=exc.message)
@@ -111,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BatchProcessorError as exc:
+        # An expected failure (MongoDB unreachable past its wait, a full disk): one line.
+        log.error("run failed", error=describe(exc))
+        return EXIT_FAILED
     except Exception as exc:
         log.error("run failed", error=describe(exc), exc_info=True)
         return EXIT_FAILED

@@ -52,6 +52,49 @@ def queue_entries(batch_dir: Path, queue: QueueName) -> list[dict[str, Any]]:
     return rows
 
 
+#: Keys shown per group in the table (``--json`` lists them all).
+SHOWN_KEYS = 5
+
+
+def grouped_entries(batch_dir: Path, queues: list[QueueName]) -> list[dict[str, Any]]:
+    """Entries of ``queues`` with identical errors grouped: counts, whole keys, time span."""
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for name in queues:
+        for row in queue_entries(batch_dir, name):
+            category, error = str(row.get("category", "")), str(row.get("error", ""))
+            group = groups.setdefault(
+                (name, category, error),
+                {
+                    "queue": name,
+                    "category": category,
+                    "error": error,
+                    "entries": 0,
+                    "documents": 0,
+                    "max_attempts": 0,
+                    "first_at": None,
+                    "last_at": None,
+                    "keys": [],
+                },
+            )
+            group["entries"] += 1
+            group["documents"] += row.get("documents", 0)
+            group["max_attempts"] = max(group["max_attempts"], row.get("attempts", 0))
+            at = row.get("at")
+            if at is not None:
+                group["first_at"] = min(filter(None, [group["first_at"], at]))
+                group["last_at"] = max(filter(None, [group["last_at"], at]))
+            group["keys"].append(row["key"])
+    return sorted(groups.values(), key=lambda group: (group["queue"], -group["entries"]))
+
+
+def shown_keys(keys: list[str]) -> str:
+    """A group's keys for the table: whole, one per line, the first few."""
+    more = len(keys) - SHOWN_KEYS
+    return "\n".join(keys[:SHOWN_KEYS]) + (
+        f"\n(+{more} more: --json lists all)" if more > 0 else ""
+    )
+
+
 def show_entry(batch_dir: Path, key: str) -> dict[str, Any] | None:
     """The whole entry with ``key`` in any queue or the dead letter, or None."""
     queues = RetryQueues(batch_dir)

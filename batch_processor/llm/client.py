@@ -33,6 +33,7 @@ from batch_processor.errors import (
     ConfigurationError,
     InvalidReplyError,
     TransientError,
+    describe,
 )
 from batch_processor.llm.cost import SpendLedger
 from batch_processor.llm.errors import (
@@ -51,6 +52,7 @@ from batch_processor.llm.messages import (
 )
 from batch_processor.llm.reply import read_reply, reply_limits
 from batch_processor.models import Classification, ClassifierOutput, OutputMode, TokenUsage
+from batch_processor.redaction import redact_text
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -116,6 +118,7 @@ class LLMClassifier:
         self._client = client  # opened once the SDK is loaded (see warm_up)
         self._sdk: ModuleType | None = None
         self._loading: asyncio.Future[ModuleType] | None = None
+        self._budget_settled = asyncio.Event()  # set when a reservation is given back
         self._token_param = (
             "max_completion_tokens"
             if options.base_url is None or "openai.azure.com" in options.base_url
@@ -193,6 +196,33 @@ class LLMClassifier:
             "governor": self.governor.snapshot(),
         }
 
+    async def check_endpoint(self, within: float = 10.0) -> str | None:
+        """Ask the endpoint for its models once; raise if it cannot answer at all.
+
+        Raises TransientError when nothing answers there (no server, a wrong host: the caller
+        decides whether to wait) and ConfigurationError when the key is refused, each with one
+        line naming the endpoint and the cause. Returns a warning when
+        it answers but does not list the configured model (some gateways list none), else None.
+        A 404 (an endpoint without ``/models``) or a 5xx still shows a server is there.
+        """
+        sdk, client = await self._open()
+        where = self.options.base_url or OPENAI_BASE_URL
+        try:
+            names = await sdk.model_names(client, within)
+        except sdk.OpenAIError as exc:
+            error = translate(exc, timeout=within).error
+            status = getattr(exc, "status_code", None)
+            message = f"the LLM endpoint {redact_text(where)} cannot be used: {describe(error)}"
+            if status is None:
+                raise TransientError(message) from None
+            if status in {401, 403}:
+                raise ConfigurationError(message) from None
+            return None  # a server answered: the first request will say the rest
+        if names and self.options.model not in names:
+            shown = ", ".join(sorted(names)[:8])
+            return f"the endpoint does not list the model {self.options.model!r} (it lists {shown})"
+        return None
+
     async def warm_up(self) -> None:
         """Load the openai SDK (in a thread: it takes over a second) and open the client.
 
@@ -229,35 +259,39 @@ class LLMClassifier:
     # -- one request ---------------------------------------------------------------------
 
     async def _request(self, messages: list[dict[str, str]]) -> tuple[str, TokenUsage | None]:
-        """One admitted request: its content and usage, or one of our errors."""
+        """One admitted request: its content and usage, or one of our errors.
+
+        Its worst-case cost is reserved against the budget before it is sent (see
+        :mod:`.cost`) and given back once its reply is counted.
+        """
         sdk, client = await self._open()
         while True:
             mode = self._mode
             args = self._request_args(messages, mode)
-            permit = await self.governor.acquire(self._estimate(args, mode))
-            if self.ledger.exhausted:
-                self.governor.release(permit, Outcome.NEUTRAL, used_tokens=0)
-                if self.ledger.first_exhaustion():
-                    log.warning("budget reached: no new LLM requests", **self.ledger.summary())
-                raise BudgetExhaustedError("the run's budget (--budget-usd) is spent")
+            estimate = self._estimate(args, mode)
+            reserved = await self._reserve(estimate)
             try:
-                raw, headers = await sdk.post_chat(client, args)
-            except sdk.OpenAIError as exc:
-                translated = translate(exc, timeout=self.options.timeout)
-                error = translated.error
-                self.governor.release(
-                    permit,
-                    Outcome.OVERLOADED if translated.overloaded else Outcome.NEUTRAL,
-                    used_tokens=0,
-                    retry_after=error.retry_after if translated.overloaded else None,
-                    unserved=translated.unserved,
-                )
-                if isinstance(error, ResponseFormatUnsupportedError) and self._step_down(mode):
-                    continue
-                raise error from None
-            except BaseException:
-                self.governor.release(permit, Outcome.NEUTRAL)
-                raise
+                permit = await self.governor.acquire(estimate)
+                try:
+                    raw, headers = await sdk.post_chat(client, args)
+                except sdk.OpenAIError as exc:
+                    translated = translate(exc, timeout=self.options.timeout)
+                    error = translated.error
+                    self.governor.release(
+                        permit,
+                        Outcome.OVERLOADED if translated.overloaded else Outcome.NEUTRAL,
+                        used_tokens=0,
+                        retry_after=error.retry_after if translated.overloaded else None,
+                        unserved=translated.unserved,
+                    )
+                    if isinstance(error, ResponseFormatUnsupportedError) and self._step_down(mode):
+                        continue
+                    raise error from None
+                except BaseException:
+                    self.governor.release(permit, Outcome.NEUTRAL)
+                    raise
+            finally:
+                self._settle(reserved)
             response = _json_object(raw)
             usage = usage_of(response)
             self.governor.release(
@@ -269,6 +303,33 @@ class LLMClassifier:
             if response is None:
                 raise TransientError(f"the endpoint answered with no JSON object: {raw[:120]!r}")
             return reply_text(response), usage
+
+    async def _reserve(self, estimate: int) -> float:
+        """Reserve a request's worst-case cost; wait while requests in flight might free room.
+
+        Raises BudgetExhaustedError once the budget cannot cover another request.
+        """
+        prompt = max(0, estimate - self.options.max_output_tokens)
+        usage = TokenUsage(input_tokens=prompt, output_tokens=self.options.max_output_tokens)
+        cost = self.ledger.worst_case(usage)
+        while (fits := self.ledger.reserve(cost)) is False:
+            # Cleared right after the check, with no await between: no settle is missed.
+            self._budget_settled.clear()
+            await self._budget_settled.wait()
+        if fits is None:
+            if self.ledger.first_exhaustion():
+                log.warning("budget reached: no new LLM requests", **self.ledger.summary())
+            raise BudgetExhaustedError("the run's budget (--budget-usd) is spent")
+        return cost
+
+    def _settle(self, reserved: float) -> None:
+        """Give a reservation back and wake the requests waiting for room.
+
+        The caller counts the reply's real cost before it next awaits, so no waiter sees the
+        room without the cost.
+        """
+        self.ledger.release(reserved)
+        self._budget_settled.set()
 
     def _request_args(self, messages: list[dict[str, str]], mode: OutputMode) -> dict[str, Any]:
         """The request body; the instructions and schema are shared objects, built once."""

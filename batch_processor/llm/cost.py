@@ -1,5 +1,11 @@
 """Token spend and its price: what each reply cost, the run's total, and the budget stop.
 
+The budget holds with requests in flight: each request reserves its worst-case cost (its
+estimated prompt and the full reply limit) before it is sent and gives the reservation back
+when its reply is counted. A request that does not fit beside the reservations in flight waits
+for them to settle; one that does not fit at all ends the spending. The run's cost thus passes
+the budget only by what the prompt estimates missed, not by a request per concurrent slot.
+
 Prices are USD per million input and output tokens, per model; a few public list prices ship as
 defaults and the ``llm_prices`` setting adds or overrides them (prices change; check yours).
 Tokens of replies that were thrown away (invalid replies that were asked again) are counted
@@ -23,6 +29,11 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 }
 
 
+#: Tokens of a typical reply: every field and a one-sentence summary, about 450 characters of
+#: JSON at 4 characters a token. Previews show the reply limit as the upper bound.
+TYPICAL_REPLY_TOKENS = 110
+
+
 def price_for(model: str, overrides: dict[str, ModelPrice]) -> ModelPrice | None:
     """The price of ``model``: from the settings first, then the defaults; None if unknown."""
     return overrides.get(model) or DEFAULT_PRICES.get(model)
@@ -39,7 +50,35 @@ class SpendLedger:
     output_tokens: int = 0
     retry_tokens: int = 0
     cost_usd: float = 0.0
+    reserved_usd: float = 0.0  # worst-case cost of the requests in flight
+    _refused: bool = field(default=False, repr=False)
     _announced: bool = field(default=False, repr=False)
+
+    def worst_case(self, usage: TokenUsage) -> float:
+        """The price of ``usage`` (0 without a price)."""
+        return self.price.cost(usage) if self.price is not None else 0.0
+
+    def reserve(self, cost: float) -> bool | None:
+        """Reserve ``cost`` for one request.
+
+        True: reserved. False: it fits once requests in flight settle (wait). None: it can
+        never fit, the budget is spent.
+        """
+        if self.budget_usd is None or self.price is None:
+            return True
+        if self._refused:
+            return None
+        if self.cost_usd + self.reserved_usd + cost <= self.budget_usd:
+            self.reserved_usd += cost
+            return True
+        if self.reserved_usd > 0:
+            return False
+        self._refused = True
+        return None
+
+    def release(self, cost: float) -> None:
+        """Give back a reservation (its request's reply is counted, or it was never sent)."""
+        self.reserved_usd = max(0.0, self.reserved_usd - cost)
 
     def record(self, usage: TokenUsage | None, *, wasted: bool = False) -> float:
         """Count one reply's usage; ``wasted`` when the reply was thrown away. Return its cost."""
@@ -57,7 +96,7 @@ class SpendLedger:
     @property
     def exhausted(self) -> bool:
         """Whether the spend has reached the budget (no budget: never)."""
-        return self.budget_usd is not None and self.cost_usd >= self.budget_usd
+        return self._refused or (self.budget_usd is not None and self.cost_usd >= self.budget_usd)
 
     def first_exhaustion(self) -> bool:
         """True once, the first time the budget is found used up (to log it once)."""
@@ -75,5 +114,6 @@ class SpendLedger:
             "retry_tokens": self.retry_tokens,
             "cost_usd": round(self.cost_usd, 6) if self.price is not None else None,
             "budget_usd": self.budget_usd,
+            "reserved_usd": round(self.reserved_usd, 6) if self.budget_usd is not None else None,
             "budget_reached": self.exhausted,
         }

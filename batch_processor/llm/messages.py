@@ -6,12 +6,20 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from batch_processor.classifiers.taxonomy import Taxonomy
 from batch_processor.models import TokenUsage
 
 
 def estimate_tokens(messages: list[dict[str, str]]) -> int:
     """A cheap upper-ish estimate of prompt tokens: 4 characters a token, plus framing."""
     return sum(len(message["content"]) // 4 + 8 for message in messages)
+
+
+def prompt_estimate(taxonomy: Taxonomy, text: str, metadata: Mapping[str, Any]) -> int:
+    """Prompt tokens of one request (json_schema mode): instructions, schema and conversation."""
+    system = {"role": "system", "content": taxonomy.instructions(include_schema=False)}
+    schema = len(json.dumps(taxonomy.json_schema())) // 4
+    return estimate_tokens([system, *conversation_messages(text, metadata)]) + schema
 
 
 def conversation_messages(text: str, metadata: Mapping[str, Any]) -> list[dict[str, str]]:

@@ -43,6 +43,12 @@ async def post_chat(client: AsyncOpenAI, body: dict[str, Any]) -> tuple[bytes, d
     return response.content, dict(response.headers)
 
 
+async def model_names(client: AsyncOpenAI, within: float) -> list[str]:
+    """The endpoint's model list (``GET /models``): one cheap request that needs no tokens."""
+    page = await client.models.list(timeout=within)
+    return [model.id for model in page.data]
+
+
 def _http_client(connections: int, timeout: float) -> Any:
     """The SDK's aiohttp transport with ``connections`` kept alive (httpx where it is missing)."""
     # The SDK's own Limits type, without naming the HTTP library of this SDK version.

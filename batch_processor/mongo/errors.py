@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 from pymongo import errors as mongo_errors
@@ -38,6 +39,9 @@ _TRANSIENT_CODES = {
 }
 
 
+_TIMEOUTS = re.compile(r" \(configured timeouts: [^)]*\)")
+
+
 @contextlib.contextmanager
 def translated(action: str) -> Iterator[None]:
     """Raise pymongo's errors during ``action`` as batch_processor errors."""
@@ -49,6 +53,8 @@ def translated(action: str) -> Iterator[None]:
         raise ConfigurationError(
             f"invalid setting mongodb_uri: {action}: {first_line(exc)}"
         ) from exc
+    except mongo_errors.ServerSelectionTimeoutError as exc:
+        raise TransientError(f"{action}: MongoDB unreachable: {unreachable(exc)}") from exc
     except (mongo_errors.AutoReconnect, mongo_errors.ConnectionFailure) as exc:
         # Covers NetworkTimeout and ServerSelectionTimeoutError (server down or unreachable).
         raise TransientError(f"{action}: MongoDB unreachable: {first_line(exc)}") from exc
@@ -74,6 +80,17 @@ def _operation_failure(action: str, exc: mongo_errors.OperationFailure) -> Batch
     if exc.code == 14031:  # OutOfDiskSpace
         return ResourceError(f"{action}: MongoDB out of disk space")
     return PermanentError(f"{action}: {first_line(exc)}")
+
+
+def unreachable(exc: mongo_errors.ServerSelectionTimeoutError) -> str:
+    """Each server's address and why it could not be reached, on one short line.
+
+    The driver's message adds each connection's timeouts and the whole topology description
+    (kilobytes of it); an operator needs the host and the cause.
+    """
+    servers = str(exc).split(", Timeout:", 1)[0]
+    servers = _TIMEOUTS.sub("", servers).replace("),", "), ")
+    return " ".join(servers.split())[:500]
 
 
 def first_line(exc: BaseException) -> str:

@@ -35,20 +35,30 @@ class MongoSink:
         self._target = target
 
     async def finish_stored(
-        self, doc_ids: Sequence[str], job_id: str, claim: str | None = None
+        self,
+        doc_ids: Sequence[str],
+        job_id: str,
+        claim: str | None = None,
+        since_claim: str | None = None,
     ) -> set[str]:
         """Mark done the documents whose result is already stored; return their ids.
 
         Used in recovery: a crash between storing a result and marking its source leaves it
         stored but not marked; it is marked from the stored result, not classified again.
         ``claim`` is the token the documents were just reclaimed under (the marks' fence).
+        ``since_claim`` is the token the batch file recorded: only a result stored under it
+        or a later one counts, so the previous result of a document being reclassified is
+        not taken for the new one.
         """
         if not doc_ids:
             return set()
         ids = [decode_id(doc_id) for doc_id in doc_ids]
         now = utcnow()
+        query: Raw = {"_id": {"$in": ids}}
+        if since_claim is not None:
+            query["claim"] = {"$gte": since_claim}
         with translated("look up stored results"):
-            found = self._target.find({"_id": {"$in": ids}}, {"classifier": 1, "attempts": 1})
+            found = self._target.find(query, {"classifier": 1, "attempts": 1})
             stored = [raw async for raw in found]
         ops = [
             _done_op(
@@ -58,15 +68,6 @@ class MongoSink:
         ]
         await self._bulk_or_raise(ops, "mark processed")
         return {encode_id(raw["_id"]) for raw in stored}
-
-    async def stored_ids(self, doc_ids: Sequence[str]) -> set[str]:
-        """Which of these documents already have a stored result."""
-        if not doc_ids:
-            return set()
-        ids = [decode_id(doc_id) for doc_id in doc_ids]
-        with translated("look up results"):
-            cursor = self._target.find({"_id": {"$in": ids}}, {"_id": 1})
-            return {encode_id(raw["_id"]) async for raw in cursor}
 
     async def store_results(
         self, results: Sequence[ClassifiedDocument]

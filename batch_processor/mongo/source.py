@@ -27,7 +27,12 @@ from pymongo import errors as mongo_errors
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 
-from batch_processor.errors import BatchProcessorError
+from batch_processor.errors import (
+    BatchProcessorError,
+    ConfigurationError,
+    DataError,
+    PermanentError,
+)
 from batch_processor.models import SourceDocument, utcnow
 from batch_processor.mongo.codec import RAW, Raw, decode_id, decode_source, encode_id, raw_id
 from batch_processor.mongo.errors import translated
@@ -54,17 +59,36 @@ class MongoSource:
         *,
         priority_field: str = "priority",
         lease_seconds: float = 60.0,
+        source_filter: Raw | None = None,
     ) -> None:
         self._collection = collection
+        self._filter = dict(source_filter or {})
         self._projection = projection
         self._socket_timeout = socket_timeout
         self.priority_field = priority_field
         self.lease = timedelta(seconds=lease_seconds)
 
     async def count_pending(self) -> int:
-        """How many source documents are neither done, failed nor claimed."""
+        """How many source documents (matching the filter) are neither done, failed nor claimed."""
         with translated("count pending"):
-            return await self._collection.count_documents({STATUS: None})
+            return await self._collection.count_documents(self._pending(None))
+
+    async def check_filter(self) -> None:
+        """Ask the server once whether the source filter is a query it accepts.
+
+        Raises ConfigurationError naming the setting when the server rejects it (an unknown
+        operator, a malformed expression), before any document is claimed with it.
+        """
+        if not self._filter:
+            return
+        try:
+            with translated("check the source filter"):
+                await self._collection.find_one(self._pending(None), {"_id": 1})
+        except (PermanentError, DataError) as exc:
+            raise ConfigurationError(
+                f"invalid setting source_filter (--filter / BATCH_SOURCE_FILTER): the server "
+                f"rejected it: {exc.message}"
+            ) from None
 
     async def has_pending(self, level: Priority | None = None) -> bool:
         """Whether any source document (of ``level``, if given) waits: one indexed query.
@@ -103,12 +127,13 @@ class MongoSource:
         return PageCursor(raw_source, self._projection or None, page_size, self._pending(level))
 
     def _pending(self, level: Priority | None) -> Raw:
-        """The filter of pending documents, of one priority level if given."""
-        if level is None:
-            return {STATUS: None}
-        values = STORED_VALUES.get(level)
-        match: Raw = {"$in": list(values)} if values else {"$nin": excluded_from_normal()}
-        return {STATUS: None, self.priority_field: match}
+        """The filter of pending documents (of one priority level), within the source filter."""
+        query: Raw = {STATUS: None}
+        if level is not None:
+            values = STORED_VALUES.get(level)
+            match: Raw = {"$in": list(values)} if values else {"$nin": excluded_from_normal()}
+            query[self.priority_field] = match
+        return within(query, self._filter)
 
     async def claim(
         self,
@@ -317,6 +342,20 @@ class PageCursor:
         if cursor is not None:
             with contextlib.suppress(mongo_errors.PyMongoError):
                 await cursor.close()
+
+
+def within(query: Raw, source_filter: Raw) -> Raw:
+    """``query`` restricted by a source filter.
+
+    The filter's conditions are merged at the top level when their fields differ (the planner
+    then sees the status equality first and uses our index) and joined with ``$and`` when
+    they name the same field.
+    """
+    if not source_filter:
+        return query
+    if query.keys() & source_filter.keys():
+        return {"$and": [query, source_filter]}
+    return {**query, **source_filter}
 
 
 def _by_owner(expired: list[tuple[Any, str, str]]) -> dict[str, tuple[list[Any], list[str]]]:

@@ -7,7 +7,9 @@ uses ``w="majority", j=True``; pymongo's exceptions are translated into
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pymongo
@@ -21,8 +23,19 @@ from batch_processor.mongo.cache import MongoResultCache
 from batch_processor.mongo.codec import Raw
 from batch_processor.mongo.errors import first_line, translated
 from batch_processor.mongo.fleet import MongoFleet
+from batch_processor.mongo.reports import Reports
+from batch_processor.mongo.requeue import Reclassification
 from batch_processor.mongo.sink import MongoSink
 from batch_processor.mongo.source import STATUS, MongoSource
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePresence:
+    """What :meth:`MongoStore.source_presence` found."""
+
+    exists: bool
+    documents: int
+    other_collections: tuple[str, ...]
 
 
 class MongoStore:
@@ -43,6 +56,8 @@ class MongoStore:
         workers_collection: str = "batch_workers",
         priority_field: str = "priority",
         lease_seconds: float = 60.0,
+        source_filter: Raw | None = None,
+        history_collection: str | None = None,
     ) -> None:
         # A frozen server (SIGSTOP, a hung primary) keeps its sockets open: without a socket
         # timeout an operation on it would wait forever instead of failing and being retried.
@@ -73,9 +88,15 @@ class MongoStore:
             socket_timeout,
             priority_field=priority_field,
             lease_seconds=lease_seconds,
+            source_filter=source_filter,
         )
         self.sink = MongoSink(self._source_collection, self._target_collection)
         self.cache = MongoResultCache(db[cache_collection])
+        self.reports = Reports(self._source_collection, self._target_collection)
+        history = db[history_collection or f"{target_collection}_history"]
+        self.reclassification = Reclassification(
+            self._source_collection, self._target_collection, history
+        )
         self.fleet = MongoFleet(db[workers_collection])
 
     async def close(self) -> None:
@@ -91,6 +112,26 @@ class MongoStore:
         """
         with translated("ping"), pymongo.timeout(within):
             await self._client.admin.command("ping")
+
+    async def source_presence(self) -> SourcePresence:
+        """Whether the source collection exists, and roughly how many documents it holds.
+
+        A missing one comes with the database's collections of a similar name (a mistyped
+        name is the usual cause).
+        """
+        name = self._source_collection.name
+        with translated("list collections"):
+            names = await self._source_collection.database.list_collection_names()
+            if name not in names:
+                similar = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+                return SourcePresence(False, 0, tuple(similar) or tuple(sorted(names)[:5]))
+            count = await self._source_collection.estimated_document_count()
+        return SourcePresence(True, count, ())
+
+    @property
+    def source_name(self) -> str:
+        """``database.collection`` of the source, for messages."""
+        return self._source_collection.full_name
 
     async def ensure_indexes(self) -> None:
         """Create the indexes the daemon's queries need (idempotent)."""

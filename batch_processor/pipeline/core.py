@@ -126,6 +126,7 @@ class Pipeline:
             sizer=sizer,
             priority_field=options.priority_field,
             priority_fairness=options.priority_fairness,
+            limit=options.limit,
             admission=admission,
             tasks=tasks,
             db=db,

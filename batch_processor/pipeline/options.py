@@ -23,6 +23,7 @@ class PipelineOptions:
     max_rss_mb: float | None = None
     shutdown_grace: float = 30.0
     max_in_flight: int | None = None  # None: two pages plus the concurrency
+    limit: int | None = None  # documents a job claims at most (None: all pending)
 
     @property
     def in_flight_limit(self) -> int:

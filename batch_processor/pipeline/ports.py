@@ -96,9 +96,13 @@ class Sink(Protocol):
         ...
 
     async def finish_stored(
-        self, doc_ids: Sequence[str], job_id: str, claim: str | None = None
+        self,
+        doc_ids: Sequence[str],
+        job_id: str,
+        claim: str | None = None,
+        since_claim: str | None = None,
     ) -> set[str]:
-        """Mark done the documents whose result is already stored; return their ids."""
+        """Mark done the documents whose result is stored (under ``since_claim`` or later)."""
         ...
 
 

@@ -46,6 +46,7 @@ class PageProducer:
         sizer: PageSizer,
         priority_field: str,
         priority_fairness: int,
+        limit: int | None = None,
     ) -> None:
         self._control = control
         self._source = source
@@ -62,14 +63,20 @@ class PageProducer:
         self._fairness = priority_fairness
         self._sequence = 0
         self._refresh = False
+        self._limit = limit
+        self._taken = 0  # documents claimed by this job's pages (for the limit)
 
     def refresh(self) -> None:
         """Start a new pass at the next page: documents became pending behind the cursors."""
         self._refresh = True
 
+    @property
+    def _limit_reached(self) -> bool:
+        return self._limit is not None and self._taken >= self._limit
+
     async def run(self) -> None:
-        """Passes over the pending documents until a pass claims none (or the run stops)."""
-        while not self._control.stopping:
+        """Passes over the pending documents until a pass claims none (or the limit, a stop)."""
+        while not self._control.stopping and not self._limit_reached:
             self._refresh = False
             pages: asyncio.Queue[list[SourceDocument] | None] = asyncio.Queue()
             prefetch = asyncio.Semaphore(1)
@@ -79,11 +86,15 @@ class PageProducer:
                 while not self._control.stopping and (page := await pages.get()) is not None:
                     prefetch.release()
                     claimed += await self._submit_page(page)
+                    if self._limit_reached:
+                        break
             finally:
                 if not reader.done():
                     reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader  # its error, if any, ends the run
+            if self._limit_reached:
+                return
             if not self._refresh and (
                 not claimed or not await self._db.wait(self._source.has_pending)
             ):
@@ -113,6 +124,8 @@ class PageProducer:
 
     async def _submit_page(self, page: list[SourceDocument]) -> int:
         """Admit, claim, save and start one page; return how many documents it claimed."""
+        if self._limit is not None:
+            page = page[: self._limit - self._taken]  # the rest stays pending, unclaimed
         self._stats.fetched += len(page)
         await self._admission.acquire(len(page))
         if self._control.stopping:  # the stop came while waiting for room: claim nothing
@@ -144,5 +157,6 @@ class PageProducer:
             raise
         self._books.tracker.add(name, [doc.id for doc in docs])
         self._stats.batches += 1
+        self._taken += len(docs)
         await self._tasks.start_all(docs)
         return len(docs)

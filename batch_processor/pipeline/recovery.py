@@ -100,7 +100,11 @@ class Recovery:
             )
             claimed = await self._db.brief(claim)
             finish = functools.partial(
-                self._sink.finish_stored, sorted(claimed), self._job_id, token
+                self._sink.finish_stored,
+                sorted(claimed),
+                self._job_id,
+                token,
+                since_claim=batch.claim,
             )
             stored = await self._db.brief(finish)
         except ConfigurationError:

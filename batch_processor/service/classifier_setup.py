@@ -29,6 +29,32 @@ def build_classifier(settings: Settings) -> Classifier:
     )
 
 
+def classifier_identity(settings: Settings) -> dict[str, str | None]:
+    """What the configured classifier stores in a result's ``classifier`` (for ``--outdated``).
+
+    Name, version (the prompt version for the LLM), model and taxonomy version; computed
+    without opening a client.
+    """
+    taxonomy = load_taxonomy(settings.taxonomy_file)
+    if settings.classifier == "llm":
+        from batch_processor.llm.client import PROMPT_VERSION
+
+        version, model = PROMPT_VERSION, settings.llm_model
+    elif settings.classifier == "offline":
+        from batch_processor.classifiers.offline import OfflineClassifier
+
+        version, model = OfflineClassifier.version, None
+    else:
+        build_classifier(settings)  # raises the error naming the classifier setting
+        raise AssertionError("unreachable")
+    return {
+        "name": settings.classifier,
+        "version": version,
+        "model": model,
+        "taxonomy_version": taxonomy.version,
+    }
+
+
 def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:
     from batch_processor.llm.client import (  # loads openai only when chosen
         LLMClassifier,

@@ -35,6 +35,7 @@ from batch_processor.pipeline.options import PipelineOptions
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.retry import RetryPolicy
 from batch_processor.service.fleet import LeaseKeeper
+from batch_processor.service.preflight import SourceCheck
 from batch_processor.service.shutdown import Stopper
 from batch_processor.service.telemetry import Telemetry
 from batch_processor.settings import Mode, Settings
@@ -109,6 +110,7 @@ class Service:
     mongodb: Availability = field(default_factory=lambda: Availability("MongoDB"))
     clock: Clock = field(default_factory=SystemClock)
     fleet: LeaseKeeper | None = None
+    source_check: SourceCheck | None = None  # set by run_job: jobs wait for the source
 
 
 async def run_one_job(service: Service, *, recover: bool) -> RunStats:
@@ -146,7 +148,8 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
         queued_store=len(queues.store),
     )
     if progress is not None and pending is not None:
-        _safely(progress.start, pending + files.count_documents())
+        todo = min(pending, settings.limit) if settings.limit is not None else pending
+        _safely(progress.start, todo + files.count_documents())
     cached = _with_dedupe(settings, classifier, store)
     pipeline = Pipeline(
         source=store.source,

@@ -30,10 +30,10 @@ from batch_processor.service.jobs import (
     Service,
     database_calls,
     outage_policy,
-    retry_policy,
     run_one_job,
 )
 from batch_processor.service.notify import SystemdNotifier
+from batch_processor.service.preflight import SourceCheck, check_endpoint
 from batch_processor.service.schedule import CronSchedule
 from batch_processor.service.shutdown import Stopper
 from batch_processor.service.telemetry import Telemetry, watch_loop_lag
@@ -75,15 +75,17 @@ async def open_store(
             workers_collection=settings.workers_collection,
             priority_field=settings.priority_field,
             lease_seconds=settings.lease_seconds,
+            source_filter=settings.source_filter,
+            history_collection=settings.history_collection,
         )
         try:
             # A service waits for its database to come up (systemd may start it first); a
-            # batch run that cannot reach it at all is more likely misconfigured: it fails fast.
-            policy = (
-                retry_policy(settings) if settings.mode is Mode.BATCH else outage_policy(settings)
-            )
-            await policy.call(store.ping)
-            await policy.call(store.ensure_indexes)
+            # batch run that cannot reach it within the server selection timeout is more
+            # likely misconfigured: it fails at once, with the host and the cause.
+            if settings.mode is Mode.BATCH:
+                await store.ping()
+            else:
+                await outage_policy(settings).call(store.ping)
             yield store
         finally:
             await store.close()
@@ -148,6 +150,8 @@ async def run_job(
                 )
                 if clock is not None:
                     service.clock = clock
+                service.source_check = SourceCheck(store)
+                await check_endpoint(classifier, settings)
                 await stack.enter_async_context(_process_services(service))
                 return await _drive(service, schedule)
     finally:
@@ -244,13 +248,21 @@ async def _drive_mode(service: Service, schedule: CronSchedule | None) -> RunSta
     """One job in batch mode; jobs and idle waits in turn in continuous mode."""
     if schedule is not None:
         return await _run_on_schedule(service, schedule)
-    stats = await run_one_job(service, recover=service.settings.recover)
+    stats = await _job(service, recover=service.settings.recover)
     while service.settings.mode is Mode.CONTINUOUS and not service.stopper.stopped:
         if not await _wait_for_work(service):
             break
         # Later jobs never recover: the first one finished whatever was left.
-        stats = await run_one_job(service, recover=False)
+        stats = await _job(service, recover=False)
     return stats
+
+
+async def _job(service: Service, *, recover: bool) -> RunStats:
+    """One job, once the source collection exists (until then: a warning and no job)."""
+    check = service.source_check
+    if check is not None and not await database_calls(service).wait(check.ready):
+        return RunStats()
+    return await run_one_job(service, recover=recover)
 
 
 async def _run_on_schedule(service: Service, schedule: CronSchedule) -> RunStats:
@@ -259,7 +271,7 @@ async def _run_on_schedule(service: Service, schedule: CronSchedule) -> RunStats
     stats = RunStats()
     recover = settings.recover
     if settings.run_now:
-        stats = await run_one_job(service, recover=recover)
+        stats = await _job(service, recover=recover)
         recover = False
     while not stopper.stopped:
         fire = schedule.next_after(clock.now())
@@ -271,7 +283,7 @@ async def _run_on_schedule(service: Service, schedule: CronSchedule) -> RunStats
         if late > settings.misfire_grace:
             log.warning("scheduled run skipped: woke too late", at=fire.isoformat(), late=late)
             continue
-        stats = await run_one_job(service, recover=recover)
+        stats = await _job(service, recover=recover)
         recover = False
         skipped = schedule.firings_between(fire, clock.now())
         if skipped:

@@ -6,7 +6,7 @@ the TOML file given by ``--config`` (or ``BATCH_CONFIG``), then the defaults bel
 Everything else in the package receives plain values from a ``Settings`` object.
 """
 
-from batch_processor.settings.load import load_settings
+from batch_processor.settings.load import load_settings, unknown_variables
 from batch_processor.settings.model import ENV_PREFIX, LogFormat, Mode, Settings
 
-__all__ = ["ENV_PREFIX", "LogFormat", "Mode", "Settings", "load_settings"]
+__all__ = ["ENV_PREFIX", "LogFormat", "Mode", "Settings", "load_settings", "unknown_variables"]

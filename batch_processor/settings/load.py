@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
 from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
 
@@ -55,11 +58,46 @@ def load_settings(
     return settings
 
 
+#: Variables with the prefix that are not settings: read before the settings, or by the tests.
+BOOTSTRAP_VARIABLES = frozenset({"BATCH_CONFIG", "BATCH_SECRETS_DIR", "BATCH_TEST_MONGODB_URI"})
+
+
+def unknown_variables(
+    environ: dict[str, str] | None = None, env_file: Path = Path(".env")
+) -> list[str]:
+    """One warning per ``BATCH_*`` variable (environment or ``.env``) that names no setting.
+
+    A typo (``BATCH_BATCH_SIZ``) would otherwise be ignored silently and the default used.
+    """
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | BOOTSTRAP_VARIABLES
+    env = os.environ if environ is None else environ
+    found = [(name, "the environment") for name in env]
+    if env_file.is_file():
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            found += [(name, str(env_file)) for name in dotenv_values(env_file)]
+    warnings = []
+    for name, where in found:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        close = difflib.get_close_matches(upper, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"unknown variable {name} in {where} is ignored{hint}")
+    return warnings
+
+
 def _explain(exc: ValidationError) -> str:
-    """One line per invalid setting, naming it and its environment variable."""
+    """One line per invalid setting, naming it, its flag and its environment variable."""
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
-        name = ".".join(str(part) for part in error["loc"]) or "settings"
-        hint = f" (--{name.replace('_', '-')} / {ENV_PREFIX}{name.upper()})"
-        lines.append(f"invalid setting {name}{hint}: {error['msg']}")
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across settings: its message names them
+            lines.append(f"invalid settings: {message}")
+            continue
+        name = ".".join(str(part) for part in error["loc"])
+        field = Settings.model_fields.get(name)
+        extra = field.json_schema_extra if field is not None else None
+        flags = extra.get("flags") if isinstance(extra, dict) else None
+        flag = flags[0] if isinstance(flags, list) and flags else f"--{name.replace('_', '-')}"
+        lines.append(f"invalid setting {name} ({flag} / {ENV_PREFIX}{name.upper()}): {message}")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,27 @@ from batch_processor.models import ModelPrice, OutputMode
 from batch_processor.redaction import MASK, redact_text, register_secret, register_url_secrets
 
 ENV_PREFIX = "BATCH_"
+#: Operators a source filter may not use: server-side JavaScript, or writes to other places.
+_FORBIDDEN_OPERATORS = frozenset({"$where", "$function", "$accumulator", "$out", "$merge"})
+#: The processing state belongs to the daemon: a filter on it would fight the pending condition.
+STATE_FIELD = "processing"
+
+
+def check_filter(query: Any) -> None:
+    """Reject a source filter that runs JavaScript or selects on the daemon's own state."""
+    if isinstance(query, dict):
+        for key, value in query.items():
+            if key in _FORBIDDEN_OPERATORS:
+                raise ValueError(f"the operator {key} is not allowed in a filter")
+            if isinstance(key, str) and (key == STATE_FIELD or key.startswith(STATE_FIELD + ".")):
+                raise ValueError(
+                    f"{key!r} is the daemon's processing state: to select done or failed "
+                    "documents again, use the reclassify command"
+                )
+            check_filter(value)
+    elif isinstance(query, list):
+        for item in query:
+            check_filter(item)
 
 
 class Mode(StrEnum):
@@ -45,6 +66,8 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX,
         env_file=".env",
         env_file_encoding="utf-8",
+        # Unknown names in .env are warned about (settings.load.unknown_variables), not fatal.
+        dotenv_filtering="only_existing",
         extra="forbid",
         validate_default=True,
     )
@@ -60,6 +83,12 @@ class Settings(BaseSettings):
     )
     target_collection: str = Field(
         default="sentimental_analysis", min_length=1, description="Collection for results."
+    )
+    history_collection: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Collection of replaced results, kept by reclassify (unset: the target "
+        "collection's name with _history).",
     )
     server_selection_timeout: float = Field(
         default=10.0, gt=0, le=300, description="Seconds to wait for a reachable MongoDB server."
@@ -92,6 +121,17 @@ class Settings(BaseSettings):
     )
     max_text_chars: int = Field(
         default=20_000, ge=100, description="Longer texts are truncated and the result says so."
+    )
+    source_filter: dict[str, Any] | None = Field(
+        default=None,
+        description="Only source documents matching this MongoDB query (JSON), e.g. "
+        '\'{"channel": "email"}\'; combined with the pending condition.',
+        json_schema_extra={"flags": ["--filter"]},
+    )
+    limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="Take at most this many documents per job (batch and scheduled mode).",
     )
 
     # Processing
@@ -250,6 +290,10 @@ class Settings(BaseSettings):
         default=50, ge=1, description="Documents finished between checkpoints."
     )
     recover: bool = Field(default=False, description="Resume an unfinished job first.")
+    dry_run: bool = Field(
+        default=False,
+        description="Count, estimate tokens and cost, show a few texts; write nothing.",
+    )
     queue_max_attempts: int = Field(
         default=3, ge=1, le=100, description="Drains of a retry-queue item before dead letter."
     )
@@ -287,6 +331,29 @@ class Settings(BaseSettings):
             secrets,
             TomlConfigSettingsSource(settings_cls),
         )
+
+    @field_validator("source_filter", mode="before")
+    @classmethod
+    def _parse_filter(cls, value: Any) -> Any:
+        """A filter given as JSON text (flag, environment) is parsed and checked."""
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else None
+            except ValueError as exc:
+                raise ValueError(f"not JSON: {exc}") from None
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError('must be a JSON object, such as {"channel": "email"}')
+        check_filter(value)
+        return value
+
+    @model_validator(mode="after")
+    def _limit_needs_jobs(self) -> Settings:
+        """A limit per job means nothing to continuous mode, whose jobs follow each insert."""
+        if self.limit is not None and self.mode is Mode.CONTINUOUS:
+            raise ValueError("limit applies to batch and scheduled mode, not continuous")
+        return self
 
     @model_validator(mode="after")
     def _deprecated_names(self) -> Settings:

@@ -235,10 +235,19 @@ class MemorySink:
         return lost
 
     async def finish_stored(
-        self, doc_ids: Sequence[str], job_id: str, claim: str | None = None
+        self,
+        doc_ids: Sequence[str],
+        job_id: str,
+        claim: str | None = None,
+        since_claim: str | None = None,
     ) -> set[str]:
-        """Mark done the documents that already have a result."""
-        stored = {doc_id for doc_id in doc_ids if doc_id in self.results}
+        """Mark done the documents that have a result stored under ``since_claim`` or later."""
+        stored = {
+            doc_id
+            for doc_id in doc_ids
+            if doc_id in self.results
+            and (since_claim is None or (self.results[doc_id].claim or "") >= since_claim)
+        }
         for doc_id in stored:
             self.source.states[doc_id] = _State("done", job_id, claim=claim)
         return stored

@@ -146,12 +146,15 @@ async def test_recovery_finishes_an_old_batch_file_without_classifying_stored_on
     first = await rig.pipeline(job_id="first").run()  # stores the 21 free documents
     assert first.succeeded == 21
     stored_before = dict(rig.sink.results)
-    rig.sink.results[old[0].id] = next(iter(stored_before.values())).model_copy(
-        update={"doc_id": old[0].id}
-    )
+    # The dead job stored one result (under its claim) before it died; another document has
+    # only an older result (from before a reclassification), which must not count.
+    result = next(iter(stored_before.values()))
+    rig.sink.results[old[0].id] = result.model_copy(update={"doc_id": old[0].id, "claim": "dead:1"})
+    rig.sink.results[old[1].id] = result.model_copy(update={"doc_id": old[1].id, "claim": "dead:0"})
     calls_before = len(rig.classifier.calls)
     stats = await rig.pipeline(job_id="second").run(recover=True)
     assert stats.already_stored == 1
     assert len(rig.classifier.calls) - calls_before == 3
     assert rig.source.count("done") == 25
+    assert rig.sink.results[old[1].id].claim != "dead:0"  # replaced by the new result
     assert rig.files.names() == []
