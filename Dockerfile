@@ -7,9 +7,13 @@
 FROM python:3.12.8-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+COPY requirements/runtime.lock ./requirements/
+# Exact, hashed versions: two builds a week apart install the same bytes.
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes -r requirements/runtime.lock
 COPY pyproject.toml README.md LICENSE ./
 COPY batch_processor ./batch_processor
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install .
+RUN /opt/venv/bin/pip install --no-deps .
 
 # --- runtime: the same slim base, the venv only, no build tools, a numeric non-root user ---
 FROM python:3.12.8-slim-bookworm

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,26 @@ def test_dockerfile_is_clean_under_hadolint() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("lock", "extras"), [("runtime", []), ("test", ["test"]), ("dev", ["test", "bench", "dev"])]
+)
+def test_lock_files_pin_every_dependency_with_hashes(lock: str, extras: list[str]) -> None:
+    """Each lock pins every dependency pyproject names, exactly and with hashes."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"])
+    for extra in extras:
+        wanted += project["optional-dependencies"][extra]
+    names = {_name(requirement) for requirement in wanted} - {"batch-processor"}
+    text = (ROOT / "requirements" / f"{lock}.lock").read_text()
+    pinned = {_name(line) for line in text.splitlines() if "==" in line and not line[0].isspace()}
+    assert names - pinned == set(), f"{lock}.lock lacks them: run utils/update_locks.sh"
+    blocks = [block for block in text.split("\n") if "==" in block and not block[0].isspace()]
+    assert all(block.rstrip().endswith("\\") for block in blocks), "a pin without --hash"
+
+
+def _name(requirement: str) -> str:
+    """The normalised project name of a requirement line (``PyYAML[x]>=1`` -> ``pyyaml``)."""
+    name = re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()

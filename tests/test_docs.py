@@ -18,7 +18,8 @@ def test_every_setting_is_in_the_readme_table() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     """.ci/run contains the README's test command, letter for letter."""
     command = (
-        "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest"
+        "python3 -m venv .venv && .venv/bin/pip install --require-hashes -r requirements/test.lock"
+        " && .venv/bin/pip install --no-deps -e . && .venv/bin/python -m pytest"
     )
     assert command in README
     assert command in (Path(__file__).parent.parent / ".ci" / "run").read_text()

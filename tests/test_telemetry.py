@@ -83,7 +83,7 @@ async def test_metrics_parse_and_match_the_database(db: Any, make_settings: Any)
 async def test_systemd_notify_protocol(
     db: Any, db_name: str, mongo_uri: str, tmp_path: Path
 ) -> None:
-    """READY=1 when connected, WATCHDOG=1 while it progresses, STOPPING=1 on SIGTERM."""
+    """READY=1 when connected, WATCHDOG=1 while it progresses, STATUS= progress, STOPPING=1."""
     await db.conversation_set.insert_many([conversation(f"hello {i}") for i in range(5)])
     address = str(tmp_path / "notify.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -102,7 +102,10 @@ async def test_systemd_notify_protocol(
     messages: list[str] = []
     try:
         async with asyncio.timeout(30):
-            while sum("WATCHDOG=1" in m for m in messages) < 3:
+            # The progress line is refreshed every 5 s: the second one counts the five.
+            while sum("WATCHDOG=1" in m for m in messages) < 3 or not any(
+                "STATUS=continuous: 5 processed (0 failed), 0 pending" in m for m in messages
+            ):
                 messages.append((await loop.sock_recv(listener, 4096)).decode())
         worker.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from batch_processor.files.atomic import lock_holder
 from batch_processor.files.batch_files import BatchFiles
 from batch_processor.files.checkpoints import CheckpointStore
 from batch_processor.files.retry_queues import RetryQueues
@@ -31,15 +32,23 @@ def job_status(batch_dir: Path, now: datetime | None = None) -> dict[str, Any]:
         "checkpoint": loaded.source,
         "checkpoint_problems": list(loaded.problems),
     }
+    holder = lock_holder(batch_dir / ".lock")
+    if holder is not None:
+        report["worker_process"] = f"pid {holder.pid}, " + ("alive" if holder.alive else "dead")
     checkpoint = loaded.checkpoint
     if checkpoint is None:
         return report
     counters = checkpoint.counters
     processed = sum(counters.get(k, 0) for k in ("succeeded", "already_stored", "failed"))
     seconds = max((checkpoint.updated_at - checkpoint.started_at).total_seconds(), 1e-9)
+    job_status = checkpoint.status.value
+    if job_status == "running" and not (holder is not None and holder.alive):
+        # The checkpoint says running, but no live process holds the directory: it died
+        # (SIGKILL, a crash, a power cut).
+        job_status = "interrupted (its process is gone: run with --recover)"
     report |= {
         "job_id": checkpoint.job_id,
-        "job_status": checkpoint.status.value,
+        "job_status": job_status,
         "job_error": checkpoint.error,
         "started_at": checkpoint.started_at.isoformat(),
         "checkpoint_age_seconds": round((now - checkpoint.updated_at).total_seconds(), 1),

@@ -13,7 +13,10 @@ import fcntl
 import os
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from batch_processor.errors import ConfigurationError, ResourceError
 
@@ -111,6 +114,36 @@ def writable_dir(path: Path, setting: str) -> Path:
     return path
 
 
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    """The process that took a batch directory's lock last, and whether it still runs."""
+
+    pid: int
+    alive: bool
+
+
+def lock_holder(path: Path) -> LockHolder | None:
+    """Who holds (or last held) the lock at ``path``; None if no process ever took it.
+
+    Alive means a process with that pid runs and started when the holder did (a pid reused
+    by another process after a crash is not mistaken for the holder).
+    """
+    try:
+        pid_text, started_text = path.read_text().split()
+        pid, started = int(pid_text), float(started_text)
+    except (OSError, ValueError):
+        return None
+    return LockHolder(pid, abs(_started(pid) - started) < 1.0)
+
+
+def _started(pid: int) -> float:
+    """When process ``pid`` started (epoch seconds), or -1 when it does not exist."""
+    try:
+        return float(psutil.Process(pid).create_time())
+    except (psutil.Error, OSError):
+        return -1.0
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (a batch directory's lock file) or refuse at once.
@@ -132,6 +165,11 @@ def exclusive_lock(path: Path) -> Iterator[None]:
                 f"batch directory {path.parent} is in use by another batch-processor process; "
                 "give each worker its own --batch-dir"
             ) from None
+        # Who holds it, for ``status`` (which must never take the lock itself: a worker
+        # starting at that moment would be refused).
+        handle.truncate(0)
+        handle.write(f"{os.getpid()} {_started(os.getpid())}\n")
+        handle.flush()
         yield
     finally:
         handle.close()

@@ -8,6 +8,12 @@ load balancer, with no web framework in the daemon.
 * ``/readyz``: 200 when MongoDB answers, the batch directory is writable and the classifier is
   configured; 503 with the problems otherwise.
 * ``/metrics``: the Prometheus text format (prometheus-client).
+
+The container image binds it to 0.0.0.0, so it expects hostile clients: a request head larger
+than 16 KiB gets 431 and is closed; a client gets ``request_timeout`` seconds for the whole
+exchange (a slow sender or a reader that never reads is cut off); at most
+``max_connections`` are served at once, further ones are closed at once. None of them delays
+another client's request.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from batch_processor.service.metrics import registry_for
 from batch_processor.service.telemetry import Telemetry
 
 log = structlog.get_logger("batch_processor.service.health")
+MAX_HEAD = 16 * 1024  # bytes of request line and headers (a GET needs a few hundred)
 ReadyCheck = Callable[[], Awaitable[list[str]]]
 
 
@@ -31,19 +38,32 @@ class HealthServer:
     """Serves the three endpoints for one process."""
 
     def __init__(
-        self, telemetry: Telemetry, ready_check: ReadyCheck, *, stall_after: float
+        self,
+        telemetry: Telemetry,
+        ready_check: ReadyCheck,
+        *,
+        stall_after: float,
+        request_timeout: float = 5.0,
+        max_connections: int = 64,
     ) -> None:
         self._telemetry = telemetry
+        self._request_timeout = request_timeout
+        self._max_connections = max_connections
         self._registry = registry_for(telemetry)
         self._ready_check = ready_check
         self._stall_after = stall_after
         self._handlers: set[asyncio.Task[None]] = set()
 
+    @property
+    def connections(self) -> int:
+        """Connections being served now."""
+        return len(self._handlers)
+
     @contextlib.asynccontextmanager
     async def serving(self, host: str, port: int) -> AsyncIterator[int]:
         """Listen on ``host:port`` (0: a free port) while inside; yield the port."""
         try:
-            server = await asyncio.start_server(self._handle, host, port)
+            server = await asyncio.start_server(self._handle, host, port, limit=MAX_HEAD)
         except OSError as exc:
             raise ConfigurationError(
                 f"invalid setting http_port (BATCH_HTTP_PORT): cannot listen on {host}:{port}: "
@@ -64,22 +84,39 @@ class HealthServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         handler = asyncio.current_task()
+        if len(self._handlers) >= self._max_connections:
+            writer.close()  # over the limit: closed at once, the others are served
+            return
         if handler is not None:
             self._handlers.add(handler)
             handler.add_done_callback(self._handlers.discard)
+        oversized = False
         try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            request_line = request.split(b"\r\n", 1)[0].decode("latin-1")
-            method, path, *_ = [*request_line.split(" "), "", ""]
-            status, content_type, body = await self._respond(method, path.split("?", 1)[0])
-            head = (
-                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + body)
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-            pass  # a client that went away or sent garbage gets nothing
+            async with asyncio.timeout(self._request_timeout):
+                try:
+                    request = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.LimitOverrunError:
+                    reply = ("431 Request Header Fields Too Large", "text/plain", b"too large\n")
+                    oversized = True
+                else:
+                    request_line = request.split(b"\r\n", 1)[0].decode("latin-1")
+                    method, path, *_ = [*request_line.split(" "), "", ""]
+                    reply = await self._respond(method, path.split("?", 1)[0])
+                status, content_type, body = reply
+                head = (
+                    f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                )
+                writer.write(head.encode() + body)
+                await writer.drain()
+                if oversized:
+                    # Read what is left of the request before closing: closing on unread
+                    # bytes resets the connection, and the client might never see the 431.
+                    writer.write_eof()
+                    while await reader.read(MAX_HEAD):
+                        pass
+        except (TimeoutError, asyncio.IncompleteReadError, OSError):
+            pass  # a client that went away, stalled or sent garbage gets nothing more
         finally:
             writer.close()
             with contextlib.suppress(OSError):

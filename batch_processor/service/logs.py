@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
+from batch_processor.models import plain_id
 from batch_processor.redaction import MASK, redact_text, register_secret, register_url_secrets
 
 __all__ = ["MASK", "configure_logging", "redact", "register_secret", "register_url_secrets"]
@@ -48,6 +49,23 @@ def redact(
     return event_dict
 
 
+#: Event keys that hold document ids (canonical extended JSON inside the pipeline).
+_ID_KEYS = frozenset({"doc_id", "doc_ids"})
+
+
+def plain_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A structlog processor that prints document ids as people know them (no ``$oid``)."""
+    for key in _ID_KEYS & event_dict.keys():
+        value = event_dict[key]
+        if isinstance(value, str):
+            event_dict[key] = plain_id(value)
+        elif isinstance(value, list | tuple):
+            event_dict[key] = [plain_id(item) if isinstance(item, str) else item for item in value]
+    return event_dict
+
+
 class _StderrLogger:
     """Writes each line to the *current* ``sys.stderr`` (so rich's live display can wrap it)."""
 
@@ -68,6 +86,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        plain_ids,
     ]
     if console:
         renderer: list[Any] = [

@@ -32,7 +32,7 @@ from batch_processor.service.jobs import (
     outage_policy,
     run_one_job,
 )
-from batch_processor.service.notify import SystemdNotifier
+from batch_processor.service.notify import ProgressLine, SystemdNotifier, report_progress
 from batch_processor.service.preflight import SourceCheck, check_endpoint
 from batch_processor.service.schedule import CronSchedule
 from batch_processor.service.shutdown import Stopper
@@ -192,6 +192,11 @@ async def _process_services(service: Service) -> AsyncIterator[None]:
                     # The classifier loads its libraries while the first page is claimed; a
                     # failure to load ends the run like any monitor's.
                     tasks.append(monitors.create_task(warm_up(), name="classifier-warm-up"))
+                if notifier.enabled:
+                    progress = _progress_line(service)
+                    mode = settings.mode.value
+                    status = report_progress(notifier, lambda: progress.line(mode))
+                    tasks.append(monitors.create_task(status, name="systemd-status"))
                 if notifier.watchdog_interval is not None:
                     watchdog = _watchdog(notifier, telemetry, settings.stall_seconds)
                     tasks.append(monitors.create_task(watchdog, name="systemd-watchdog"))
@@ -206,6 +211,16 @@ async def _process_services(service: Service) -> AsyncIterator[None]:
         except BaseExceptionGroup as group:
             # The jobs' own error (or a monitor's) as itself, for the exit code.
             raise first_error(group) from None
+
+
+def _progress_line(service: Service) -> ProgressLine:
+    """The ``STATUS=`` line's sources: the process's totals and the pending count."""
+
+    def totals() -> tuple[int, int]:
+        done, failed = service.telemetry.totals()
+        return done.get("processed", 0), sum(failed.values())
+
+    return ProgressLine(totals, service.store.source.count_pending)
 
 
 async def _watchdog(notifier: SystemdNotifier, telemetry: Telemetry, stall_after: float) -> None:
@@ -275,7 +290,13 @@ async def _run_on_schedule(service: Service, schedule: CronSchedule) -> RunStats
         recover = False
     while not stopper.stopped:
         fire = schedule.next_after(clock.now())
-        log.info("next scheduled run", at=fire.isoformat(), cron=schedule.expression)
+        log.info(
+            "next scheduled run",
+            at=fire.isoformat(),
+            cron=schedule.expression,
+            fields=schedule.meaning,
+            timezone=settings.timezone,
+        )
         service.telemetry.beat()
         if not await stopper.race(clock.sleep(max(0.0, (fire - clock.now()).total_seconds()))):
             break

@@ -142,7 +142,9 @@ class Settings(BaseSettings):
         description="Continuous mode: wake at once on inserts (polling remains the safety net).",
     )
     cron: str | None = Field(
-        default=None, description="Scheduled mode: when to run, e.g. '*/15 * * * *'."
+        default=None,
+        description="Scheduled mode: when to run, five fields (minute hour day-of-month month "
+        "day-of-week), e.g. '*/15 * * * *', or @hourly/@daily; six-field forms are refused.",
     )
     timezone: str = Field(default="UTC", min_length=1, description="Time zone of the cron.")
     misfire_grace: float = Field(
