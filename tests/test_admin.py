@@ -42,10 +42,11 @@ async def test_status_json_and_requeue_round_trip(
         assert status["failed"] == 7 and status["pending"] == 0
         assert status["failed_by_category_in_db"] == {"DATA": 7}
 
-        listed = json.loads(cli("queue", "list", "dead", "--json", *where).stdout)
-        assert len(listed) == 6 and all(row["category"] == "DATA" for row in listed)
-        shown = json.loads(cli("queue", "show", listed[0]["key"], *where).stdout)
-        assert shown["found_in"] == "dead" and shown["item"]["doc"]["id"] == listed[0]["doc_ids"][0]
+        (group,) = json.loads(cli("queue", "list", "dead", "--json", *where).stdout)
+        assert (group["entries"], group["documents"], group["category"]) == (6, 6, "DATA")
+        assert len(group["keys"]) == 6 and "context" in group["error"]
+        shown = json.loads(cli("queue", "show", group["keys"][0], *where).stdout)
+        assert shown["found_in"] == "dead" and shown["key"] == group["keys"][0]
 
         requeued = cli("queue", "requeue", "--category", "DATA", "--json", *where)
         assert json.loads(requeued.stdout) == {"requeued": 6}

@@ -255,6 +255,23 @@ async def test_budget_stops_new_documents_and_leaves_the_rest_pending(
     assert await sources.count_documents({"processing.status": "done"}) == 60
 
 
+async def test_a_budget_holds_with_many_requests_in_flight(
+    db: Any, llm_settings: Any, simulator: Simulator
+) -> None:
+    """At concurrency 8 the spend passes the budget by less than one request's cost."""
+    await seed(db, distinct_texts(80))
+    prices = {"gpt-4o-mini": {"input": 100.0, "output": 100.0}}  # ~0.07 USD a call
+    simulator.config.latency = 0.05  # requests overlap: eight are in flight at the budget
+
+    stats = await run_job(llm_settings(llm_prices=prices, budget_usd=1.0, concurrent=8))
+
+    summary = stats.summary()
+    costs = [r["cost_usd"] async for r in db.sentimental_analysis.find({}, {"cost_usd": 1})]
+    assert summary["budget_reached"] is True and len(costs) >= 8
+    assert summary["cost_usd"] <= 1.0 + max(costs)
+    assert summary["reserved_usd"] == 0  # every reservation was given back
+
+
 async def test_identical_texts_are_classified_once_across_runs(
     db: Any, llm_settings: Any, simulator: Simulator
 ) -> None:

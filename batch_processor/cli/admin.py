@@ -51,7 +51,9 @@ def add_admin_commands(commands: Any) -> None:
         parser.add_argument("--id", dest="ids", action="append", help="only this key (repeatable)")
     for parser in (listing, show, again, drop):
         _common(parser)
-        add_setting_flags(parser, only={"batch_dir"})
+        # The queues live in the batch directory; the database flags are accepted (and
+        # unused) so one set of flags serves every operator command.
+        add_setting_flags(parser, only={"batch_dir", "mongodb_uri", "database"})
     add_result_commands(commands, _common)
 
 

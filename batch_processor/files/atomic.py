@@ -170,6 +170,9 @@ def exclusive_lock(path: Path) -> Iterator[None]:
         handle.truncate(0)
         handle.write(f"{os.getpid()} {_started(os.getpid())}\n")
         handle.flush()
-        yield
+        try:
+            yield
+        finally:
+            handle.truncate(0)  # released: no process holds the directory now
     finally:
         handle.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 
@@ -40,6 +41,7 @@ _TRANSIENT_CODES = {
 
 
 _TIMEOUTS = re.compile(r" \(configured timeouts: [^)]*\)")
+_CONNECT_FAILED = re.compile(r"\[Errno (\d+)\] Connect call failed \([^)]*\)")
 
 
 @contextlib.contextmanager
@@ -90,6 +92,8 @@ def unreachable(exc: mongo_errors.ServerSelectionTimeoutError) -> str:
     """
     servers = str(exc).split(", Timeout:", 1)[0]
     servers = _TIMEOUTS.sub("", servers).replace("),", "), ")
+    # "[Errno 111] Connect call failed ('127.0.0.1', 1)" says less than "Connection refused".
+    servers = _CONNECT_FAILED.sub(lambda match: os.strerror(int(match[1])), servers)
     return " ".join(servers.split())[:500]
 
 

@@ -10,8 +10,9 @@ load balancer, with no web framework in the daemon.
 * ``/metrics``: the Prometheus text format (prometheus-client).
 
 The container image binds it to 0.0.0.0, so it expects hostile clients: a request head larger
-than 16 KiB gets 431 and is closed; a client gets ``request_timeout`` seconds for the whole
-exchange (a slow sender or a reader that never reads is cut off); at most
+than 16 KiB gets 431 and is closed; a client gets ``request_timeout`` seconds to send its
+request and as long to take the reply (a slow sender or a reader that never reads is cut
+off); at most
 ``max_connections`` are served at once, further ones are closed at once. None of them delays
 another client's request.
 """
@@ -92,21 +93,23 @@ class HealthServer:
             handler.add_done_callback(self._handlers.discard)
         oversized = False
         try:
-            async with asyncio.timeout(self._request_timeout):
-                try:
+            try:
+                async with asyncio.timeout(self._request_timeout):
                     request = await reader.readuntil(b"\r\n\r\n")
-                except asyncio.LimitOverrunError:
-                    reply = ("431 Request Header Fields Too Large", "text/plain", b"too large\n")
-                    oversized = True
-                else:
-                    request_line = request.split(b"\r\n", 1)[0].decode("latin-1")
-                    method, path, *_ = [*request_line.split(" "), "", ""]
-                    reply = await self._respond(method, path.split("?", 1)[0])
-                status, content_type, body = reply
-                head = (
-                    f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                )
+            except asyncio.LimitOverrunError:
+                reply = ("431 Request Header Fields Too Large", "text/plain", b"too large\n")
+                oversized = True
+            else:
+                request_line = request.split(b"\r\n", 1)[0].decode("latin-1")
+                method, path, *_ = [*request_line.split(" "), "", ""]
+                # Not under the client's timeout: /readyz's own check is bounded (5 s).
+                reply = await self._respond(method, path.split("?", 1)[0])
+            status, content_type, body = reply
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            async with asyncio.timeout(self._request_timeout):  # a client that never reads
                 writer.write(head.encode() + body)
                 await writer.drain()
                 if oversized:

@@ -30,6 +30,11 @@ class SourceCheck:
         self._indexed = False
         self._warned = False
 
+    @property
+    def passed(self) -> bool:
+        """Whether the source collection was found (and indexed) already."""
+        return self._indexed
+
     async def ready(self) -> bool:
         """True once the source collection exists (and is indexed); warns once until then."""
         if self._indexed:

@@ -335,10 +335,16 @@ async def _wait_for_work(service: Service) -> bool:
                 )
             except BatchProcessorError as exc:
                 log.info("change streams unavailable: polling only", error=describe(exc))
+        check = service.source_check
         while not stopper.stopped:
             service.telemetry.beat()  # idle is not stalled
             try:
-                pending = await db.wait(store.source.has_pending)  # an outage is waited out
+                if check is not None and not check.passed:
+                    # Until the source collection exists, no job runs; once it does, one
+                    # starts (its lease keeper then watches other workers' claims too).
+                    pending = await db.wait(check.ready)
+                else:
+                    pending = await db.wait(store.source.has_pending)  # outages waited out
             except Interrupted:
                 return False
             if pending:

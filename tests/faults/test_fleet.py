@@ -255,6 +255,7 @@ async def test_an_idle_continuous_worker_takes_over_expired_leases(
 ) -> None:
     """Documents a dead worker claimed wait only for their lease, not for a new insert."""
     dead_claims = dead_workers_claims(7)
+    await db.create_collection("conversation_set")  # empty: the worker runs a job, then idles
     stopper = Stopper()
     settings = make_settings(mode="continuous", interval=0.5, lease_seconds=LEASE)
     service = asyncio.create_task(run_job(settings, stopper=stopper))
