@@ -1,8 +1,10 @@
-"""Redaction of secrets in log events."""
+"""Log events: secrets redacted, document ids plain."""
 
 from __future__ import annotations
 
-from batch_processor.service.logs import MASK, redact, register_secret
+import json
+
+from batch_processor.service.logs import MASK, plain_ids, redact, register_secret
 
 
 def test_secret_keys_uri_credentials_and_tokens_are_masked() -> None:
@@ -23,3 +25,22 @@ def test_secret_keys_uri_credentials_and_tokens_are_masked() -> None:
     assert event["api_key"] == MASK and event["headers"]["Authorization"] == MASK
     assert event["detail"] == [f"Bearer {MASK}", f"token {MASK} here"]
     assert event["tokens_in"] == 42
+
+
+def test_document_ids_are_logged_as_people_know_them() -> None:
+    """ObjectIds print as their hex, numbers and strings as themselves, compound ids as JSON."""
+    oid = "65f0c0ffee0123456789abcd"
+    event = plain_ids(
+        None,
+        "warning",
+        {
+            "doc_id": json.dumps({"$oid": oid}),
+            "doc_ids": [
+                json.dumps({"$numberInt": "7"}),
+                json.dumps("ticket-9"),
+                '{"a": 1, "b": 2}',
+            ],
+        },
+    )
+    assert event["doc_id"] == oid
+    assert event["doc_ids"] == ["7", "ticket-9", '{"a": 1, "b": 2}']

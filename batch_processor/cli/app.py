@@ -109,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"batch-processor: {describe(exc)}", file=sys.stderr)
             return EXIT_FAILED
     if args.print_config:
+        for warning in unknown:
+            print(f"batch-processor: warning: {warning}", file=sys.stderr)
         print(json.dumps(settings.masked(), indent=2, default=str))
         return EXIT_OK
     configure_logging(settings.log_level, settings.log_format.value)

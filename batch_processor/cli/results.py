@@ -139,6 +139,11 @@ async def report(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
     scope = Scope(job_id=args.job, since=args.since, until=args.until)
     async with open_store(settings) as store:
         given = {"job": args.job, "since": args.since, "until": args.until}
+        if not (await store.source_presence()).exists:
+            raise ConfigurationError(
+                f"the source collection {store.source_name} does not exist: check --database "
+                "and --source-collection"
+            )
         return {
             "scope": {key: value for key, value in given.items() if value is not None} or "all",
             "totals": await store.reports.totals(scope),
