@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -19,7 +17,7 @@ from batch_processor.service.runner import run_job
 from batch_processor.testing.simulator import Simulator, SimulatorConfig
 
 from .conftest import conversation, worker_cli, worker_command
-from .faults.tools import poll_until
+from .faults.tools import poll_until, quiet_worker
 
 
 def cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
@@ -256,29 +254,22 @@ async def test_status_tells_a_killed_workers_job_from_a_running_one(
     """While the worker runs: running, its process alive; after SIGKILL: interrupted, dead."""
     await db.conversation_set.insert_many([conversation(f"hi {i}") for i in range(40)])
     batch_dir = tmp_path / "b"
-    async with Simulator(SimulatorConfig(latency=0.3, jitter=0.0)) as provider:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
-        worker = await asyncio.create_subprocess_exec(
-            *worker_cli(mongo_uri, db_name, batch_dir, "--classifier", "llm", "--llm-base-url",
-                        provider.base_url, "--concurrent", "1", "--checkpoint-interval", "1"),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env,
-        )  # fmt: skip
-        try:
+    async with (
+        Simulator(SimulatorConfig(latency=0.3, jitter=0.0)) as provider,
+        quiet_worker(
+            worker_cli(mongo_uri, db_name, batch_dir, "--classifier", "llm", "--llm-base-url",
+                       provider.base_url, "--concurrent", "1", "--checkpoint-interval", "1")
+        ) as worker,
+    ):  # fmt: skip
 
-            async def running() -> bool:
-                done = cli("status", "--json", "--batch-dir", str(batch_dir))
-                return (
-                    done.returncode == 0 and json.loads(done.stdout).get("job_status") == "running"
-                )
+        async def running() -> bool:
+            done = cli("status", "--json", "--batch-dir", str(batch_dir))
+            return done.returncode == 0 and json.loads(done.stdout).get("job_status") == "running"
 
-            await poll_until(running, within=60)
-            alive = json.loads(cli("status", "--json", "--batch-dir", str(batch_dir)).stdout)
-            worker.send_signal(signal.SIGKILL)
-            await worker.wait()
-        finally:
-            if worker.returncode is None:
-                worker.kill()
-                await worker.wait()
+        await poll_until(running, within=60)
+        alive = json.loads(cli("status", "--json", "--batch-dir", str(batch_dir)).stdout)
+        worker.kill()
+        await worker.wait()
     dead = json.loads(cli("status", "--json", "--batch-dir", str(batch_dir)).stdout)
 
     assert alive["worker_process"] == f"pid {worker.pid}, alive"

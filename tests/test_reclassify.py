@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ from batch_processor.service.runner import run_job
 from batch_processor.testing.simulator import Simulator, SimulatorConfig
 
 from .conftest import conversation, worker_cli, worker_command
-from .faults.tools import poll_until
+from .faults.tools import poll_until, quiet_worker
 
 
 def reclassify(mongo_uri: str, db_name: str, *args: str) -> dict[str, Any]:
@@ -76,24 +74,16 @@ async def test_a_reclassification_killed_midway_recovers_with_one_new_result_eac
     results = db.sentimental_analysis
     async with Simulator(SimulatorConfig(latency=0.1, jitter=0.0)) as provider:
         llm = ["--classifier", "llm", "--llm-base-url", provider.base_url]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
-        worker = await asyncio.create_subprocess_exec(
-            *worker_cli(mongo_uri, db_name, batch_dir, *llm, "--concurrent", "2",
-                        "--batch-size", "10", "--flush-size", "5", "--flush-interval", "0.1"),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env,
-        )  # fmt: skip
-        try:
+        fast = ["--concurrent", "2", "--batch-size", "10", "--flush-size", "5"]
+        command = worker_cli(mongo_uri, db_name, batch_dir, *llm, *fast, "--flush-interval", "0.1")
+        async with quiet_worker(command) as worker:
 
             async def some_replaced() -> bool:
                 return bool(await results.count_documents({"classifier.name": "llm"}) >= 5)
 
             await poll_until(some_replaced, within=60)
-            worker.send_signal(signal.SIGKILL)
+            worker.kill()
             await worker.wait()
-        finally:
-            if worker.returncode is None:
-                worker.kill()
-                await worker.wait()
         assert await results.count_documents({"classifier.name": "offline"}) > 0  # midway
         await run_job(make_settings(classifier="llm", llm_base_url=provider.base_url, recover=True))
 

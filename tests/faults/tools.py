@@ -181,3 +181,18 @@ async def poll_until(predicate: Callable[[], Awaitable[bool]], within: float = 6
 def run_root_command(command: str) -> bool:
     """Run a mount-style shell command; whether it succeeded."""
     return os.system(f"{command} 2>/dev/null") == 0
+
+
+@contextlib.asynccontextmanager
+async def quiet_worker(command: list[str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A worker subprocess (no BATCH_* from outside, output discarded), killed if still alive."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
+    worker = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env
+    )
+    try:
+        yield worker
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
