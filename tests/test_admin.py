@@ -45,6 +45,9 @@ async def test_status_json_and_requeue_round_trip(
         (group,) = json.loads(cli("queue", "list", "dead", "--json", *where).stdout)
         assert (group["entries"], group["documents"], group["category"]) == (6, 6, "DATA")
         assert len(group["keys"]) == 6 and "context" in group["error"]
+        listing = cli("queue", "list", *where).stdout  # one block per error, whole keys
+        assert "dead · DATA · 6 entries" in listing and group["keys"][0] in listing
+        assert "(+1 more: --json lists all)" in listing
         shown = json.loads(cli("queue", "show", group["keys"][0], *where).stdout)
         assert shown["found_in"] == "dead" and shown["key"] == group["keys"][0]
 

@@ -46,7 +46,7 @@ def test_dotted_path_reaches_nested_fields() -> None:
         ({"messages": "  "}, "is empty"),
         ({"messages": []}, "is empty"),
         ({"messages": 3.5}, "is a number"),
-        ({"messages": {"a": 1}}, "is a object"),
+        ({"messages": {"a": 1}}, "is an object"),
         ({"messages": [{"role": "customer"}]}, "message 0 of 'messages' has no text"),
         ({"messages": ["ok", 5]}, "message 1 of 'messages' has no text"),
     ],

@@ -63,6 +63,7 @@ async def test_an_llm_endpoint_that_does_not_answer_ends_the_run_with_one_line(
     assert done.returncode == 2, done.stderr
     (error,) = errors(done.stderr)
     assert url in error["error"] and "cannot be used" in error["error"]
+    assert "connection refused" in error["error"] and "timed out" not in error["error"]
     assert await db.conversation_set.count_documents({"processing": {"$exists": True}}) == 0
 
 

@@ -94,9 +94,10 @@ def _queue(args: argparse.Namespace, batch_dir: Path) -> int:
         if not groups and not args.json:
             print(f"empty: no entries in the {', '.join(names)} queues")
             return 0
-        if not args.json:
-            groups = [group | {"keys": shown_keys(group["keys"])} for group in groups]
-        _print(groups, args.json, title="retry queues and dead letter (identical errors grouped)")
+        if args.json:
+            _print(groups, True, title="")
+        else:
+            print(_grouped_text(groups))
         return 0
     if args.action == "show":
         entry = show_entry(batch_dir, args.key)
@@ -112,6 +113,29 @@ def _queue(args: argparse.Namespace, batch_dir: Path) -> int:
     removed = purge(batch_dir, args.queue, category=args.category, keys=args.ids)
     _print({"purged": removed}, args.json, title="purge")
     return 0
+
+
+def _grouped_text(groups: list[dict[str, Any]]) -> str:
+    """Grouped entries as text blocks: whole errors and keys read at any terminal width."""
+    blocks = []
+    for group in groups:
+        span = " to ".join(
+            dict.fromkeys(_seconds(group[end]) for end in ("first_at", "last_at") if group[end])
+        )
+        head = (
+            f"{group['queue']} · {group['category']} · {group['entries']} entries, "
+            f"{group['documents']} documents, at most {group['max_attempts']} "
+            + ("attempt" if group["max_attempts"] == 1 else "attempts")
+            + (f" · {span}" if span else "")
+        )
+        keys = shown_keys(group["keys"]).replace("\n", "\n        ")
+        blocks.append(f"{head}\n  error: {group['error']}\n  keys: {keys}")
+    return "\n\n".join(blocks)
+
+
+def _seconds(at: Any) -> str:
+    """An ISO time to the second, as ``2026-12-02 12:38:24``."""
+    return str(at)[:19].replace("T", " ")
 
 
 async def _status(args: argparse.Namespace, settings: Settings) -> int:

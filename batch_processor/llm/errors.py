@@ -115,12 +115,12 @@ def translate(exc: openai.OpenAIError, *, timeout: float) -> Translated:
     """Our error for an SDK error (the message never includes request contents or keys)."""
     import openai  # loaded already: it raised ``exc``
 
+    refused = _not_connected(exc)
+    if refused is not None:
+        unreachable = TransientError(f"cannot reach the LLM endpoint: {refused}")
+        return Translated(unreachable, unserved=True)
     if isinstance(exc, openai.APITimeoutError):
         return Translated(TransientError(f"LLM request timed out after {timeout:g} s"))
-    if isinstance(exc, openai.APIConnectionError):
-        return Translated(
-            TransientError(f"cannot reach the LLM endpoint: {_first_line(exc)}"), unserved=True
-        )
     if isinstance(exc, openai.APIStatusError):
         return _translate_status(exc)
     if isinstance(exc, openai.APIResponseValidationError):
@@ -172,6 +172,28 @@ def _message(exc: openai.APIStatusError) -> str:
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
             return str(inner["message"])[:300]
     return _first_line(exc)[:300]
+
+
+def _not_connected(exc: openai.OpenAIError) -> str | None:
+    """Why no connection was made, when none was: the request never reached the provider.
+
+    The SDK's aiohttp transport reports a refused or unresolvable connection as a *timeout*
+    (its ``ConnectTimeout`` wraps aiohttp's ``Cannot connect to host``), so the cause decides,
+    not the SDK's class: a refusal must not read as a slow provider, nor count as served.
+    """
+    import openai
+
+    cause = str(exc.__cause__ or "")
+    if "Cannot connect to host" in cause:
+        host = cause.removeprefix("Cannot connect to host ").split(" ", 1)[0]
+        reason = cause.rsplit("[", 1)[-1].rstrip("]") if "[" in cause else cause
+        if reason.startswith("Connect call failed"):
+            reason = "connection refused"
+        return f"{host}: {reason}"
+    if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError):
+        detail = _first_line(exc.__cause__) if exc.__cause__ else _first_line(exc)
+        return detail.replace("All connection attempts failed", "connection refused")
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

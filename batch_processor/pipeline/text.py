@@ -57,7 +57,7 @@ def _join(value: Any, text_field: str) -> str:
         parts = [_message_text(item, text_field, index) for index, item in enumerate(value)]
         return "\n".join(part for part in parts if part.strip())
     raise DataError(
-        f"text field '{text_field}' is a {_kind(value)}, expected a string or a list of messages"
+        f"text field '{text_field}' is {_a_kind(value)}, expected a string or a list of messages"
     )
 
 
@@ -71,9 +71,14 @@ def _message_text(item: Any, text_field: str, index: int) -> str:
                 role = item.get("role") or item.get("sender") or item.get("author")
                 return f"{role}: {content}" if isinstance(role, str) and role else content
     raise DataError(
-        f"message {index} of '{text_field}' has no text (a {_kind(item)} without "
+        f"message {index} of '{text_field}' has no text ({_a_kind(item)} without "
         f"a string {'/'.join(CONTENT_KEYS)})"
     )
+
+
+def _a_kind(value: Any) -> str:
+    kind = _kind(value)
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _kind(value: Any) -> str:
