@@ -109,6 +109,9 @@ class TokenUsage(BaseModel):
 
     input_tokens: int = Field(default=0, ge=0)
     output_tokens: int = Field(default=0, ge=0)
+    cached_tokens: int = Field(
+        default=0, ge=0, description="Input tokens served from the provider's prompt cache."
+    )
 
     @property
     def total(self) -> int:
@@ -123,10 +126,25 @@ class ModelPrice(BaseModel):
 
     input: float = Field(ge=0, description="USD per 1M input (prompt) tokens.")
     output: float = Field(ge=0, description="USD per 1M output (completion) tokens.")
+    cached_input: float | None = Field(
+        default=None,
+        ge=0,
+        description="USD per 1M input tokens served from the prompt cache (unset: half of input).",
+    )
+    batch_discount: float = Field(
+        default=0.5, gt=0, le=1, description="Share of the price paid on the Batch API route."
+    )
 
-    def cost(self, usage: TokenUsage) -> float:
-        """The price of ``usage`` in USD."""
-        return (usage.input_tokens * self.input + usage.output_tokens * self.output) / 1e6
+    def cost(self, usage: TokenUsage, *, batch: bool = False) -> float:
+        """The price of ``usage`` in USD (cached input at its price; the batch route's share)."""
+        cached = min(usage.cached_tokens, usage.input_tokens)
+        cached_price = self.cached_input if self.cached_input is not None else self.input / 2
+        online = (
+            (usage.input_tokens - cached) * self.input
+            + cached * cached_price
+            + usage.output_tokens * self.output
+        ) / 1e6
+        return online * self.batch_discount if batch else online
 
 
 class ClassifierOutput(BaseModel):
@@ -207,6 +225,9 @@ class ClassifiedDocument(BaseModel):
     cached: bool = False
     repairs: tuple[str, ...] = ()
     claim: str | None = Field(default=None, description="The claim token: its write fence.")
+    route: Literal["online", "batch"] | None = Field(
+        default=None, description="How an LLM answered: one request, or the Batch API."
+    )
 
 
 class FailedDocument(BaseModel):

@@ -400,3 +400,28 @@ async def test_an_llm_run_costs_at_most_50_mongodb_commands_per_1000_documents(
 
     assert stats.succeeded == 2000 and simulator.stats["ok"] == 2000
     assert sum(commands.counts.values()) <= 2 * 50, commands.counts
+
+
+async def test_cached_prompt_tokens_are_recorded_and_priced_at_the_discount(
+    db: Any, make_settings: Any
+) -> None:
+    """A provider that caches the shared instructions: cached tokens stored, billed cheaper."""
+    from batch_processor.llm.cost import DEFAULT_PRICES
+    from batch_processor.models import TokenUsage
+
+    await db.conversation_set.insert_many([conversation(f"parcel {i} lost") for i in range(6)])
+    config = SimulatorConfig(latency=0.0, jitter=0.0, cache_min_tokens=128)
+    async with Simulator(config) as sim:
+        settings = make_settings(
+            classifier="llm", llm_base_url=sim.base_url, llm_model="gpt-4o-mini", concurrent=1
+        )
+        stats = await run_job(settings)
+
+    results = [r async for r in db.sentimental_analysis.find({})]
+    cached = [r for r in results if r["usage"]["cached_tokens"] > 0]
+    assert len(cached) == 5  # every request after the first reuses the instructions
+    usage = TokenUsage(**cached[0]["usage"])
+    price = DEFAULT_PRICES["gpt-4o-mini"]
+    assert cached[0]["cost_usd"] == pytest.approx(price.cost(usage))
+    assert cached[0]["cost_usd"] < price.cost(usage.model_copy(update={"cached_tokens": 0}))
+    assert stats.classifier["cached_tokens"] == sum(r["usage"]["cached_tokens"] for r in results)

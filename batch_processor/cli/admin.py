@@ -153,7 +153,10 @@ async def _status(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print(with_eta(report) | {"workers": workers}, True, title="")
         return 0
+    slices = report.pop("provider_batches", [])
     _print(with_eta(report), False, title="batch_processor status")
+    if slices:
+        _print(slices, False, title="provider batches (Batch API route)")
     if workers:
         _print(workers, False, title="workers")
     return 0
@@ -165,6 +168,8 @@ def _print_report(found: dict[str, Any], as_json: bool) -> None:
         _print(found, True, title="")
         return
     _print({"scope": found["scope"], **found["totals"]}, False, title="results")
+    if found.get("routes"):
+        _print(found["routes"], False, title="by route")
     for name, counts in found["labels"].items():
         total = sum(counts.values()) or 1
         rows = [

@@ -147,6 +147,7 @@ async def report(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         return {
             "scope": {key: value for key, value in given.items() if value is not None} or "all",
             "totals": await store.reports.totals(scope),
+            "routes": await store.reports.routes(scope),
             "labels": await store.reports.labels(scope),
             "failures": await store.reports.failures(scope),
         }

@@ -185,6 +185,59 @@ class LLMClassifier:
             return self._output(classification, usage, shortened, repairs)
         raise InvalidReplyError(f"reply still invalid after {asks} asks: {problem[:300]}")
 
+    # -- the Batch API route (see batch_processor.llm.batch_api) ---------------------------
+
+    async def sdk_client(self) -> tuple[ModuleType, AsyncOpenAI]:
+        """The loaded SDK module and the open client (for the Batch API route)."""
+        return await self._open()
+
+    def batch_body(self, text: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """The request body the online route would send for ``text``: same prompt and schema."""
+        return self._request_args(conversation_messages(text, metadata), self._mode)
+
+    def batch_reservation(self, body: dict[str, Any]) -> float | None:
+        """Reserve a batch request's worst-case cost (at the batch price) against the budget.
+
+        Returns the amount reserved (0.0 without a budget or a price), or None when the
+        budget cannot cover it: the slice then ends before this request.
+        """
+        estimate = self._estimate(body, self._mode)
+        reply = self.options.max_output_tokens
+        usage = TokenUsage(input_tokens=max(0, estimate - reply), output_tokens=reply)
+        cost = self.ledger.worst_case(usage, batch=True)
+        if self.ledger.reserve(cost) is not True:
+            return None
+        return cost
+
+    def release_reservation(self, amount: float) -> None:
+        """Give back a batch reservation (its cost is counted); online requests waiting wake."""
+        self._settle(amount)
+
+    def read_batch_reply(self, response: Mapping[str, Any]) -> ClassifierOutput:
+        """A Batch API line's chat completion, validated and repaired as an online reply is.
+
+        Its cost is counted at the batch price. Raises InvalidReplyError when it is not a
+        valid classification (the caller classifies the document online).
+        """
+        usage = usage_of(response)
+        try:
+            classification, repairs = read_reply(self.taxonomy, reply_text(response), self._limits)
+        except ValueError as exc:
+            self.ledger.record(usage, wasted=True, batch=True)
+            raise InvalidReplyError(f"batch reply invalid: {str(exc)[:300]}") from None
+        if repairs:
+            self.repairs.update(repairs)
+            self.replies_repaired += 1
+        cost = self.ledger.record(usage, batch=True)
+        return ClassifierOutput(
+            repairs=tuple(repairs),
+            classification=classification,
+            usage=usage,
+            cost_usd=cost,
+            model=self.options.model,
+            taxonomy_version=self.taxonomy.version,
+        )
+
     def summary(self) -> dict[str, Any]:
         """Tokens, cost, the governor's state and the output mode in use."""
         return {

@@ -20,12 +20,14 @@ from typing import Any
 from batch_processor.models import ModelPrice, TokenUsage
 
 #: List prices (USD per 1M tokens) of a few common models; override with ``llm_prices``.
+#: Cached input is billed at a half (4o family) or a quarter (4.1 family) of the input price;
+#: the Batch API at half of everything.
 DEFAULT_PRICES: dict[str, ModelPrice] = {
-    "gpt-4o-mini": ModelPrice(input=0.15, output=0.60),
-    "gpt-4o": ModelPrice(input=2.50, output=10.00),
-    "gpt-4.1": ModelPrice(input=2.00, output=8.00),
-    "gpt-4.1-mini": ModelPrice(input=0.40, output=1.60),
-    "gpt-4.1-nano": ModelPrice(input=0.10, output=0.40),
+    "gpt-4o-mini": ModelPrice(input=0.15, output=0.60, cached_input=0.075),
+    "gpt-4o": ModelPrice(input=2.50, output=10.00, cached_input=1.25),
+    "gpt-4.1": ModelPrice(input=2.00, output=8.00, cached_input=0.50),
+    "gpt-4.1-mini": ModelPrice(input=0.40, output=1.60, cached_input=0.10),
+    "gpt-4.1-nano": ModelPrice(input=0.10, output=0.40, cached_input=0.025),
 }
 
 
@@ -49,14 +51,15 @@ class SpendLedger:
     input_tokens: int = 0
     output_tokens: int = 0
     retry_tokens: int = 0
+    cached_tokens: int = 0
     cost_usd: float = 0.0
     reserved_usd: float = 0.0  # worst-case cost of the requests in flight
     _refused: bool = field(default=False, repr=False)
     _announced: bool = field(default=False, repr=False)
 
-    def worst_case(self, usage: TokenUsage) -> float:
-        """The price of ``usage`` (0 without a price)."""
-        return self.price.cost(usage) if self.price is not None else 0.0
+    def worst_case(self, usage: TokenUsage, *, batch: bool = False) -> float:
+        """The price of ``usage`` (0 without a price); ``batch``: on the Batch API route."""
+        return self.price.cost(usage, batch=batch) if self.price is not None else 0.0
 
     def reserve(self, cost: float) -> bool | None:
         """Reserve ``cost`` for one request.
@@ -80,16 +83,23 @@ class SpendLedger:
         """Give back a reservation (its request's reply is counted, or it was never sent)."""
         self.reserved_usd = max(0.0, self.reserved_usd - cost)
 
-    def record(self, usage: TokenUsage | None, *, wasted: bool = False) -> float:
-        """Count one reply's usage; ``wasted`` when the reply was thrown away. Return its cost."""
+    def record(
+        self, usage: TokenUsage | None, *, wasted: bool = False, batch: bool = False
+    ) -> float:
+        """Count one reply's usage and return its cost.
+
+        ``wasted`` when the reply was thrown away; ``batch`` when the Batch API answered it
+        (priced at the batch share).
+        """
         self.calls += 1
         if usage is None:
             return 0.0
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
+        self.cached_tokens += usage.cached_tokens
         if wasted:
             self.retry_tokens += usage.total
-        cost = self.price.cost(usage) if self.price is not None else 0.0
+        cost = self.price.cost(usage, batch=batch) if self.price is not None else 0.0
         self.cost_usd += cost
         return cost
 
@@ -112,6 +122,7 @@ class SpendLedger:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "retry_tokens": self.retry_tokens,
+            "cached_tokens": self.cached_tokens,
             "cost_usd": round(self.cost_usd, 6) if self.price is not None else None,
             "budget_usd": self.budget_usd,
             "reserved_usd": round(self.reserved_usd, 6) if self.budget_usd is not None else None,

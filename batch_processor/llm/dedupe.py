@@ -140,6 +140,25 @@ class CachedClassifier:
         while len(self._prefetched) > self._recent_size:
             self._prefetched.popitem(last=False)
 
+    def key(self, text: str) -> str:
+        """The cache key of ``text`` (identical texts share it)."""
+        return content_key(text, self._scope)
+
+    async def cached(self, key: str) -> ClassifierOutput | None:
+        """The cached answer under ``key`` (marked cached, free), or None.
+
+        For the Batch API route, which asks for a whole slice's texts at once.
+        """
+        output = await self._lookup(key)
+        if output is None:
+            return None
+        self._keep(key, output)
+        return self._hit(output)
+
+    def remember(self, text: str, output: ClassifierOutput) -> None:
+        """Cache an answer obtained elsewhere (a Batch API line) for later repeats."""
+        self._remember(content_key(text, self._scope), output)
+
     def summary(self) -> dict[str, Any]:
         """The inner classifier's summary plus the LLM calls saved by the cache."""
         inner = getattr(self.inner, "summary", None)

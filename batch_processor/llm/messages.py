@@ -52,9 +52,12 @@ def usage_of(response: Mapping[str, Any] | None) -> TokenUsage | None:
     usage = response.get("usage") if response is not None else None
     if not isinstance(usage, Mapping):
         return None
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
     return TokenUsage(
         input_tokens=_count(usage.get("prompt_tokens")),
         output_tokens=_count(usage.get("completion_tokens")),
+        cached_tokens=_count(cached),
     )
 
 

@@ -14,6 +14,8 @@ authentication and timeouts are the SDK's either way.
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -59,3 +61,64 @@ def _http_client(connections: int, timeout: float) -> Any:
         return openai.DefaultAioHttpClient(limits=limits, timeout=timeout)
     except RuntimeError:  # the SDK was installed without its aiohttp extra
         return openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout)
+
+
+# -- the Batch API (see batch_processor.llm.batch_api) -----------------------------------------
+
+
+async def upload_batch_file(client: AsyncOpenAI, path: str, filename: str) -> dict[str, Any]:
+    """Upload a request JSONL file for the Batch API; the file object."""
+    data = await asyncio.to_thread(Path(path).read_bytes)
+    created = await client.files.create(file=(filename, data), purpose="batch")
+    return created.model_dump()
+
+
+async def batch_files(client: AsyncOpenAI) -> list[dict[str, Any]]:
+    """The account's files uploaded for batches (newest first, as the provider lists them)."""
+    page = await client.files.list(purpose="batch")
+    return [item.model_dump() async for item in page]
+
+
+async def create_batch(
+    client: AsyncOpenAI, file_id: str, window: str, metadata: dict[str, str]
+) -> dict[str, Any]:
+    """Create a chat-completions batch of an uploaded file; the batch object."""
+    batch = await client.batches.create(
+        input_file_id=file_id,
+        endpoint="/v1/chat/completions",
+        completion_window=window,  # type: ignore[arg-type]
+        metadata=metadata,
+    )
+    return batch.model_dump()
+
+
+async def retrieve_batch(client: AsyncOpenAI, batch_id: str) -> dict[str, Any]:
+    """The batch object of ``batch_id``."""
+    return (await client.batches.retrieve(batch_id)).model_dump()
+
+
+async def recent_batches(client: AsyncOpenAI, most: int) -> list[dict[str, Any]]:
+    """Up to ``most`` of the account's batches, newest first."""
+    found: list[dict[str, Any]] = []
+    page = await client.batches.list(limit=min(100, most))
+    async for batch in page:
+        found.append(batch.model_dump())
+        if len(found) >= most:
+            break
+    return found
+
+
+async def cancel_batch(client: AsyncOpenAI, batch_id: str) -> dict[str, Any]:
+    """Ask the provider to cancel a batch; the batch object."""
+    return (await client.batches.cancel(batch_id)).model_dump()
+
+
+async def file_content(client: AsyncOpenAI, file_id: str) -> bytes:
+    """The bytes of a file (a batch's output or error file)."""
+    response = await client.files.content(file_id)
+    return response.content
+
+
+async def delete_file(client: AsyncOpenAI, file_id: str) -> None:
+    """Delete a file at the provider."""
+    await client.files.delete(file_id)

@@ -88,6 +88,7 @@ class Reports:
             "_id": None,
             "results": {"$sum": 1},
             "input_tokens": {"$sum": "$usage.input_tokens"},
+            "cached_tokens": {"$sum": "$usage.cached_tokens"},
             "output_tokens": {"$sum": "$usage.output_tokens"},
             "cost_usd": {"$sum": "$cost_usd"},
             "cached": {"$sum": {"$cond": [{"$eq": ["$cached", True]}, 1, 0]}},
@@ -102,6 +103,38 @@ class Reports:
         found.pop("_id", None)
         if "cost_usd" in found:
             found["cost_usd"] = round(float(found["cost_usd"] or 0), 6)
+        return found
+
+    async def routes(self, scope: Scope) -> list[dict[str, Any]]:
+        """Results, tokens and cost per route (online, batch; none for offline and cache hits).
+
+        With the cost per 1,000 results, so the two routes can be compared at a glance.
+        """
+        group: Raw = {
+            "_id": {"$ifNull": ["$route", None]},
+            "results": {"$sum": 1},
+            "input_tokens": {"$sum": "$usage.input_tokens"},
+            "cached_tokens": {"$sum": "$usage.cached_tokens"},
+            "output_tokens": {"$sum": "$usage.output_tokens"},
+            "cost_usd": {"$sum": "$cost_usd"},
+        }
+        with translated("sum results by route"):
+            pipeline: list[Raw] = [{"$match": scope.results()}, {"$group": group}]
+            rows = [row async for row in await self._target.aggregate(pipeline)]
+        found = []
+        for row in sorted(rows, key=lambda r: -int(r["results"])):
+            cost = float(row.get("cost_usd") or 0)
+            found.append(
+                {
+                    "route": row["_id"] or "none (offline or cached)",
+                    "results": row["results"],
+                    "input_tokens": row.get("input_tokens") or 0,
+                    "cached_tokens": row.get("cached_tokens") or 0,
+                    "output_tokens": row.get("output_tokens") or 0,
+                    "cost_usd": round(cost, 6),
+                    "usd_per_1000": round(1000 * cost / row["results"], 6),
+                }
+            )
         return found
 
     async def failures(self, scope: Scope, *, top: int = 20) -> list[dict[str, Any]]:

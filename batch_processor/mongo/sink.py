@@ -245,6 +245,7 @@ def _result_doc(result: ClassifiedDocument) -> Raw:
         "usage": result.usage.model_dump() if result.usage is not None else None,
         "cost_usd": result.cost_usd,
         "cached": result.cached,
+        "route": result.route,
         "repairs": list(result.repairs),
         "attempts": result.attempts,
         "text": {"chars": result.text_chars, "truncated": result.truncated},

@@ -144,6 +144,7 @@ class MongoSource:
         token: str,
         reclaim: bool = False,
         previous_claim: str | None = None,
+        lease: timedelta | None = None,
     ) -> set[str]:
         """Claim the free documents (and, with ``reclaim``, this worker's old claims).
 
@@ -169,7 +170,7 @@ class MongoSource:
             WORKER: worker_id,
             CLAIM: token,
             f"{STATE}.claimed_at": now,
-            LEASE: now + self.lease,
+            LEASE: now + (lease or self.lease),
         }
         with translated("claim"):
             result = await self._collection.update_many(
@@ -206,14 +207,26 @@ class MongoSource:
             result = await self._collection.update_many(query, {"$set": {STATUS: None}})
         return result.modified_count
 
-    async def renew(self, doc_ids: Sequence[str], worker_id: str) -> int:
+    async def release_tokens(self, claims: Sequence[str]) -> int:
+        """Give back every document still claimed under one of ``claims`` (made pending)."""
+        if not claims:
+            return 0
+        with translated("release claims"):
+            result = await self._collection.update_many(
+                {STATUS: CLAIMED, CLAIM: {"$in": list(claims)}}, {"$set": {STATUS: None}}
+            )
+        return result.modified_count
+
+    async def renew(
+        self, doc_ids: Sequence[str], worker_id: str, lease: timedelta | None = None
+    ) -> int:
         """Extend this worker's leases on ``doc_ids``; return how many it still holds.
 
         One ``update_many`` per few hundred documents. A document another worker took over
         is not renewed (its worker is no longer ours) and is not counted.
         """
         held = 0
-        until = utcnow() + self.lease
+        until = utcnow() + (lease or self.lease)
         for start in range(0, len(doc_ids), IN_CHUNK):
             ids = [decode_id(doc_id) for doc_id in doc_ids[start : start + IN_CHUNK]]
             with translated("renew leases"):

@@ -43,6 +43,8 @@ class RunStats:
     invalid_priority: int = 0
     retries_by_category: Counter[str] = field(default_factory=Counter)
     classifier: dict[str, Any] = field(default_factory=dict)
+    #: What the Batch API route did beside this job (None: the online route only).
+    route: dict[str, Any] | None = None
     ended: float | None = None
     #: Documents waiting in the retry queues on disk when the run ended (None: not counted).
     waiting: dict[str, int] | None = None
@@ -134,4 +136,5 @@ class RunStats:
             "docs_per_second": round(self.processed / elapsed, 1),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             **self.classifier,
+            **({"batch_route": self.route} if self.route is not None else {}),
         }

@@ -213,6 +213,7 @@ class DocumentTasks:
             cached=output.cached,
             repairs=output.repairs,
             claim=doc.claim,
+            route="online" if output.model is not None else None,
         )
 
     def _queue(self, item: ClassifyRetry) -> None:

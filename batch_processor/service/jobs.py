@@ -150,7 +150,7 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
     if progress is not None and pending is not None:
         todo = min(pending, settings.limit) if settings.limit is not None else pending
         _safely(progress.start, todo + files.count_documents())
-    cached = _with_dedupe(settings, classifier, store)
+    cached = with_dedupe(settings, classifier, store)
     pipeline = Pipeline(
         source=store.source,
         sink=store.sink,
@@ -234,7 +234,7 @@ def _progress_hook(
     return on_progress
 
 
-def _with_dedupe(
+def with_dedupe(
     settings: Settings, classifier: Classifier, store: MongoStore
 ) -> CachedClassifier | None:
     """The classifier behind the dedupe cache, when dedupe is on and the classifier has a scope."""

@@ -51,6 +51,7 @@ class _Collector(Collector):
         yield from self._classifier_metrics()
         yield from self._queue_metrics()
         yield from self._fleet_metrics(done)
+        yield from self._route_metrics()
         yield _gauge(
             "event_loop_lag_seconds",
             "How late the event loop ran a timer in the last sampling window.",
@@ -110,6 +111,32 @@ class _Collector(Collector):
             "resident_memory_mib",
             "Resident memory of the process, sampled at the scrape.",
             self._t.sample_rss(),
+        )
+
+    def _route_metrics(self) -> Iterator[Metric]:
+        summary = self._t.route_summary() if self._t.route_summary is not None else {}
+        documents = CounterMetricFamily(
+            f"{PREFIX}_batch_route_documents",
+            "Documents the Batch API route ended, by how: stored from a batch, classified "
+            "online after a failed or expired line, answered from the dedupe cache, failed.",
+            labels=["outcome"],
+        )
+        for outcome, key in (
+            ("batch", "stored_from_batch"),
+            ("online", "stored_online"),
+            ("deduped", "deduped"),
+        ):
+            documents.add_metric([outcome], summary.get(key, 0))
+        documents.add_metric(["failed"], sum((summary.get("failed") or {}).values()))
+        yield documents
+        yield _plain_counter(
+            "batch_route_requests", "Request lines submitted to the Batch API.",
+            summary.get("requests", 0),
+        )  # fmt: skip
+        yield _gauge(
+            "provider_batches_in_flight",
+            "Provider batches this process is taking to their end (polling, storing).",
+            summary.get("slices_in_flight", 0),
         )
 
     def _queue_metrics(self) -> Iterator[Metric]:

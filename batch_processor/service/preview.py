@@ -43,6 +43,8 @@ class Preview:
     prompt_tokens: int = 0  # of the sample's requests
     price: ModelPrice | None = None
     budget_usd: float | None = None
+    route: str = "online"
+    route_min_docs: int = 0
     examples: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -60,6 +62,13 @@ class Preview:
         return TokenUsage(
             input_tokens=round(prompt * documents), output_tokens=round(reply_tokens * documents)
         )
+
+    def _route(self) -> str:
+        """Which route the run would take (``auto`` decides by the backlog)."""
+        if self.route != "auto":
+            return self.route
+        chosen = "batch" if self.pending >= self.route_min_docs else "online"
+        return f"auto: {chosen} ({self.pending} pending, threshold {self.route_min_docs})"
 
     def summary(self, max_reply_tokens: int) -> dict[str, Any]:
         """Everything as plain values (the table, ``--json`` and the log)."""
@@ -80,6 +89,10 @@ class Preview:
             "llm_output_tokens": typical.output_tokens,
             "llm_cost_usd": round(cost, 6) if cost is not None else None,
             "llm_cost_max_usd": round(self.price.cost(worst), 6) if self.price else None,
+            "llm_cost_batch_route_usd": (
+                round(self.price.cost(typical, batch=True), 6) if self.price else None
+            ),
+            "llm_route": self._route(),
             "budget_usd": self.budget_usd,
         }
         if not self.exists:
@@ -100,6 +113,8 @@ async def preview(settings: Settings, *, sample_size: int = 500) -> Preview:
         model=settings.llm_model,
         price=price_for(settings.llm_model, settings.llm_prices),
         budget_usd=settings.budget_usd,
+        route=settings.llm_route.value,
+        route_min_docs=settings.batch_route_min_docs,
     )
     async with open_store(settings) as store:
         presence = await store.source_presence()

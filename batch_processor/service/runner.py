@@ -34,6 +34,7 @@ from batch_processor.service.jobs import (
 )
 from batch_processor.service.notify import ProgressLine, SystemdNotifier, report_progress
 from batch_processor.service.preflight import SourceCheck, check_endpoint
+from batch_processor.service.routing import beside_jobs, build_route
 from batch_processor.service.schedule import CronSchedule
 from batch_processor.service.shutdown import Stopper
 from batch_processor.service.telemetry import Telemetry, watch_loop_lag
@@ -260,6 +261,15 @@ async def _drive(service: Service, schedule: CronSchedule | None) -> RunStats:
 
 
 async def _drive_mode(service: Service, schedule: CronSchedule | None) -> RunStats:
+    """The mode's jobs, with the Batch API route beside them when it is configured."""
+    route = build_route(service)
+    if route is None or schedule is not None:
+        # Scheduled mode runs the route at each firing (see _job).
+        return await _drive_jobs(service, schedule)
+    return await beside_jobs(service, route, lambda: _drive_jobs(service, schedule))
+
+
+async def _drive_jobs(service: Service, schedule: CronSchedule | None) -> RunStats:
     """One job in batch mode; jobs and idle waits in turn in continuous mode."""
     if schedule is not None:
         return await _run_on_schedule(service, schedule)
@@ -304,7 +314,13 @@ async def _run_on_schedule(service: Service, schedule: CronSchedule) -> RunStats
         if late > settings.misfire_grace:
             log.warning("scheduled run skipped: woke too late", at=fire.isoformat(), late=late)
             continue
-        stats = await _job(service, recover=recover)
+        route = build_route(service)
+        if route is None:
+            stats = await _job(service, recover=recover)
+        else:
+            stats = await beside_jobs(
+                service, route, functools.partial(_job, service, recover=recover)
+            )
         recover = False
         skipped = schedule.firings_between(fire, clock.now())
         if skipped:

@@ -7,6 +7,14 @@ Everything else in the package receives plain values from a ``Settings`` object.
 """
 
 from batch_processor.settings.load import load_settings, unknown_variables
-from batch_processor.settings.model import ENV_PREFIX, LogFormat, Mode, Settings
+from batch_processor.settings.model import ENV_PREFIX, LogFormat, Mode, Route, Settings
 
-__all__ = ["ENV_PREFIX", "LogFormat", "Mode", "Settings", "load_settings", "unknown_variables"]
+__all__ = [
+    "ENV_PREFIX",
+    "LogFormat",
+    "Mode",
+    "Route",
+    "Settings",
+    "load_settings",
+    "unknown_variables",
+]

@@ -43,6 +43,14 @@ def check_filter(query: Any) -> None:
             check_filter(item)
 
 
+class Route(StrEnum):
+    """Where LLM requests go: one at a time, or as a provider batch (see llm_route)."""
+
+    ONLINE = "online"
+    BATCH = "batch"
+    AUTO = "auto"
+
+
 class Mode(StrEnum):
     """How the daemon is driven: once, forever, or on a cron schedule."""
 
@@ -285,6 +293,38 @@ class Settings(BaseSettings):
     cache_collection: str = Field(
         default="classification_cache", min_length=1, description="Collection of the dedupe cache."
     )
+    llm_route: Route = Field(
+        default=Route.ONLINE,
+        description="online (chat completions), batch (the provider's Batch API, half price, "
+        "answers within its window) or auto (batch for a backlog, online for the rest).",
+    )
+    batch_route_min_docs: int = Field(
+        default=5000,
+        ge=1,
+        description="auto route: a pending backlog of at least this many goes to the Batch API.",
+    )
+    batch_route_max_requests: int = Field(
+        default=50_000, ge=1, le=50_000, description="Requests per provider batch (its limit)."
+    )
+    batch_route_max_mb: float = Field(
+        default=190.0, gt=0, le=200, description="Request file size per provider batch (MB)."
+    )
+    batch_route_window: str = Field(
+        default="24h", pattern=r"^\d+h$", description="The Batch API's completion window."
+    )
+    batch_route_poll_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="First wait between polls of a provider batch."
+    )
+    batch_route_poll_max_seconds: float = Field(
+        default=600.0, gt=0, le=3600, description="Longest wait between polls (backoff cap)."
+    )
+    batch_route_lease_seconds: float = Field(
+        default=90_000.0,
+        ge=2,
+        le=7 * 86_400,
+        description="Lease of a document sent to the Batch API: past the window, renewed "
+        "at each poll.",
+    )
 
     # Files and recovery
     batch_dir: Path = Field(default=Path("batch_files"), description="Batch files, checkpoints.")
@@ -355,6 +395,16 @@ class Settings(BaseSettings):
         """A limit per job means nothing to continuous mode, whose jobs follow each insert."""
         if self.limit is not None and self.mode is Mode.CONTINUOUS:
             raise ValueError("limit applies to batch and scheduled mode, not continuous")
+        return self
+
+    @model_validator(mode="after")
+    def _route_fits_mode(self) -> Settings:
+        """A service sends backlogs to the Batch API and the rest online: that is ``auto``."""
+        if self.llm_route is Route.BATCH and self.mode is Mode.CONTINUOUS:
+            raise ValueError(
+                "llm_route batch applies to batch and scheduled mode; a continuous service "
+                "uses auto (backlogs to the Batch API, new documents online)"
+            )
         return self
 
     @model_validator(mode="after")

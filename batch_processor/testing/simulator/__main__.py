@@ -19,8 +19,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000)
     for f in fields(SimulatorConfig):
         flag = f"--{f.name.replace('_', '-')}"
-        if f.name == "json_schema":
-            parser.add_argument("--no-json-schema", dest="json_schema", action="store_false")
+        if f.type == "bool":
+            action = argparse.BooleanOptionalAction
+            parser.add_argument(flag, dest=f.name, action=action, default=f.default)
         elif f.name == "models":
             parser.add_argument(flag, nargs="*", default=())
         else:

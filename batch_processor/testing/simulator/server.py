@@ -15,6 +15,7 @@ from aiohttp import web
 
 from batch_processor.llm.governor import TokenBucket
 from batch_processor.testing.simulator import replies
+from batch_processor.testing.simulator.batches import BatchAPI
 
 
 @dataclass(slots=True)
@@ -37,6 +38,21 @@ class SimulatorConfig:
     context_tokens: int = 128_000
     json_schema: bool = True
     seed: int = 0
+    #: Prompt caching: a prefix of at least this many tokens seen before is cached (0: never).
+    cache_min_tokens: int = 1024
+    #: The Batch API (``/v1/files``, ``/v1/batches``); off, those paths answer 404.
+    batch_api: bool = True
+    #: Seconds from a batch's creation to its completion (the 24 h window, compressed).
+    batch_delay: float = 1.0
+    #: Seconds a batch may take (its ``completion_window``); a longer delay expires it, with
+    #: the share of lines done that the window allowed.
+    batch_window: float = 3600.0
+    #: Share of a batch's lines that fail (a 500 in the error file).
+    batch_failed_line_rate: float = 0.0
+    #: Every new batch fails validation.
+    batch_invalid: bool = False
+    batch_max_requests: int = 50_000
+    batch_max_bytes: int = 200 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -59,6 +75,11 @@ class Simulator:
     _rpm: TokenBucket | None = None
     _tpm: TokenBucket | None = None
     _random: random.Random = field(default_factory=random.Random)
+    _prefixes: set[int] = field(default_factory=set)
+    batches: BatchAPI = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batches = BatchAPI(self)
 
     @property
     def base_url(self) -> str:
@@ -73,11 +94,14 @@ class Simulator:
         rpm, tpm = self.config.rpm, self.config.tpm
         self._rpm = TokenBucket(per_minute=rpm, burst_seconds=1.0, now=now) if rpm else None
         self._tpm = TokenBucket(per_minute=tpm, burst_seconds=1.0, now=now) if tpm else None
-        app = web.Application()
+        # Batch request files are up to 200 MB (aiohttp refuses bodies over 1 MB by default).
+        app = web.Application(client_max_size=self.config.batch_max_bytes + 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/stats", self._stats)
         app.router.add_get("/events", self._events)
+        if self.config.batch_api:
+            self.batches.route(app)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -106,7 +130,8 @@ class Simulator:
                 "first_arrival": self.arrivals[0] + offset,
                 "last_arrival": self.arrivals[-1] + offset,
             }
-        return {**dict(self.stats), "max_in_flight": self.max_in_flight, **span}
+        batches = dict(self.batches.stats)
+        return {**dict(self.stats), **batches, "max_in_flight": self.max_in_flight, **span}
 
     # -- handlers ------------------------------------------------------------------------
 
@@ -146,7 +171,7 @@ class Simulator:
         forced = self.script.pop(0) if self.script else None
         if forced is not None and forced.startswith("status:"):
             return self._error(int(forced.split(":")[1]), "scripted", "Scripted failure.")
-        if forced == "500" or (forced is None and self._chance(self.config.error_rate)):
+        if forced == "500" or (forced is None and self.chance(self.config.error_rate)):
             await asyncio.sleep(self.config.latency / 4)
             return self._error(500, "server_error", "The server had an error (simulated).")
         prompt_tokens = replies.prompt_tokens(body)
@@ -207,19 +232,28 @@ class Simulator:
     ) -> web.Response:
         config = self.config
         await asyncio.sleep(max(0.0, config.latency + self._random.uniform(-1, 1) * config.jitter))
-        if forced == "hang" or (forced is None and self._chance(config.hang_rate)):
+        if forced == "hang" or (forced is None and self.chance(config.hang_rate)):
             self.stats["hang"] += 1
             await asyncio.sleep(config.hang_seconds)
-        if forced == "malformed" or (forced is None and self._chance(config.malformed_rate)):
+        return web.json_response(
+            self.completion(body, prompt_tokens, forced), headers=self._limit_headers()
+        )
+
+    def completion(
+        self, body: dict[str, Any], prompt_tokens: int, forced: str | None = None
+    ) -> dict[str, Any]:
+        """The chat completion for ``body``, with this provider's faults (no waiting)."""
+        config = self.config
+        if forced == "malformed" or (forced is None and self.chance(config.malformed_rate)):
             self.stats["malformed"] += 1
             content = '{"category": "billing", "sentiment": '  # cut off mid-object
         else:
             out_of_enum = forced == "out_of_enum" or (
-                forced is None and self._chance(config.out_of_enum_rate)
+                forced is None and self.chance(config.out_of_enum_rate)
             )
             reply = replies.classification_reply(body, out_of_enum=out_of_enum, stats=self.stats)
             near_miss = forced == "near_miss" or (
-                forced is None and self._chance(config.near_miss_rate)
+                forced is None and self.chance(config.near_miss_rate)
             )
             if near_miss:
                 self.stats["near_miss"] += 1
@@ -227,28 +261,49 @@ class Simulator:
             content = json.dumps(reply)
         self.stats["ok"] += 1
         completion_tokens = max(1, len(content) // 4)
-        return web.json_response(
-            {
-                "id": f"chatcmpl-sim{self.stats['requests']}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model", "simulated"),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content, "refusal": None},
-                        "finish_reason": "stop",
-                        "logprobs": None,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
+        cached = self._cached_prefix(body)
+        return {
+            "id": f"chatcmpl-sim{self.stats['requests']}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "simulated"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": cached},
             },
-            headers=self._limit_headers(),
+        }
+
+    def _cached_prefix(self, body: dict[str, Any]) -> int:
+        """Prompt tokens served from the provider's prompt cache, as OpenAI counts them.
+
+        A prefix of at least ``cache_min_tokens`` seen before is cached in steps of 128 tokens;
+        here the prefix is the system message (the instructions and taxonomy), which every
+        request of one taxonomy shares.
+        """
+        messages = body.get("messages") or []
+        system = next(
+            (m for m in messages if isinstance(m, dict) and m.get("role") == "system"), None
         )
+        if system is None:
+            return 0
+        tokens = replies.prompt_tokens({"messages": [system]})
+        key = hash(str(system.get("content")))
+        seen = key in self._prefixes
+        self._prefixes.add(key)
+        minimum = self.config.cache_min_tokens
+        if not seen or minimum <= 0 or tokens < minimum:
+            return 0
+        return tokens - tokens % 128
 
     def _limit_headers(self) -> dict[str, str]:
         """The limits and what is left of them, on every answer (as OpenAI sends them)."""
@@ -291,7 +346,8 @@ class Simulator:
         error = {"message": message, "type": code, "param": param, "code": code}
         return web.json_response({"error": error}, status=status, headers=headers)
 
-    def _chance(self, rate: float) -> bool:
+    def chance(self, rate: float) -> bool:
+        """True with probability ``rate`` (seeded: a run repeats)."""
         return rate > 0 and self._random.random() < rate
 
 
