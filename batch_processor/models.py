@@ -229,6 +229,42 @@ class ClassifiedDocument(BaseModel):
         default=None, description="How an LLM answered: one request, or the Batch API."
     )
 
+    @classmethod
+    def of(
+        cls,
+        output: ClassifierOutput,
+        *,
+        doc_id: str,
+        classifier: tuple[str, str],
+        attempts: int,
+        text: tuple[int, bool],
+        job_id: str,
+        claim: str | None,
+        route: Literal["online", "batch"] | None,
+    ) -> ClassifiedDocument:
+        """The result of one classifier output for one document.
+
+        ``classifier`` is (name, version); ``text`` is (length before truncation, truncated).
+        """
+        return cls(
+            doc_id=doc_id,
+            classification=output.classification,
+            classifier=classifier[0],
+            classifier_version=classifier[1],
+            attempts=attempts,
+            text_chars=text[0],
+            truncated=text[1] or output.truncated,
+            job_id=job_id,
+            model=output.model,
+            taxonomy_version=output.taxonomy_version,
+            usage=output.usage,
+            cost_usd=output.cost_usd,
+            cached=output.cached,
+            repairs=output.repairs,
+            claim=claim,
+            route=route,
+        )
+
 
 class FailedDocument(BaseModel):
     """A source document that ends failed, with the reason and its error category."""

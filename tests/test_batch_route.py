@@ -244,3 +244,47 @@ async def test_a_batch_the_provider_refuses_gives_its_documents_back(
 
     assert await db.conversation_set.count_documents({"processing.status": None}) == 20
     assert list((tmp_path / "batch_files" / "provider_batches").iterdir()) == []
+
+
+async def test_a_backlog_over_the_request_limit_is_split(db: Any, make_settings: Any) -> None:
+    """60 documents, 25 requests per batch: three batches, one result each."""
+    await db.conversation_set.insert_many([conversation(f"invoice {i}") for i in range(60)])
+    async with Simulator(SimulatorConfig(batch_delay=0.2, latency=0.0, jitter=0.0)) as provider:
+        await run_job(route_settings(make_settings, provider, batch_route_max_requests=25))
+        created = provider.batches.stats["batches_created"]
+
+    assert created == 3 and await routes(db) == {"batch": 60}
+
+
+async def test_a_service_sends_its_backlog_to_batches_and_new_documents_online(
+    db: Any, make_settings: Any
+) -> None:
+    """Continuous, auto: the backlog at start in a batch, then an insert classified online."""
+    from batch_processor.service.shutdown import Stopper
+    from tests.faults.tools import poll_until
+
+    await db.conversation_set.insert_many([conversation(f"old {i}") for i in range(30)])
+    config = SimulatorConfig(batch_delay=1.0, latency=0.0, jitter=0.0)
+    async with Simulator(config) as provider:
+        settings = route_settings(
+            make_settings, provider, mode="continuous", llm_route="auto",
+            batch_route_min_docs=20, interval=0.5,
+        )  # fmt: skip
+        stopper = Stopper()
+        service = asyncio.create_task(run_job(settings, stopper=stopper))
+        try:
+
+            async def backlog_done() -> bool:
+                return await routes(db) == {"batch": 30}
+
+            await poll_until(backlog_done, within=60)
+            await db.conversation_set.insert_one(conversation("a new complaint"))
+
+            async def new_one_done() -> bool:
+                return await routes(db) == {"batch": 30, "online": 1}
+
+            await poll_until(new_one_done, within=60)
+        finally:
+            stopper.stop()
+            await asyncio.wait_for(service, 60)
+        assert provider.batches.stats["batches_created"] == 1

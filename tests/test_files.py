@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,12 @@ def test_sweep_removes_temp_files_a_crash_left(tmp_path: Path) -> None:
     for path in stale:
         path.write_text("partial")
     (tmp_path / "checkpoint.json").write_text("{}")
+    in_progress = tmp_path / f".output.jsonl.{os.getpid()}.ef.tmp"  # this process is writing it
+    in_progress.write_text("partial")
     assert sorted(sweep_temp_files(tmp_path)) == sorted(stale)
-    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["checkpoint.json"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
+        ["checkpoint.json", in_progress.name]
+    )
 
 
 async def test_batch_file_round_trip_and_delete(tmp_path: Path) -> None:

@@ -78,9 +78,16 @@ def read_lines(path: Path) -> Iterator[bytes]:
 
 
 def sweep_temp_files(root: Path) -> list[Path]:
-    """Delete temp files a crash left below ``root``; return what was removed."""
+    """Delete temp files a crash left below ``root``; return what was removed.
+
+    A temp file names the process writing it; this process's own are writes in progress
+    (the Batch API route writes in a thread while a job starts), not a crash's leftovers.
+    """
     removed = []
+    mine = f".{os.getpid()}."
     for temp in root.rglob(f".*{TEMP_SUFFIX}"):
+        if mine in temp.name:
+            continue
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
             removed.append(temp)

@@ -197,21 +197,13 @@ class DocumentTasks:
             return _logged(self._failed(doc, exc, attempts=1))
         if self._telemetry is not None:
             self._telemetry.classified(time.monotonic() - started)
-        return ClassifiedDocument(
+        return ClassifiedDocument.of(
+            output,
             doc_id=doc.id,
-            classification=output.classification,
-            classifier=self._classifier.name,
-            classifier_version=self._classifier.version,
+            classifier=(self._classifier.name, self._classifier.version),
             attempts=attempts,
-            text_chars=text.original_chars,
-            truncated=text.truncated or output.truncated,
+            text=(text.original_chars, text.truncated),
             job_id=self._job_id,
-            model=output.model,
-            taxonomy_version=output.taxonomy_version,
-            usage=output.usage,
-            cost_usd=output.cost_usd,
-            cached=output.cached,
-            repairs=output.repairs,
             claim=doc.claim,
             route="online" if output.model is not None else None,
         )

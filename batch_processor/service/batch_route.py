@@ -88,6 +88,8 @@ T = TypeVar("T")
 STORE_CHUNK = 500
 #: Documents read per page while claiming a slice.
 CLAIM_PAGE = 1000
+#: Lines handled between two yields to the event loop (a few milliseconds of work).
+YIELD_EVERY = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +320,8 @@ class BatchRoute:
             begun.remove()
             return None, claimed
         self._reserved[slice_id] = slice_.reserved
-        self._slices.write(begun, slice_.docs, slice_.lines)
+        # Tens of MB checksummed and fsynced: in a thread, so leases and health keep ticking.
+        await asyncio.to_thread(self._slices.write, begun, slice_.docs, slice_.lines)
         begun.save(documents=len(slice_.docs))
         log.info("provider batch written", slice=slice_id, documents=len(slice_.docs),
                  requests=len(slice_.lines), bytes=slice_.size, deduped=len(slice_.cached),
@@ -442,7 +445,7 @@ class BatchRoute:
                 return  # stopped: the slice resumes at the next start
             output = await self._download(batch.output_file_id)
             errors = await self._download(batch.error_file_id)
-            each.keep_results(output, errors)
+            await asyncio.to_thread(each.keep_results, output, errors)
             if batch.errors:
                 log.error("provider batch failed; its documents are classified online",
                           batch_id=batch.id, errors=list(batch.errors)[:5])  # fmt: skip
@@ -470,7 +473,7 @@ class BatchRoute:
 
     async def _poll(self, each: ProviderSlice) -> ProviderBatch | None:
         """Wait for the batch to end, renewing the leases; None if the process stops first."""
-        ids = [doc.id for doc in each.documents()]
+        ids = [doc.id for doc in await _documents(each)]
         wait = self.options.poll_seconds
         batch_id = str(each.state.batch_id)
         polled = False
@@ -500,12 +503,14 @@ class BatchRoute:
     async def _store_slice(self, each: ProviderSlice) -> None:
         """Store what the batch answered; classify the rest online; count it all."""
         state = each.state
-        docs = {doc.id: doc for doc in each.documents()}
-        answers, problems = self._answers(each, docs)
+        docs = {doc.id: doc for doc in await _documents(each)}
+        answers, problems = await self._answers(each, docs)
         results: list[ClassifiedDocument] = []
         online: list[tuple[SourceDocument, ExtractedText, str]] = []
         served: set[str] = set()
-        for doc in docs.values():
+        for number, doc in enumerate(docs.values(), 1):
+            if number % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # tens of thousands of documents: let others run
             text = self._text(doc)
             if isinstance(text, FailedDocument):
                 continue
@@ -539,13 +544,15 @@ class BatchRoute:
         if self._cache is not None:
             await self._cache.flush()
 
-    def _answers(
+    async def _answers(
         self, each: ProviderSlice, docs: dict[str, SourceDocument]
     ) -> tuple[dict[str, ClassifierOutput], dict[str, str]]:
         """The valid answers by text key, and why the others have none (also by text key)."""
         answers: dict[str, ClassifierOutput] = {}
         problems: dict[str, str] = {}
-        for raw in each.results():
+        for number, raw in enumerate(each.results(), 1):
+            if number % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # validating a whole batch must not stall the loop
             line = read_result_line(raw)
             if line is None or line.claim != each.state.claim or line.doc_id not in docs:
                 continue  # not this slice's claim: a line of an older submission
@@ -655,21 +662,13 @@ class BatchRoute:
         route: Literal["online", "batch"] | None,
         attempts: int = 1,
     ) -> ClassifiedDocument:
-        return ClassifiedDocument(
+        return ClassifiedDocument.of(
+            output,
             doc_id=doc.id,
-            classification=output.classification,
-            classifier=self._llm.name,
-            classifier_version=self._llm.version,
+            classifier=(self._llm.name, self._llm.version),
             attempts=attempts,
-            text_chars=text.original_chars,
-            truncated=text.truncated or output.truncated,
+            text=(text.original_chars, text.truncated),
             job_id=self.job_id,
-            model=output.model,
-            taxonomy_version=output.taxonomy_version,
-            usage=output.usage,
-            cost_usd=output.cost_usd,
-            cached=output.cached,
-            repairs=output.repairs,
             claim=claim,
             route=route,
         )
@@ -720,6 +719,11 @@ class _SliceBuilder:
     def full(self, options: RouteOptions) -> bool:
         """Whether another request would pass the provider's limits."""
         return self.closed or len(self.lines) >= options.max_requests
+
+
+async def _documents(each: ProviderSlice) -> list[SourceDocument]:
+    """A slice's documents, read and checked in a thread (tens of MB for a full slice)."""
+    return await asyncio.to_thread(lambda: list(each.documents()))
 
 
 def _count_lines(each: ProviderSlice) -> int:
