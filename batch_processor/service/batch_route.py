@@ -86,8 +86,9 @@ T = TypeVar("T")
 
 #: Results stored per bulk write.
 STORE_CHUNK = 500
-#: Documents read per page while claiming a slice.
-CLAIM_PAGE = 1000
+#: Documents read and claimed per page while filling a slice: building a page's request
+#: bodies holds the event loop (about 0.1 s for 200), so pages stay small.
+CLAIM_PAGE = 200
 #: Lines handled between two yields to the event loop (a few milliseconds of work).
 YIELD_EVERY = 200
 
