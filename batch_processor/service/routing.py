@@ -10,7 +10,7 @@ online jobs:
   that arrive meanwhile, a crashed job's batch files, the retry queues) while the route's
   batches are polled and stored; the run ends when both have;
 - in continuous mode (``auto`` only) the route does the same at start and then checks the
-  backlog again every ``batch_route_recheck`` seconds, alongside the online jobs, for as long
+  backlog again every five minutes (``RECHECK_SECONDS``), alongside the online jobs, for as long
   as the service runs.
 
 The route runs in the runner's task group: if it fails, the run fails with its error.
