@@ -52,6 +52,7 @@ async def test_a_backlog_goes_through_one_batch_at_half_the_price(
     assert result["cost_usd"] == pytest.approx(online / 2)
     assert stats.route is not None and stats.route["stored_from_batch"] == 60
     assert stats.succeeded == 60  # the run summary counts the route's documents
+    assert stats.route["requests"] == 60
 
 
 async def test_failed_lines_and_an_expired_batch_are_classified_online(

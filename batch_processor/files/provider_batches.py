@@ -56,6 +56,7 @@ class SliceState(BaseModel):
     claim: str = Field(description="The claim token every document of the slice is held under.")
     stage: Stage = Stage.CLAIMING
     documents: int = 0
+    requests: int = 0
     request_bytes: int = 0
     sha256: str = ""
     file_id: str | None = None
@@ -150,10 +151,14 @@ class ProviderSlices:
         atomic_write(
             directory / "documents.jsonl", b"".join(encode_doc_line(d) + b"\n" for d in documents)
         )
-        body = b"".join(line + b"\n" for line in requests)
+        lines = list(requests)
+        body = b"".join(line + b"\n" for line in lines)
         atomic_write(directory / "requests.jsonl", body)
         begun.save(
-            stage=Stage.WRITTEN, request_bytes=len(body), sha256=hashlib.sha256(body).hexdigest()
+            stage=Stage.WRITTEN,
+            requests=len(lines),
+            request_bytes=len(body),
+            sha256=hashlib.sha256(body).hexdigest(),
         )
 
     def load(self) -> tuple[list[ProviderSlice], list[Path]]:

@@ -423,7 +423,7 @@ class BatchRoute:
                          batch_id=batch.id)  # fmt: skip
             each.save(stage=Stage.SUBMITTED, batch_id=batch.id, batch_status=batch.status)
             self.stats.slices_submitted += 1
-            self.stats.requests += batch.counts.get("total", 0) or _count_lines(each)
+            self.stats.requests += state.requests
             log.info("provider batch created", slice=state.slice_id, batch_id=batch.id,
                      documents=state.documents)  # fmt: skip
             crash_at("after_create")
@@ -504,18 +504,22 @@ class BatchRoute:
     async def _store_slice(self, each: ProviderSlice) -> None:
         """Store what the batch answered; classify the rest online; count it all."""
         state = each.state
-        docs = {doc.id: doc for doc in await _documents(each)}
-        answers, problems = await self._answers(each, docs)
+        # Each document's text and key, once (tens of thousands: yield now and then). A text
+        # that fails was marked failed when the slice was claimed.
+        keyed: dict[str, tuple[SourceDocument, ExtractedText, str]] = {}
+        for number, doc in enumerate(await _documents(each), 1):
+            if number % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            text = self._text(doc)
+            if not isinstance(text, FailedDocument):
+                keyed[doc.id] = (doc, text, self._key(text.text, doc.id))
+        answers, problems = await self._answers(each, keyed)
         results: list[ClassifiedDocument] = []
         online: list[tuple[SourceDocument, ExtractedText, str]] = []
         served: set[str] = set()
-        for number, doc in enumerate(docs.values(), 1):
+        for number, (doc, text, key) in enumerate(keyed.values(), 1):
             if number % YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # tens of thousands of documents: let others run
-            text = self._text(doc)
-            if isinstance(text, FailedDocument):
-                continue
-            key = self._key(text.text, doc.id)
+                await asyncio.sleep(0)
             output = answers.get(key)
             if output is None:
                 online.append((doc, text, problems.get(key, "no line in the result files")))
@@ -546,7 +550,7 @@ class BatchRoute:
             await self._cache.flush()
 
     async def _answers(
-        self, each: ProviderSlice, docs: dict[str, SourceDocument]
+        self, each: ProviderSlice, keyed: dict[str, tuple[SourceDocument, ExtractedText, str]]
     ) -> tuple[dict[str, ClassifierOutput], dict[str, str]]:
         """The valid answers by text key, and why the others have none (also by text key)."""
         answers: dict[str, ClassifierOutput] = {}
@@ -555,12 +559,9 @@ class BatchRoute:
             if number % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # validating a whole batch must not stall the loop
             line = read_result_line(raw)
-            if line is None or line.claim != each.state.claim or line.doc_id not in docs:
+            if line is None or line.claim != each.state.claim or line.doc_id not in keyed:
                 continue  # not this slice's claim: a line of an older submission
-            text = self._text(docs[line.doc_id])
-            if isinstance(text, FailedDocument):
-                continue
-            key = self._key(text.text, line.doc_id)
+            key = keyed[line.doc_id][2]
             if line.completion is None:
                 problems[key] = line.problem or "no answer"
                 continue
@@ -725,8 +726,3 @@ class _SliceBuilder:
 async def _documents(each: ProviderSlice) -> list[SourceDocument]:
     """A slice's documents, read and checked in a thread (tens of MB for a full slice)."""
     return await asyncio.to_thread(lambda: list(each.documents()))
-
-
-def _count_lines(each: ProviderSlice) -> int:
-    with each.requests_path.open("rb") as handle:
-        return sum(1 for _ in handle)
