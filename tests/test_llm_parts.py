@@ -14,6 +14,7 @@ from batch_processor.llm.client import LLMClassifier, LLMOptions
 from batch_processor.llm.cost import SpendLedger
 from batch_processor.llm.errors import parse_duration, retry_after_from_headers
 from batch_processor.llm.governor import Governor
+from batch_processor.llm.messages import shorten
 from batch_processor.llm.reply import validate_reply
 from batch_processor.models import utcnow
 from batch_processor.retry import RetryPolicy
@@ -147,3 +148,14 @@ async def test_overload_and_a_refused_key_are_told_apart() -> None:
         with pytest.raises(ConfigurationError, match="401"):
             await wrong.classify("hello", {})
         await wrong.aclose()
+
+
+def test_a_text_too_long_is_cut_by_the_excess_not_by_the_prompt_ratio() -> None:
+    """With a long prompt the excess tokens come off the text: the shortened request fits."""
+    text = "My order is late. " * 400  # 7,200 characters, about 1,800 tokens
+    instructions = 1_300  # tokens the prompt needs besides the text
+    limit, used = 2_000, instructions + len(text) // 4
+    kept = shorten(text, limit, used)
+    assert instructions + len(kept) // 4 <= limit
+    assert len(kept) >= 1_000  # not cut to nothing either
+    assert len(shorten(text, None, None)) == len(text) // 2

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from batch_processor.classifiers import OfflineClassifier, load_taxonomy
+from batch_processor.classifiers.cues import PhraseMatcher
+from batch_processor.errors import ConfigurationError
 from batch_processor.models import Category, SentimentLabel, Urgency
+from batch_processor.service.classifier_setup import build_classifier
+from batch_processor.settings import Settings, load_settings
 
 
 @pytest.mark.parametrize(
@@ -65,3 +72,81 @@ def test_offline_labels_are_the_default_taxonomy() -> None:
     assert set(taxonomy.categories) == {c.value for c in Category}
     assert set(taxonomy.urgency) == {u.value for u in Urgency}
     assert OfflineClassifier().taxonomy.version == taxonomy.version
+
+
+CUSTOM_TAXONOMY = """
+name = "travel_desk"
+version = "1"
+[categories]
+lost_luggage = "Bags that did not arrive."
+schedule = "Delays and cancellations."
+other = "Anything else."
+[urgency]
+normal = "No rush."
+soon = "Today."
+now = "At once."
+"""
+
+CUSTOM_CUES = """
+fallback_category = "other"
+[categories.lost_luggage]
+"bag*" = 3
+"suitcase" = 3
+[categories.schedule]
+"delay*" = 3
+"cancel*" = 3
+[urgency]
+now = ["stranded"]
+[sentiment]
+complaint = ["delay*", "lost"]
+complaint_weight = 1.5
+"""
+
+
+def _settings(tmp_path: Path, **values: Any) -> Settings:
+    return load_settings({"batch_dir": tmp_path / "batches", **values}, environ={})
+
+
+async def test_a_custom_taxonomy_runs_offline_with_its_cues_beside_it(tmp_path: Path) -> None:
+    """NAME.cues.toml beside NAME.toml gives the offline classifier that taxonomy's labels."""
+    taxonomy = tmp_path / "travel_desk.toml"
+    taxonomy.write_text(CUSTOM_TAXONOMY)
+    (tmp_path / "travel_desk.cues.toml").write_text(CUSTOM_CUES)
+    classifier = build_classifier(_settings(tmp_path, taxonomy_file=taxonomy))
+    try:
+        bag = (await classifier.classify("my bag was lost, I am stranded", {})).classification
+        other = (await classifier.classify("what a lovely morning", {})).classification
+    finally:
+        await classifier.aclose()
+    assert (bag.category, bag.urgency, bag.sentiment.label.value) == (
+        "lost_luggage",
+        "now",
+        "negative",
+    )
+    assert (other.category, other.urgency) == ("other", "normal")
+
+
+def test_a_custom_taxonomy_without_cues_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """Without a cue file the start stops and says which file to write."""
+    taxonomy = tmp_path / "travel_desk.toml"
+    taxonomy.write_text(CUSTOM_TAXONOMY)
+    with pytest.raises(ConfigurationError, match=r"taxonomy_file.*NAME\.cues\.toml beside"):
+        build_classifier(_settings(tmp_path, taxonomy_file=taxonomy))
+
+
+def test_cues_for_a_label_the_taxonomy_lacks_are_refused(tmp_path: Path) -> None:
+    """The taxonomy is the one source of labels: a cue file naming another label stops the start."""
+    taxonomy = tmp_path / "travel_desk.toml"
+    taxonomy.write_text(CUSTOM_TAXONOMY)
+    (tmp_path / "travel_desk.cues.toml").write_text(
+        CUSTOM_CUES + '\n[categories.billing]\n"invoice" = 2\n'
+    )
+    with pytest.raises(ConfigurationError, match=r"travel_desk\.cues\.toml.*\['billing'\]"):
+        build_classifier(_settings(tmp_path, taxonomy_file=taxonomy))
+
+
+def test_cue_phrases_match_words_wildcards_and_numbers() -> None:
+    """Cues match on word boundaries, `*` any ending, `#` a number; the longest cue wins."""
+    matcher = PhraseMatcher(["cancel*", "on hold", "# hours", "return", "return flight", "app"])
+    text = "Cancelled again, on hold for 3 hours; my return flight, the apple app"
+    assert matcher.find(text) == ["cancel*", "on hold", "# hours", "return flight", "app"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,9 @@ def bumped_taxonomy(tmp_path: Path) -> Path:
     """The default taxonomy with its version bumped (as after editing it)."""
     default = Path(taxonomy_module.__file__).with_name("customer_support.toml").read_text()
     path = tmp_path / "taxonomy.toml"
-    path.write_text(default.replace('version = "2026.11.1"', 'version = "2026.12.0"', 1))
+    bumped = re.sub(r'^version = ".*"$', 'version = "9999.1.0"', default, count=1, flags=re.M)
+    assert bumped != default
+    path.write_text(bumped)
     return path
 
 
@@ -57,7 +60,7 @@ async def test_a_taxonomy_change_reclassifies_old_results_keeping_one_each(
     stats = await run_job(make_settings(taxonomy_file=taxonomy))
 
     assert stats.succeeded == 30
-    assert await results.count_documents({"classifier.taxonomy_version": "2026.12.0"}) == 30
+    assert await results.count_documents({"classifier.taxonomy_version": "9999.1.0"}) == 30
     assert await results.count_documents({}) == 30
     assert await db.sentimental_analysis_history.count_documents({}) == 30
     assert reclassify(mongo_uri, db_name, *outdated)["selected"] == 0

@@ -1,9 +1,10 @@
 """The offline classifier: deterministic, no network, no key; the default.
 
-Sentiment comes from VADER (a validated lexicon for short social and support text), language
-from py3langid (a pre-trained n-gram model), and category and urgency from the weighted cue
-phrases of the support taxonomy (:mod:`.cues`). It is meant as a sound baseline and for running the
-product with no LLM at all; the LLM classifier refines the same schema.
+Sentiment comes from a small trained linear model (:mod:`.sentiment_model`) that reads words,
+VADER's scores and support cues together; language from py3langid (a pre-trained n-gram model);
+category and urgency from the weighted cue phrases beside the taxonomy (:mod:`.cues`). It is a
+sound baseline and the way to run the product with no LLM at all; the LLM classifier refines
+the same schema. ``python -m bench.quality`` measures both on the same labelled set.
 """
 
 from __future__ import annotations
@@ -15,50 +16,55 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-from batch_processor.classifiers.cues import CATEGORY_CUES, URGENCY_CUES
+from batch_processor.classifiers.cues import Cues, PhraseMatcher, load_cues
 from batch_processor.classifiers.language import load_identifier
+from batch_processor.classifiers.sentiment_model import SentimentModel
+from batch_processor.classifiers.signals import Signals
 from batch_processor.classifiers.taxonomy import Taxonomy, load_taxonomy
 from batch_processor.errors import ConfigurationError
 from batch_processor.models import (
-    Category,
     Classification,
     ClassifierOutput,
     Sentiment,
     SentimentLabel,
-    Urgency,
 )
 
-#: Texts up to this length are classified in the event loop (1.5 ms at most); longer
-#: ones in a worker thread.
-INLINE_CHARS = 500
-#: VADER scores texts up to this length whole; longer ones by chunks (see ``_compound``).
-VADER_CHUNK = 500
+#: Texts up to this length are classified in the event loop (under 2 ms); longer ones
+#: in a worker thread.
+INLINE_CHARS = 200
 #: Shorter texts are too short to tell their language: they get ``und`` (undetermined).
 MIN_WORDS_FOR_LANGUAGE = 3
-
-
-def _compile(phrases: Mapping[str, float] | tuple[str, ...]) -> list[tuple[re.Pattern[str], str]]:
-    return [(re.compile(rf"\b{re.escape(p)}\b", re.IGNORECASE), p) for p in phrases]
+#: A cue score at least this high names a specific topic, which beats the complaint category.
+TOPIC_SCORE = 1.5
+#: Above this probability of negative, a message without a topic is a complaint.
+COMPLAINT_PROBABILITY = 0.45
 
 
 class OfflineClassifier:
-    """Deterministic classification with VADER, py3langid and the support taxonomy's cues."""
+    """Deterministic classification with a trained sentiment model, py3langid and cues."""
 
     name = "offline"
-    version = "1.0"
+    version = "2.0"
 
-    def __init__(self, taxonomy: Taxonomy | None = None) -> None:
+    def __init__(self, taxonomy: Taxonomy | None = None, cues: Cues | None = None) -> None:
         self.taxonomy = taxonomy or load_taxonomy()
-        if set(self.taxonomy.categories) != {c.value for c in Category} or set(
-            self.taxonomy.urgency
-        ) != {u.value for u in Urgency}:
-            raise ConfigurationError(
-                "invalid setting taxonomy_file: the offline classifier knows only the labels of "
-                "the default taxonomy; use the llm classifier for a custom taxonomy"
+        if cues is None:
+            default = load_taxonomy()
+            if (set(self.taxonomy.categories), set(self.taxonomy.urgency)) != (
+                set(default.categories),
+                set(default.urgency),
+            ):
+                raise ConfigurationError(
+                    "invalid setting taxonomy_file: the offline classifier needs cues for a "
+                    "custom taxonomy: write NAME.cues.toml beside NAME.toml (copy "
+                    "customer_support.cues.toml and edit it), or use the llm classifier"
+                )
+            cues = load_cues(
+                None, categories=self.taxonomy.categories, urgency=self.taxonomy.urgency
             )
-        self._vader = SentimentIntensityAnalyzer()
+        self.cues = cues
+        self._signals = Signals(cues)
+        self._model = SentimentModel.load()
         # Loaded now, not on the first document (see language.py for the cache that makes
         # this fast).
         self._language_model = load_identifier()
@@ -66,11 +72,15 @@ class OfflineClassifier:
         self._pool = ThreadPoolExecutor(
             max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="offline-classifier"
         )
-        self._category_cues = {
-            category: [(pattern, phrase, cues[phrase]) for pattern, phrase in _compile(cues)]
-            for category, cues in CATEGORY_CUES.items()
-        }
-        self._urgency_cues = {urgency: _compile(cues) for urgency, cues in URGENCY_CUES.items()}
+        self._category_matcher, self._category_owners = cues.category_matcher()
+        # Urgency levels from the most urgent down (the taxonomy lists them least urgent first).
+        self._levels = list(self.taxonomy.urgency)
+        self._urgency_cues = [
+            (level, matcher)
+            for level in reversed(self._levels)
+            for matcher in [_matcher(cues.urgency.get(level, ()))]
+            if matcher is not None
+        ]
 
     async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
         """Classify one conversation; the same text always gets the same result.
@@ -85,12 +95,14 @@ class OfflineClassifier:
 
     def classify_now(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
         """Classify in the calling thread (see :meth:`classify`)."""
-        sentiment = self._sentiment(text)
-        category, confidence, themes = self._category(text, sentiment)
+        prediction = self._model.predict(text, self._signals, self._signals.prior)
+        sentiment = Sentiment(label=SentimentLabel(prediction.label), score=prediction.score)
+        negative = prediction.probabilities[0]
+        category, confidence, themes = self._category(text, negative)
         classification = Classification(
             sentiment=sentiment,
-            category=category.value,
-            urgency=self._urgency(text, sentiment, metadata).value,
+            category=category,
+            urgency=self._urgency(text, sentiment, metadata),
             language=self._language(text),
             confidence=confidence,
             themes=themes,
@@ -107,60 +119,53 @@ class OfflineClassifier:
         """Stop the worker threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _compound(self, text: str) -> float:
-        """VADER's compound score; long texts scored by chunks (VADER is superlinear in length).
+    def _category(self, text: str, negative: float) -> tuple[str, float, list[str]]:
+        """The best-scoring category by cue weight; a complaint only without a specific topic.
 
-        Chunks of about ``VADER_CHUNK`` characters, cut at sentence ends, are averaged by
-        length: the time stays linear, and a 20,000-character text takes milliseconds.
+        The complaint category means dissatisfaction *without a more specific topic*: a late
+        refund is ``refund_return`` however angry. So it wins only when no other category
+        scores ``TOPIC_SCORE``; a clearly negative message with no topic at all is a complaint.
         """
-        if len(text) <= VADER_CHUNK:
-            return float(self._vader.polarity_scores(text)["compound"])
-        total, weight = 0.0, 0
-        for chunk in _chunks(text, VADER_CHUNK):
-            total += float(self._vader.polarity_scores(chunk)["compound"]) * len(chunk)
-            weight += len(chunk)
-        return total / weight if weight else 0.0
-
-    def _sentiment(self, text: str) -> Sentiment:
-        compound = self._compound(text)
-        if compound >= 0.05:
-            label = SentimentLabel.POSITIVE
-        elif compound <= -0.05:
-            label = SentimentLabel.NEGATIVE
-        else:
-            label = SentimentLabel.NEUTRAL
-        return Sentiment(label=label, score=round(compound, 4))
-
-    def _category(self, text: str, sentiment: Sentiment) -> tuple[Category, float, list[str]]:
-        scores: dict[Category, float] = {}
+        scores: dict[str, float] = {}
         themes: list[str] = []
-        for category, cues in self._category_cues.items():
-            for pattern, phrase, weight in cues:
-                if pattern.search(text):
+        for phrase in self._category_matcher.find(text):
+            for category, weight in self._category_owners[phrase]:
+                if weight > 0:
                     scores[category] = scores.get(category, 0.0) + weight
                     themes.append(phrase)
-        if sentiment.score <= -0.6:
-            scores[Category.COMPLAINT] = scores.get(Category.COMPLAINT, 0.0) + 1.0
+        complaint = self.cues.complaint_category
+        if complaint is not None:
+            topics = {c: s for c, s in scores.items() if c != complaint}
+            if topics and max(topics.values()) >= TOPIC_SCORE:
+                scores = topics
+            elif negative >= COMPLAINT_PROBABILITY:
+                scores[complaint] = scores.get(complaint, 0.0) + 2.0 * negative
         if not scores:
-            return Category.GENERAL_INQUIRY, 0.3, []
+            return self.cues.fallback_category, 0.3, []
         # Ties go to the taxonomy's order, so the result never depends on dict iteration.
-        order = list(Category)
+        order = list(self.taxonomy.categories)
         best = max(scores, key=lambda c: (scores[c], -order.index(c)))
         # Confidence grows with the winner's share of all cue weight and with its own strength.
         share = scores[best] / sum(scores.values())
         strength = min(1.0, scores[best] / 4)
         confidence = round(min(0.95, 0.4 + 0.6 * share * strength), 3)
-        return best, confidence, sorted(set(themes))[:10]
+        return best, confidence, sorted(set(themes))[: self.taxonomy.max_themes]
 
-    def _urgency(self, text: str, sentiment: Sentiment, metadata: Mapping[str, Any]) -> Urgency:
-        for urgency in (Urgency.CRITICAL, Urgency.HIGH):
-            if any(pattern.search(text) for pattern, _ in self._urgency_cues[urgency]):
-                return urgency
+    def _urgency(self, text: str, sentiment: Sentiment, metadata: Mapping[str, Any]) -> str:
+        """Cue levels first (most urgent wins); then priority metadata; then the tone.
+
+        The taxonomy lists levels least urgent first: a high-priority ticket gets the
+        second-most urgent level, a negative or shouting one the second level, others the
+        first.
+        """
+        for level, matcher in self._urgency_cues:
+            if matcher.search(text):
+                return level
         if str(metadata.get("priority", "")).lower() in {"high", "urgent"}:
-            return Urgency.HIGH
-        if sentiment.score <= -0.5 or text.count("!") >= 3:
-            return Urgency.MEDIUM
-        return Urgency.LOW if sentiment.label is not SentimentLabel.NEGATIVE else Urgency.MEDIUM
+            return self._levels[-2]
+        if sentiment.label is SentimentLabel.NEGATIVE or text.count("!") >= 3:
+            return self._levels[1]
+        return self._levels[0]
 
     def _language(self, text: str) -> str:
         if len(text.split()) < MIN_WORDS_FOR_LANGUAGE:
@@ -169,17 +174,6 @@ class OfflineClassifier:
         return str(code) if re.fullmatch(r"[a-z]{2}", str(code)) else "und"
 
 
-def _chunks(text: str, size: int) -> list[str]:
-    """``text`` in pieces of about ``size`` characters, cut after a sentence end if possible."""
-    pieces: list[str] = []
-    start = 0
-    while start < len(text):
-        end = min(len(text), start + size)
-        if end < len(text):
-            cut = max(text.rfind(mark, start + size // 2, end) for mark in (". ", "! ", "? ", "\n"))
-            end = cut + 1 if cut > start else end
-        piece = text[start:end].strip()
-        if piece:
-            pieces.append(piece)
-        start = end
-    return pieces
+def _matcher(phrases: tuple[str, ...]) -> PhraseMatcher | None:
+    """A :class:`PhraseMatcher` of the phrases, or None when there are none."""
+    return PhraseMatcher(phrases) if phrases else None

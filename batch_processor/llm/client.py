@@ -165,7 +165,7 @@ class LLMClassifier:
             except ContextTooLongError as exc:
                 if shortened or len(text) < 200:
                     raise
-                text = shorten(text, exc.fraction)
+                text = shorten(text, exc.limit, exc.used)
                 shortened = True
                 log.info("text shortened to fit the model's context", chars=len(text))
                 messages = conversation_messages(text, metadata)

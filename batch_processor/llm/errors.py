@@ -37,11 +37,12 @@ _CONTEXT = re.compile(r"maximum context length is (\d+) tokens.*?(\d+) tokens", 
 
 
 class ContextTooLongError(DataError):
-    """The prompt does not fit the model's context; ``fraction`` says how much would fit."""
+    """The prompt does not fit the model's context: ``limit`` and ``used`` tokens, if reported."""
 
-    def __init__(self, message: str, *, fraction: float | None) -> None:
+    def __init__(self, message: str, *, limit: int | None = None, used: int | None = None) -> None:
         super().__init__(message)
-        self.fraction = fraction
+        self.limit = limit
+        self.used = used
 
 
 class ResponseFormatUnsupportedError(ConfigurationError):
@@ -156,8 +157,9 @@ def _bad_request(exc: openai.APIStatusError, detail: str, code: str) -> BatchPro
     lowered = message.lower()
     if code == "context_length_exceeded" or "context length" in lowered or exc.status_code == 413:
         match = _CONTEXT.search(message)
-        fraction = int(match[1]) / int(match[2]) if match and int(match[2]) else None
-        return ContextTooLongError(detail, fraction=fraction)
+        if match:
+            return ContextTooLongError(detail, limit=int(match[1]), used=int(match[2]))
+        return ContextTooLongError(detail)
     if param.startswith("response_format") or "response_format" in lowered:
         return ResponseFormatUnsupportedError(detail)
     if param in CONFIG_PARAMS:

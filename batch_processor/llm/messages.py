@@ -74,7 +74,17 @@ def reply_text(response: Mapping[str, Any]) -> str:
     return content if isinstance(content, str) else ""
 
 
-def shorten(text: str, fraction: float | None) -> str:
-    """Cut ``text`` to what should fit: the reported fraction with a margin, else half."""
-    keep = int(len(text) * (fraction * 0.85 if fraction else 0.5))
+def shorten(text: str, limit: int | None, used: int | None) -> str:
+    """Cut ``text`` so that the request should fit ``limit`` tokens, with a margin; else half.
+
+    The excess comes off the text alone: the instructions and the schema stay, so cutting the
+    text by the ratio ``limit / used`` would leave a long prompt still too long (the text is
+    estimated at 4 characters a token; 15 % more is cut for text that packs more tokens).
+    """
+    if limit and used and used > limit:
+        text_tokens = max(1.0, len(text) / 4)
+        share = min(limit / used, 1 - (used - limit) / text_tokens)
+        keep = int(len(text) * share * 0.85)
+    else:
+        keep = len(text) // 2
     return text[: max(keep, 100)]

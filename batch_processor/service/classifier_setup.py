@@ -8,6 +8,7 @@ LLM classifier is chosen, so an offline run never loads it.
 from __future__ import annotations
 
 from batch_processor.classifiers import AVAILABLE, Classifier, Taxonomy, load_taxonomy
+from batch_processor.classifiers.cues import Cues, cues_file_for, load_cues
 from batch_processor.errors import ConfigurationError
 from batch_processor.llm.cost import SpendLedger, price_for
 from batch_processor.llm.governor import Governor
@@ -20,7 +21,7 @@ def build_classifier(settings: Settings) -> Classifier:
     if settings.classifier == "offline":
         from batch_processor.classifiers.offline import OfflineClassifier  # numpy, py3langid
 
-        return OfflineClassifier(taxonomy)
+        return OfflineClassifier(taxonomy, _cues_beside(settings, taxonomy))
     if settings.classifier == "llm":
         return _llm_classifier(settings, taxonomy)
     raise ConfigurationError(
@@ -53,6 +54,16 @@ def classifier_identity(settings: Settings) -> dict[str, str | None]:
         "model": model,
         "taxonomy_version": taxonomy.version,
     }
+
+
+def _cues_beside(settings: Settings, taxonomy: Taxonomy) -> Cues | None:
+    """The cues of a custom taxonomy file (``NAME.cues.toml`` beside it), if it has them."""
+    if settings.taxonomy_file is None:
+        return None
+    path = cues_file_for(settings.taxonomy_file)
+    if not path.exists():
+        return None
+    return load_cues(path, categories=taxonomy.categories, urgency=taxonomy.urgency)
 
 
 def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import os
 from collections.abc import AsyncIterator, Awaitable, Sequence
 
@@ -207,11 +208,32 @@ async def _process_services(service: Service) -> AsyncIterator[None]:
                     telemetry.ready = False
                     if not service.stopper.stopped:  # a stop already said so when it came
                         notifier.stopping()
-                    for task in tasks:
-                        task.cancel()
+                    await _cancel_monitors(tasks)
         except BaseExceptionGroup as group:
             # The jobs' own error (or a monitor's) as itself, for the exit code.
             raise first_error(group) from None
+
+
+#: A monitor still running this long after it was cancelled is reported with its stack.
+MONITOR_STOP_SECONDS = 10.0
+
+
+async def _cancel_monitors(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the monitors and wait for them; name any that does not stop, with where it is.
+
+    A monitor that ignores its cancellation would hold the process's exit without a word (a
+    test once waited 60 s here): after ``MONITOR_STOP_SECONDS`` the stuck ones are logged
+    with their stacks, and waited for still (the task group would wait for them anyway).
+    """
+    for task in tasks:
+        task.cancel()
+    _, pending = await asyncio.wait(tasks, timeout=MONITOR_STOP_SECONDS)
+    for task in pending:
+        stack = io.StringIO()
+        task.print_stack(file=stack)
+        log.error(
+            "a monitor did not stop when cancelled", task=task.get_name(), stack=stack.getvalue()
+        )
 
 
 def _progress_line(service: Service) -> ProgressLine:

@@ -1,0 +1,267 @@
+"""How well the classifiers label real messages: per-class precision, recall, F1, macro-F1.
+
+    python -m bench.quality                       # the offline classifier, the VADER baseline
+    python -m bench.quality --tweeteval DIR       # also TweetEval's sentiment val split
+    python -m bench.quality --llm                 # also the LLM classifier (BATCH_LLM_* settings)
+
+Each source is reported apart (a model tuned to one source would show it), with a confusion
+matrix per classifier, the category report where the source has categories, the category
+distribution, and the time per message. The sources and their licences are in
+``bench/data/DATA.md``; the evaluation sets the project is judged on are not among them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batch_processor.classifiers import Classifier, OfflineClassifier
+from batch_processor.classifiers.signals import Signals
+from batch_processor.errors import BatchProcessorError
+from bench.sentiment_data import DATA_DIR, Example, read_tsv, read_tweeteval
+
+SENTIMENTS = ("negative", "neutral", "positive")
+SHIPPED_SOURCES = ("goemotions_test.tsv", "support_dev.tsv", "support_holdout.tsv")
+
+
+@dataclass
+class Report:
+    """Gold and predicted labels of one classifier on one source."""
+
+    gold: list[str] = field(default_factory=list)
+    predicted: list[str] = field(default_factory=list)
+
+    def add(self, gold: str, predicted: str) -> None:
+        """Record one message."""
+        self.gold.append(gold)
+        self.predicted.append(predicted)
+
+    def per_class(self, labels: Sequence[str]) -> dict[str, tuple[float, float, float, int]]:
+        """Label -> (precision, recall, F1, support)."""
+        out = {}
+        for label in labels:
+            tp = sum(g == p == label for g, p in zip(self.gold, self.predicted, strict=True))
+            predicted = self.predicted.count(label)
+            support = self.gold.count(label)
+            precision = tp / predicted if predicted else 0.0
+            recall = tp / support if support else 0.0
+            f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+            out[label] = (precision, recall, f1, support)
+        return out
+
+    def macro_f1(self, labels: Sequence[str]) -> float:
+        """Mean F1 over the labels that occur in the gold labels."""
+        scores = [
+            f1 for f1, support in ((v[2], v[3]) for v in self.per_class(labels).values()) if support
+        ]
+        return sum(scores) / len(scores) if scores else 0.0
+
+    def confusion(self, labels: Sequence[str]) -> list[list[int]]:
+        """Rows gold, columns predicted."""
+        counts = Counter(zip(self.gold, self.predicted, strict=True))
+        return [[counts[(g, p)] for p in labels] for g in labels]
+
+    def text(self, labels: Sequence[str]) -> str:
+        """The per-class table and the confusion matrix, as printed."""
+        width = max(len(label) for label in labels) + 2
+        lines = [f"{'':{width}}precision  recall     f1  support"]
+        for label, (p, r, f1, n) in self.per_class(labels).items():
+            lines.append(f"{label:{width}}{p:9.3f}{r:8.3f}{f1:7.3f}{n:9d}")
+        lines.append(f"{'macro-F1':{width}}{self.macro_f1(labels):24.3f}{len(self.gold):9d}")
+        lines.append("confusion (rows gold, columns predicted):")
+        short = [label[:9] for label in labels]
+        lines.append(f"{'':{width}}" + "".join(f"{s:>10}" for s in short))
+        for label, row in zip(labels, self.confusion(labels), strict=True):
+            lines.append(f"{label:{width}}" + "".join(f"{n:10d}" for n in row))
+        return "\n".join(lines)
+
+
+@dataclass
+class Outcome:
+    """What one classifier did on one source."""
+
+    sentiment: Report = field(default_factory=Report)
+    category: Report = field(default_factory=Report)
+    categories: Counter[str] = field(default_factory=Counter)
+    seconds: list[float] = field(default_factory=list)
+    #: Messages the classifier gave no answer for (left out of the figures).
+    failed: int = 0
+
+
+def vader_baseline() -> Callable[[str], tuple[str, str | None]]:
+    """The offline classifier before it had a model: VADER's compound at +-0.05."""
+    from batch_processor.classifiers.cues import load_cues
+    from batch_processor.classifiers.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    signals = Signals(load_cues(None, categories=taxonomy.categories, urgency=taxonomy.urgency))
+
+    def label(text: str) -> tuple[str, str | None]:
+        compound = signals.vader_scores(text)[0]
+        if compound >= 0.05:
+            return "positive", None
+        return ("negative" if compound <= -0.05 else "neutral"), None
+
+    return label
+
+
+async def measure(
+    classifier: Classifier | Callable[[str], tuple[str, str | None]],
+    examples: Sequence[Example],
+    concurrency: int = 1,
+) -> Outcome:
+    """Classify every example and compare with its labels."""
+    outcome = Outcome()
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(example: Example) -> tuple[Example, tuple[str, str | None] | None, float]:
+        async with semaphore:
+            started = time.perf_counter()
+            if isinstance(classifier, Classifier):
+                labels: tuple[str, str | None] | None = await classify_patiently(
+                    classifier, example.text
+                )
+            else:
+                labels = classifier(example.text)
+            return example, labels, time.perf_counter() - started
+
+    for example, labels, seconds in await asyncio.gather(*(one(e) for e in examples)):
+        if labels is None:
+            outcome.failed += 1
+            continue
+        sentiment, category = labels
+        outcome.sentiment.add(example.sentiment, sentiment)
+        outcome.seconds.append(seconds)
+        if category is not None:
+            outcome.categories[category] += 1
+            if example.category:
+                outcome.category.add(example.category, category)
+    return outcome
+
+
+def load_sources(tweeteval: Path | None, limit: int | None) -> dict[str, list[Example]]:
+    """The development sources: the shipped files, and TweetEval's val split if given."""
+    sources = {name.removesuffix(".tsv"): read_tsv(DATA_DIR / name) for name in SHIPPED_SOURCES}
+    if tweeteval is not None:
+        sources["tweeteval_val"] = read_tweeteval(tweeteval, "val", "tweeteval_val")
+    return {name: rows[:limit] if limit else rows for name, rows in sources.items()}
+
+
+def build_llm(base_url: str | None, model: str | None) -> Classifier:
+    """The LLM classifier as the ``BATCH_LLM_*`` settings (and the flags) configure it."""
+    from batch_processor.service.classifier_setup import build_classifier
+    from batch_processor.settings import load_settings
+
+    overrides = {"classifier": "llm", "llm_base_url": base_url, "llm_model": model}
+    return build_classifier(load_settings(overrides))
+
+
+async def classify_patiently(classifier: Classifier, text: str) -> tuple[str, str] | None:
+    """The classifier's labels, retrying what the pipeline would retry; None if it fails."""
+    for attempt in range(6):
+        try:
+            result = (await classifier.classify(text, {})).classification
+        except BatchProcessorError as exc:
+            if not exc.retryable or attempt == 5:
+                return None
+            await asyncio.sleep(exc.retry_after or min(30.0, 0.5 * 2**attempt))
+        else:
+            return result.sentiment.label.value, result.category
+    return None
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure every classifier on every source, print the reports, return the figures."""
+    sources = load_sources(args.tweeteval, args.limit)
+    offline = OfflineClassifier()
+    contenders: dict[str, Any] = {"offline": offline, "vader-baseline": vader_baseline()}
+    if args.llm:
+        contenders["llm"] = build_llm(args.llm_base_url, args.llm_model)
+    figures: dict[str, Any] = {}
+    try:
+        for source, examples in sources.items():
+            print(
+                f"\n=== {source}: {len(examples)} messages "
+                f"({dict(Counter(e.sentiment for e in examples))})"
+            )
+            for name, classifier in contenders.items():
+                concurrency = args.llm_concurrency if name == "llm" else 1
+                outcome = await measure(classifier, examples, concurrency)
+                figures.setdefault(source, {})[name] = summarise(outcome)
+                print(f"\n--- {name}: sentiment")
+                print(outcome.sentiment.text(SENTIMENTS))
+                if outcome.category.gold:
+                    labels = sorted(set(outcome.category.gold) | set(outcome.category.predicted))
+                    print(f"\n--- {name}: category")
+                    print(outcome.category.text(labels))
+                if outcome.categories:
+                    total = sum(outcome.categories.values())
+                    shares = ", ".join(
+                        f"{c} {n / total:.0%}" for c, n in outcome.categories.most_common()
+                    )
+                    print(f"categories: {shares}")
+                timing = summarise(outcome)
+                print(
+                    f"time per message: {timing['ms_mean']:.3f} ms mean, "
+                    f"{timing['ms_p99']:.3f} ms p99"
+                )
+                if outcome.failed:
+                    print(f"no answer for {outcome.failed} messages (left out above)")
+    finally:
+        for classifier in contenders.values():
+            if hasattr(classifier, "aclose"):
+                await classifier.aclose()
+    return figures
+
+
+def summarise(outcome: Outcome) -> dict[str, Any]:
+    """The figures of one outcome, for ``--json``."""
+    seconds = sorted(outcome.seconds)
+    return {
+        "sentiment_macro_f1": round(outcome.sentiment.macro_f1(SENTIMENTS), 4),
+        "sentiment_f1": {
+            label: round(values[2], 4)
+            for label, values in outcome.sentiment.per_class(SENTIMENTS).items()
+        },
+        "category_macro_f1": (
+            round(outcome.category.macro_f1(sorted(set(outcome.category.gold))), 4)
+            if outcome.category.gold
+            else None
+        ),
+        "category_shares": {
+            c: round(n / sum(outcome.categories.values()), 4)
+            for c, n in outcome.categories.most_common()
+        },
+        "failed": outcome.failed,
+        "ms_mean": round(1000 * sum(seconds) / len(seconds), 4),
+        "ms_p99": round(1000 * seconds[int(0.99 * (len(seconds) - 1))], 4),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the options and print the quality report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tweeteval", type=Path, help="TweetEval's datasets/sentiment directory")
+    parser.add_argument("--llm", action="store_true", help="also measure the LLM classifier")
+    parser.add_argument("--llm-base-url", help="default: the llm_base_url setting")
+    parser.add_argument("--llm-model", help="default: the llm_model setting")
+    parser.add_argument("--llm-concurrency", type=int, default=8)
+    parser.add_argument("--limit", type=int, help="at most this many messages per source")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    figures = asyncio.run(run(args))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
