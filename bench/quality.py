@@ -3,6 +3,7 @@
     python -m bench.quality                       # the offline classifier, the VADER baseline
     python -m bench.quality --tweeteval DIR       # also TweetEval's sentiment val split
     python -m bench.quality --llm                 # also the LLM classifier (BATCH_LLM_* settings)
+    python -m bench.quality --data mine.csv       # also your own labelled messages
 
 Each source is reported apart (a model tuned to one source would show it), with a confusion
 matrix per classifier, the category report where the source has categories, the category
@@ -26,7 +27,7 @@ from typing import Any
 from batch_processor.classifiers import Classifier, OfflineClassifier
 from batch_processor.classifiers.signals import Signals
 from batch_processor.errors import BatchProcessorError
-from bench.sentiment_data import DATA_DIR, Example, read_tsv, read_tweeteval
+from bench.sentiment_data import DATA_DIR, Example, read_labelled, read_tsv, read_tweeteval
 
 SENTIMENTS = ("negative", "neutral", "positive")
 SHIPPED_SOURCES = ("goemotions_test.tsv", "support_dev.tsv", "support_holdout.tsv")
@@ -147,9 +148,20 @@ async def measure(
     return outcome
 
 
-def load_sources(tweeteval: Path | None, limit: int | None) -> dict[str, list[Example]]:
-    """The development sources: the shipped files, and TweetEval's val split if given."""
-    sources = {name.removesuffix(".tsv"): read_tsv(DATA_DIR / name) for name in SHIPPED_SOURCES}
+def load_sources(
+    tweeteval: Path | None,
+    limit: int | None,
+    data: Sequence[Path] = (),
+    *,
+    dev_set: bool = True,
+) -> dict[str, list[Example]]:
+    """The sources: the shipped files, TweetEval's val split if given, the user's ``data``."""
+    sources: dict[str, list[Example]] = {}
+    if dev_set:
+        for name in SHIPPED_SOURCES:
+            sources[name.removesuffix(".tsv")] = read_tsv(DATA_DIR / name)
+    for path in data:
+        sources[path.stem] = read_labelled(path)
     if tweeteval is not None:
         sources["tweeteval_val"] = read_tweeteval(tweeteval, "val", "tweeteval_val")
     return {name: rows[:limit] if limit else rows for name, rows in sources.items()}
@@ -180,7 +192,7 @@ async def classify_patiently(classifier: Classifier, text: str) -> tuple[str, st
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every classifier on every source, print the reports, return the figures."""
-    sources = load_sources(args.tweeteval, args.limit)
+    sources = load_sources(args.tweeteval, args.limit, args.data, dev_set=not args.no_dev_set)
     offline = OfflineClassifier()
     contenders: dict[str, Any] = {"offline": offline, "vader-baseline": vader_baseline()}
     if args.llm:
@@ -250,6 +262,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options and print the quality report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tweeteval", type=Path, help="TweetEval's datasets/sentiment directory")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        default=[],
+        help="a labelled CSV/TSV of your own (text, sentiment[, category]); repeatable",
+    )
+    parser.add_argument("--no-dev-set", action="store_true", help="only the --data files")
     parser.add_argument("--llm", action="store_true", help="also measure the LLM classifier")
     parser.add_argument("--llm-base-url", help="default: the llm_base_url setting")
     parser.add_argument("--llm-model", help="default: the llm_model setting")
@@ -257,7 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="at most this many messages per source")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
-    figures = asyncio.run(run(args))
+    try:
+        figures = asyncio.run(run(args))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        print(f"bench.quality: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     return 0

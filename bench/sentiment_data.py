@@ -84,6 +84,37 @@ def read_tsv(path: Path) -> list[Example]:
     return examples
 
 
+_ALIASES = {"pos": "positive", "neg": "negative", "neu": "neutral"}
+
+
+def read_labelled(path: Path) -> list[Example]:
+    """A user's labelled file: CSV or TSV, its header naming text, sentiment (or label), category.
+
+    The category column is optional. Labels are negative, neutral or positive (``neg``,
+    ``neu``, ``pos`` too), in any case; anything else raises ValueError naming file and line.
+    """
+    with path.open(encoding="utf-8", newline="") as handle:
+        header = handle.readline()
+        handle.seek(0)
+        delimiter = "\t" if "\t" in header else ","
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        fields = {name.strip().lower(): name for name in reader.fieldnames or ()}
+        label_field = fields.get("sentiment") or fields.get("label")
+        if "text" not in fields or label_field is None:
+            raise ValueError(f"{path}: the header must name text and sentiment (or label)")
+        examples = []
+        for line, row in enumerate(reader, start=2):
+            raw = (row.get(label_field) or "").strip().lower()
+            sentiment = _ALIASES.get(raw, raw)
+            if sentiment not in TWEETEVAL_LABELS:
+                raise ValueError(
+                    f"{path}:{line}: sentiment {raw!r} is not negative/neutral/positive"
+                )
+            category = (row.get(fields["category"]) or "").strip() if "category" in fields else ""
+            examples.append(Example(row[fields["text"]], sentiment, path.stem, category or None))
+    return examples
+
+
 def write_tsv(path: Path, examples: Iterable[Example]) -> None:
     """Write examples in the format :func:`read_tsv` reads (tabs and newlines in text folded)."""
     with path.open("w", encoding="utf-8", newline="") as handle:

@@ -132,3 +132,20 @@ async def test_support_text_without_sentiment_words(
     finally:
         await classifier.aclose()
     assert (result.sentiment.label.value, result.category) == (sentiment, category)
+
+
+def test_the_quality_command_reads_your_own_labelled_file(tmp_path: Path) -> None:
+    """--data measures a user's CSV; a label it cannot read is named with its line, exit 2."""
+    mine = tmp_path / "mine.csv"
+    mine.write_text(
+        'text,label,category\n"the app keeps crashing, fix it",neg,technical_issue\n'
+        "what time do you open?,Neutral,general_inquiry\n"
+    )
+    command = [sys.executable, "-m", "bench.quality", "--no-dev-set", "--data", str(mine)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stderr
+    assert "=== mine: 2 messages" in done.stdout and "--- offline: category" in done.stdout
+    mine.write_text("text,label\nhello,great\n")
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert done.returncode == 2
+    assert "mine.csv:2: sentiment 'great' is not negative/neutral/positive" in done.stderr
