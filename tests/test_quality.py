@@ -32,7 +32,7 @@ async def test_the_model_beats_vader_on_human_labelled_comments() -> None:
 
 
 async def test_support_messages_get_their_sentiment_and_category() -> None:
-    """On the support hold-out set (never tuned on) sentiment and category are mostly right."""
+    """On the support hold-out set (not tuned on) sentiment and category are mostly right."""
     examples = read_tsv(DATA_DIR / "support_holdout.tsv")
     classifier = OfflineClassifier()
     try:

@@ -12,10 +12,10 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from batch_processor.classifiers.taxonomy import read_file_or_default
 from batch_processor.errors import ConfigurationError
 
 DEFAULT_FILE = "customer_support.cues.toml"
@@ -170,11 +170,7 @@ def load_cues(path: Path | None, *, categories: Iterable[str], urgency: Iterable
     """Read a cue file, or the default one; its labels must be the taxonomy's."""
     where = str(path) if path is not None else f"the default cues ({DEFAULT_FILE})"
     try:
-        if path is None:
-            raw = resources.files(__package__).joinpath(DEFAULT_FILE).read_text("utf-8")
-        else:
-            raw = path.read_text("utf-8")
-        data = tomllib.loads(raw)
+        data = tomllib.loads(read_file_or_default(path, DEFAULT_FILE))
         return _parse(data, set(categories), set(urgency))
     except OSError as exc:
         raise ConfigurationError(

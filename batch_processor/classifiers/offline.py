@@ -34,6 +34,9 @@ from batch_processor.models import (
 INLINE_CHARS = 200
 #: Shorter texts are too short to tell their language: they get ``und`` (undetermined).
 MIN_WORDS_FOR_LANGUAGE = 3
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_NOT_LANGUAGE = re.compile(r"https?://\S+|www\.\S+|[@#]\w+|\S*\d\S*")
+_LANGUAGE_WORD = re.compile(r"[^\W\d_]{2,}|[^\W\d_\u0000-\u024f]")
 #: A cue score at least this high names a specific topic, which beats the complaint category.
 TOPIC_SCORE = 1.5
 #: Above this probability of negative, a message without a topic is a complaint.
@@ -95,6 +98,10 @@ class OfflineClassifier:
 
     def classify_now(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
         """Classify in the calling thread (see :meth:`classify`)."""
+        if _SURROGATE.search(text):
+            # A lone surrogate cannot be encoded (hashing, language identification): the
+            # pipeline never passes one (its codec replaces them), a library caller might.
+            text = text.encode("utf-8", "replace").decode("utf-8")
         prediction = self._model.predict(text, self._signals, self._signals.prior)
         sentiment = Sentiment(label=SentimentLabel(prediction.label), score=prediction.score)
         negative = prediction.probabilities[0]
@@ -168,9 +175,11 @@ class OfflineClassifier:
         return self._levels[0]
 
     def _language(self, text: str) -> str:
-        if len(text.split()) < MIN_WORDS_FOR_LANGUAGE:
+        # Mentions, links and numbers say nothing of the language ("@a @b @c" is not German).
+        cleaned = _NOT_LANGUAGE.sub(" ", text)
+        if len(_LANGUAGE_WORD.findall(cleaned)) < MIN_WORDS_FOR_LANGUAGE:
             return "und"
-        code, _ = self._language_model.classify(text)
+        code, _ = self._language_model.classify(cleaned)
         return str(code) if re.fullmatch(r"[a-z]{2}", str(code)) else "und"
 
 

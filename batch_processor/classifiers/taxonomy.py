@@ -164,15 +164,18 @@ def _is_label(label: str) -> bool:
     return re.fullmatch(LABEL_PATTERN, label) is not None
 
 
+def read_file_or_default(path: Path | None, default: str) -> str:
+    """The text of ``path``, or of the package's own file named ``default``."""
+    if path is None:
+        return resources.files(__package__).joinpath(default).read_text("utf-8")
+    return path.read_text("utf-8")
+
+
 def load_taxonomy(path: Path | None = None) -> Taxonomy:
     """Read a taxonomy file, or the default one; raise ConfigurationError if it is invalid."""
     where = str(path) if path is not None else f"the default taxonomy ({DEFAULT_FILE})"
     try:
-        if path is None:
-            raw = resources.files(__package__).joinpath(DEFAULT_FILE).read_text("utf-8")
-        else:
-            raw = path.read_text("utf-8")
-        return Taxonomy.model_validate(tomllib.loads(raw))
+        return Taxonomy.model_validate(tomllib.loads(read_file_or_default(path, DEFAULT_FILE)))
     except OSError as exc:
         raise ConfigurationError(
             f"invalid setting taxonomy_file: cannot read {where}: {exc}"
