@@ -164,7 +164,15 @@ def load_sources(
         sources[path.stem] = read_labelled(path)
     if tweeteval is not None:
         sources["tweeteval_val"] = read_tweeteval(tweeteval, "val", "tweeteval_val")
-    return {name: rows[:limit] if limit else rows for name, rows in sources.items()}
+    return {name: spread(rows, limit) for name, rows in sources.items()}
+
+
+def spread(rows: list[Example], limit: int | None) -> list[Example]:
+    """At most ``limit`` rows taken evenly across the source (files are often sorted by label)."""
+    if not limit or len(rows) <= limit:
+        return rows
+    step = len(rows) / limit
+    return [rows[int(i * step)] for i in range(limit)]
 
 
 def build_llm(base_url: str | None, model: str | None) -> Classifier:
@@ -274,7 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--llm-base-url", help="default: the llm_base_url setting")
     parser.add_argument("--llm-model", help="default: the llm_model setting")
     parser.add_argument("--llm-concurrency", type=int, default=8)
-    parser.add_argument("--limit", type=int, help="at most this many messages per source")
+    parser.add_argument(
+        "--limit", type=int, help="at most this many messages per source, taken evenly"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     try:
