@@ -215,7 +215,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for name, classifier in contenders.items():
                 concurrency = args.llm_concurrency if name == "llm" else 1
                 outcome = await measure(classifier, examples, concurrency)
-                figures.setdefault(source, {})[name] = summarise(outcome)
+                figures.setdefault(source, {})[name] = summary = summarise(outcome)
                 print(f"\n--- {name}: sentiment")
                 print(outcome.sentiment.text(SENTIMENTS))
                 if outcome.category.gold:
@@ -228,10 +228,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         f"{c} {n / total:.0%}" for c, n in outcome.categories.most_common()
                     )
                     print(f"categories: {shares}")
-                timing = summarise(outcome)
                 print(
-                    f"time per message: {timing['ms_mean']:.3f} ms mean, "
-                    f"{timing['ms_p99']:.3f} ms p99"
+                    f"time per message: {summary['ms_mean']:.3f} ms mean, "
+                    f"{summary['ms_p99']:.3f} ms p99"
                 )
                 if outcome.failed:
                     print(f"no answer for {outcome.failed} messages (left out above)")

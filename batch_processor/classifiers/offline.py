@@ -88,7 +88,7 @@ class OfflineClassifier:
     async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
         """Classify one conversation; the same text always gets the same result.
 
-        A typical message takes well under a millisecond and is classified in place; a long
+        A typical message takes under a millisecond and is classified in place; a long
         one (over ``INLINE_CHARS``) in a worker thread, so the event loop never blocks on it.
         """
         if len(text) <= INLINE_CHARS:

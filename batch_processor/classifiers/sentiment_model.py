@@ -10,12 +10,13 @@ neutral question. This model is a multinomial logistic regression over
 * the support cues of :mod:`.cues` (complaint, thanks, question), which carry what the
   training text rarely says but support traffic always does.
 
-It is trained by ``utils/train_sentiment.py`` on human-labelled public data whose licences
-allow it (``bench/data/DATA.md`` lists them), and shipped as ``sentiment_model.npz``: about
-1 MB, read once at start, deterministic (features are hashed with CRC-32, never Python's
-salted ``hash``), and about 0.2 ms per typical message.
+It is trained by ``bench/train_sentiment.py`` on human-labelled public data whose licences
+allow it (``bench/data/DATA.md`` lists them), and shipped as ``sentiment_model.npz``: 1.4 MB,
+read once at start, deterministic (features are hashed with CRC-32, never Python's salted
+``hash``), and about 0.3 ms per typical message with its inputs.
 
-:func:`features` is shared by training and prediction, so the two can never disagree.
+:func:`tokens`, :func:`word_features` and :func:`dense_features` are shared by training and
+prediction, so the two can never disagree.
 """
 
 from __future__ import annotations

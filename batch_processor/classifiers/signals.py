@@ -1,6 +1,6 @@
 """What the sentiment model reads besides words: VADER's scores and the support cue counts.
 
-Shared by the offline classifier and the training script (``utils/train_sentiment.py``), so a
+Shared by the offline classifier and the training script (``bench/train_sentiment.py``), so a
 model is always applied to the same inputs it was trained on.
 """
 
