@@ -26,7 +26,7 @@ from typing import Any
 
 from batch_processor.classifiers import Classifier, OfflineClassifier
 from batch_processor.classifiers.signals import Signals
-from batch_processor.errors import BatchProcessorError
+from batch_processor.errors import BatchProcessorError, ConfigurationError
 from bench.sentiment_data import DATA_DIR, Example, read_labelled, read_tsv, read_tweeteval
 
 SENTIMENTS = ("negative", "neutral", "positive")
@@ -185,10 +185,15 @@ def build_llm(base_url: str | None, model: str | None) -> Classifier:
 
 
 async def classify_patiently(classifier: Classifier, text: str) -> tuple[str, str] | None:
-    """The classifier's labels, retrying what the pipeline would retry; None if it fails."""
+    """The classifier's labels, retrying what the pipeline would retry; None if it fails.
+
+    A configuration error ends the measurement: it is not about the message.
+    """
     for attempt in range(6):
         try:
             result = (await classifier.classify(text, {})).classification
+        except ConfigurationError:
+            raise  # a wrong key, model or URL: every message would fail the same way
         except BatchProcessorError as exc:
             if not exc.retryable or attempt == 5:
                 return None
@@ -228,10 +233,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         f"{c} {n / total:.0%}" for c, n in outcome.categories.most_common()
                     )
                     print(f"categories: {shares}")
-                print(
-                    f"time per message: {summary['ms_mean']:.3f} ms mean, "
-                    f"{summary['ms_p99']:.3f} ms p99"
-                )
+                if summary["ms_mean"] is not None:
+                    print(
+                        f"time per message: {summary['ms_mean']:.3f} ms mean, "
+                        f"{summary['ms_p99']:.3f} ms p99"
+                    )
                 if outcome.failed:
                     print(f"no answer for {outcome.failed} messages (left out above)")
     finally:
@@ -260,8 +266,9 @@ def summarise(outcome: Outcome) -> dict[str, Any]:
             for c, n in outcome.categories.most_common()
         },
         "failed": outcome.failed,
-        "ms_mean": round(1000 * sum(seconds) / len(seconds), 4),
-        "ms_p99": round(1000 * seconds[int(0.99 * (len(seconds) - 1))], 4),
+        # None when the classifier answered no message (all failed, or an empty source).
+        "ms_mean": round(1000 * sum(seconds) / len(seconds), 4) if seconds else None,
+        "ms_p99": round(1000 * seconds[int(0.99 * (len(seconds) - 1))], 4) if seconds else None,
     }
 
 
@@ -288,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         figures = asyncio.run(run(args))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, ConfigurationError) as exc:
         print(f"bench.quality: {exc}", file=sys.stderr)
         return 2
     if args.json:

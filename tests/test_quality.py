@@ -149,3 +149,20 @@ def test_the_quality_command_reads_your_own_labelled_file(tmp_path: Path) -> Non
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=100)
     assert done.returncode == 2
     assert "mine.csv:2: sentiment 'great' is not negative/neutral/positive" in done.stderr
+
+
+async def test_the_quality_command_names_a_wrong_llm_key_and_exits_2(tmp_path: Path) -> None:
+    """A key the endpoint refuses ends the run with exit 2 naming the setting, no traceback."""
+    config = SimulatorConfig(latency=0.0, jitter=0.0, api_key="sk-test-the-right-key-000111")
+    async with Simulator(config) as simulator:
+        env: dict[str, Any] = {
+            "BATCH_LLM_API_KEY": "sk-test-a-wrong-key-999999",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+        }
+        code, out, err = await asyncio_subprocess(
+            sys.executable, "-m", "bench.quality", "--limit", "5", "--llm",
+            "--llm-base-url", simulator.base_url, "--llm-model", "gpt-4o-mini", env=env,
+        )  # fmt: skip
+    assert code == 2, (out, err)
+    assert "llm_api_key" in err and "Traceback" not in err
