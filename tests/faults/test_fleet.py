@@ -68,7 +68,17 @@ async def stop_all(*workers: asyncio.subprocess.Process) -> list[str]:
             with contextlib.suppress(ProcessLookupError):
                 worker.send_signal(signal.SIGCONT)
                 worker.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(worker.communicate(), 60)
+        reading = asyncio.ensure_future(worker.communicate())
+        if not (await asyncio.wait({reading}, timeout=60))[0]:
+            # Keep all it said (a monitor that ignored its cancellation is logged with its
+            # stack after 10 s): a hang at shutdown is then diagnosable from the failure alone.
+            worker.kill()
+            _, err = await reading
+            raise AssertionError(
+                "a worker did not stop within 60 s of SIGTERM; its log ends:\n"
+                + err.decode()[-6000:]
+            )
+        _, err = reading.result()
         logs.append(err.decode())
     return logs
 
