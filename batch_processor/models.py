@@ -40,6 +40,27 @@ class SentimentLabel(StrEnum):
     NEGATIVE = "negative"
 
 
+class Trend(StrEnum):
+    """How the customer's sentiment moved from their first turn to their last."""
+
+    IMPROVING = "improving"
+    WORSENING = "worsening"
+    STEADY = "steady"
+
+
+class Resolved(StrEnum):
+    """Whether the customer's issue looks resolved by the end of the conversation (LLM only)."""
+
+    YES = "yes"
+    NO = "no"
+    UNCLEAR = "unclear"
+
+
+#: Version of the stored result's shape: 2 added the customer's course (sentiment_start,
+#: sentiment_end, trend, resolved) and the turn counts; results without it are version 1.
+RESULT_SCHEMA_VERSION = 2
+
+
 class Urgency(StrEnum):
     """How soon the customer needs an answer."""
 
@@ -83,7 +104,11 @@ class Sentiment(BaseModel):
 
 
 class Classification(BaseModel):
-    """What a classifier says about one conversation; validated before it is ever stored.
+    """What a classifier says about one conversation's customer; validated before it is stored.
+
+    Every label describes the customer (agent turns are context). ``sentiment`` is the
+    customer's over the whole conversation; ``sentiment_start``, ``sentiment_end`` and
+    ``trend`` are set only when the customer spoke more than once; ``resolved`` only by the LLM.
 
     Labels are plain strings here because the taxonomy is a file (see
     :mod:`batch_processor.classifiers.taxonomy`): each classifier validates its labels against
@@ -100,6 +125,17 @@ class Classification(BaseModel):
     themes: list[str] = Field(default_factory=list, max_length=10)
     emotion: str | None = None
     summary: str | None = Field(default=None, max_length=500)
+    sentiment_start: SentimentLabel | None = None
+    sentiment_end: SentimentLabel | None = None
+    trend: Trend | None = None
+    resolved: Resolved | None = None
+
+
+def trend_of(start: SentimentLabel, end: SentimentLabel) -> Trend:
+    """The trend from the customer's first sentiment to their last (by label: neg < neu < pos)."""
+    order = (SentimentLabel.NEGATIVE, SentimentLabel.NEUTRAL, SentimentLabel.POSITIVE)
+    change = order.index(end) - order.index(start)
+    return Trend.IMPROVING if change > 0 else Trend.WORSENING if change < 0 else Trend.STEADY
 
 
 class TokenUsage(BaseModel):
@@ -216,6 +252,10 @@ class ClassifiedDocument(BaseModel):
     attempts: int = Field(ge=1)
     text_chars: int = Field(ge=0)
     truncated: bool = False
+    turns: dict[str, int] = Field(
+        default_factory=dict,
+        description="Turns by speaker (customer, agent) and turns of an unknown role.",
+    )
     job_id: str
     classified_at: datetime = Field(default_factory=utcnow)
     model: str | None = None
@@ -241,10 +281,12 @@ class ClassifiedDocument(BaseModel):
         job_id: str,
         claim: str | None,
         route: Literal["online", "batch"] | None,
+        turns: dict[str, int] | None = None,
     ) -> ClassifiedDocument:
         """The result of one classifier output for one document.
 
-        ``classifier`` is (name, version); ``text`` is (length before truncation, truncated).
+        ``classifier`` is (name, version); ``text`` is (length before truncation, truncated);
+        ``turns`` the conversation's turns by speaker.
         """
         return cls(
             doc_id=doc_id,
@@ -254,6 +296,7 @@ class ClassifiedDocument(BaseModel):
             attempts=attempts,
             text_chars=text[0],
             truncated=text[1] or output.truncated,
+            turns=turns or {},
             job_id=job_id,
             model=output.model,
             taxonomy_version=output.taxonomy_version,

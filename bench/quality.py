@@ -4,11 +4,16 @@
     python -m bench.quality --tweeteval DIR       # also TweetEval's sentiment val split
     python -m bench.quality --llm                 # also the LLM classifier (BATCH_LLM_* settings)
     python -m bench.quality --data mine.csv       # also your own labelled messages
+    python -m bench.quality --patterns alone      # the messages alone, not in conversations
 
 Each source is reported apart (a model tuned to one source would show it), with a confusion
 matrix per classifier, the category report where the source has categories, the category
-distribution, and the time per message. The sources and their licences are in
-``bench/data/DATA.md``; the evaluation sets the project is judged on are not among them.
+distribution, and the time per message. Each message is also placed in conversations with
+agent turns (``bench/conversations.py``: a greeting first, a reply after, a thread with a
+follow-up), read through the pipeline's own reader, and measured against the customer's own
+label: one line per pattern, with its gap to the message alone. The sources and their
+licences are in ``bench/data/DATA.md``; the evaluation sets the project is judged on are not
+among them.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from typing import Any
 
 from batch_processor.classifiers import Classifier, OfflineClassifier
 from batch_processor.classifiers.signals import Signals
+from batch_processor.conversation import Conversation
 from batch_processor.errors import BatchProcessorError, ConfigurationError
+from bench.conversations import PATTERNS, conversations
 from bench.sentiment_data import DATA_DIR, Example, read_labelled, read_tsv, read_tweeteval
 
 SENTIMENTS = ("negative", "neutral", "positive")
@@ -118,23 +125,32 @@ async def measure(
     classifier: Classifier | Callable[[str], tuple[str, str | None]],
     examples: Sequence[Example],
     concurrency: int = 1,
+    pattern: str = "alone",
 ) -> Outcome:
-    """Classify every example and compare with its labels."""
+    """Classify every example placed in ``pattern`` and compare with its labels.
+
+    A plain function (the VADER baseline) reads the customer's words; a classifier gets the
+    conversation as the pipeline reads it.
+    """
     outcome = Outcome()
     semaphore = asyncio.Semaphore(concurrency)
+    read = conversations([e.text for e in examples], pattern)
 
-    async def one(example: Example) -> tuple[Example, tuple[str, str | None] | None, float]:
+    async def one(
+        example: Example, conversation: Conversation
+    ) -> tuple[Example, tuple[str, str | None] | None, float]:
         async with semaphore:
             started = time.perf_counter()
             if isinstance(classifier, Classifier):
                 labels: tuple[str, str | None] | None = await classify_patiently(
-                    classifier, example.text
+                    classifier, conversation
                 )
             else:
-                labels = classifier(example.text)
+                labels = classifier(conversation.customer_text)
             return example, labels, time.perf_counter() - started
 
-    for example, labels, seconds in await asyncio.gather(*(one(e) for e in examples)):
+    pairs = zip(examples, read, strict=True)
+    for example, labels, seconds in await asyncio.gather(*(one(e, c) for e, c in pairs)):
         if labels is None:
             outcome.failed += 1
             continue
@@ -184,7 +200,9 @@ def build_llm(base_url: str | None, model: str | None) -> Classifier:
     return build_classifier(load_settings(overrides))
 
 
-async def classify_patiently(classifier: Classifier, text: str) -> tuple[str, str] | None:
+async def classify_patiently(
+    classifier: Classifier, text: Conversation | str
+) -> tuple[str, str] | None:
     """The classifier's labels, retrying what the pipeline would retry; None if it fails.
 
     A configuration error ends the measurement: it is not about the message.
@@ -219,32 +237,47 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             for name, classifier in contenders.items():
                 concurrency = args.llm_concurrency if name == "llm" else 1
-                outcome = await measure(classifier, examples, concurrency)
-                figures.setdefault(source, {})[name] = summary = summarise(outcome)
-                print(f"\n--- {name}: sentiment")
-                print(outcome.sentiment.text(SENTIMENTS))
-                if outcome.category.gold:
-                    labels = sorted(set(outcome.category.gold) | set(outcome.category.predicted))
-                    print(f"\n--- {name}: category")
-                    print(outcome.category.text(labels))
-                if outcome.categories:
-                    total = sum(outcome.categories.values())
-                    shares = ", ".join(
-                        f"{c} {n / total:.0%}" for c, n in outcome.categories.most_common()
-                    )
-                    print(f"categories: {shares}")
-                if summary["ms_mean"] is not None:
-                    print(
-                        f"time per message: {summary['ms_mean']:.3f} ms mean, "
-                        f"{summary['ms_p99']:.3f} ms p99"
-                    )
-                if outcome.failed:
-                    print(f"no answer for {outcome.failed} messages (left out above)")
+                figures.setdefault(source, {})[name] = await report(
+                    name, classifier, examples, concurrency, args.patterns
+                )
     finally:
         for classifier in contenders.values():
             if hasattr(classifier, "aclose"):
                 await classifier.aclose()
     return figures
+
+
+async def report(
+    name: str,
+    classifier: Any,
+    examples: Sequence[Example],
+    concurrency: int,
+    patterns: Sequence[str],
+) -> dict[str, Any]:
+    """Measure one classifier on one source (alone, then in each pattern); print the report."""
+    outcome = await measure(classifier, examples, concurrency)
+    summary = summarise(outcome)
+    print(f"\n--- {name}: sentiment")
+    print(outcome.sentiment.text(SENTIMENTS))
+    if outcome.category.gold:
+        labels = sorted(set(outcome.category.gold) | set(outcome.category.predicted))
+        print(f"\n--- {name}: category")
+        print(outcome.category.text(labels))
+    if outcome.categories:
+        total = sum(outcome.categories.values())
+        shares = ", ".join(f"{c} {n / total:.0%}" for c, n in outcome.categories.most_common())
+        print(f"categories: {shares}")
+    if summary["ms_mean"] is not None:
+        print(f"time per message: {summary['ms_mean']:.3f} ms mean, {summary['ms_p99']:.3f} ms p99")
+    if outcome.failed:
+        print(f"no answer for {outcome.failed} messages (left out above)")
+    summary["patterns"] = {"alone": pattern_figures(outcome)}
+    for pattern in patterns:
+        if pattern != "alone":
+            placed = await measure(classifier, examples, concurrency, pattern)
+            summary["patterns"][pattern] = pattern_figures(placed)
+    print(pattern_table(summary["patterns"]))
+    return summary
 
 
 def summarise(outcome: Outcome) -> dict[str, Any]:
@@ -272,6 +305,39 @@ def summarise(outcome: Outcome) -> dict[str, Any]:
     }
 
 
+def pattern_figures(outcome: Outcome) -> dict[str, Any]:
+    """Sentiment and category figures of one conversation pattern."""
+    shares = outcome.categories.most_common(1)
+    total = sum(outcome.categories.values())
+    return {
+        "sentiment_macro_f1": round(outcome.sentiment.macro_f1(SENTIMENTS), 4),
+        "category_macro_f1": (
+            round(outcome.category.macro_f1(sorted(set(outcome.category.gold))), 4)
+            if outcome.category.gold
+            else None
+        ),
+        "largest_category": (
+            {"label": shares[0][0], "share": round(shares[0][1] / total, 4)} if shares else None
+        ),
+    }
+
+
+def pattern_table(patterns: dict[str, dict[str, Any]]) -> str:
+    """One line per conversation pattern: sentiment macro-F1, its gap to alone, categories."""
+    alone = patterns["alone"]["sentiment_macro_f1"]
+    lines = ["pattern     sentiment  vs alone  category  largest category"]
+    for pattern, figures in patterns.items():
+        f1 = figures["sentiment_macro_f1"]
+        category = figures["category_macro_f1"]
+        largest = figures["largest_category"]
+        lines.append(
+            f"{pattern:<10}{f1:>10.3f}{f1 - alone:>+10.3f}"
+            f"{'' if category is None else f'{category:.3f}':>10}  "
+            + ("" if largest is None else f"{largest['label']} {largest['share']:.0%}")
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options and print the quality report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -292,7 +358,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--limit", type=int, help="at most this many messages per source, taken evenly"
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--patterns",
+        type=lambda value: [p.strip() for p in value.split(",") if p.strip()],
+        default=list(PATTERNS),
+        help=f"conversation patterns to measure, comma-separated (default: {','.join(PATTERNS)})",
+    )
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.patterns) - set(PATTERNS))
+    if unknown:
+        parser.error(f"unknown pattern(s) {', '.join(unknown)}; known: {', '.join(PATTERNS)}")
     try:
         figures = asyncio.run(run(args))
     except (OSError, ValueError, UnicodeDecodeError, ConfigurationError) as exc:

@@ -6,23 +6,32 @@ from typing import Any
 
 import pytest
 
+from batch_processor.conversation import Conversation, Roles, Speaker
 from batch_processor.errors import DataError
 from batch_processor.models import SourceDocument
 from batch_processor.pipeline.text import extract_text
 
 
 def text_of(fields: dict[str, Any], field: str = "messages", limit: int = 1000) -> str:
-    """The extracted text of a document with these fields."""
+    """The extracted conversation of a document with these fields, as a transcript."""
     return extract_text(SourceDocument(id="1", fields=fields), field, limit).text
 
 
-def test_string_field_is_used_as_is() -> None:
-    """A plain string is the text, stripped."""
-    assert text_of({"messages": "  hello there  "}) == "hello there"
+def conversation_of(messages: Any, roles: Roles | None = None) -> Conversation:
+    """The conversation read from a ``messages`` field."""
+    doc = SourceDocument(id="1", fields={"messages": messages})
+    return extract_text(doc, "messages", 10_000, roles).conversation
 
 
-def test_messages_are_joined_with_their_roles() -> None:
-    """Message objects are joined line by line, each prefixed with its role."""
+def test_string_field_is_one_customer_turn() -> None:
+    """A plain string is the customer's one turn, stripped, with no role prefix in its text."""
+    conversation = conversation_of("  hello there  ")
+    assert conversation.customer_text == "hello there"
+    assert [turn.speaker for turn in conversation.turns] == [Speaker.CUSTOMER]
+
+
+def test_messages_keep_who_said_them() -> None:
+    """Each message is a turn with its speaker; the customer's text carries no role prefix."""
     fields = {
         "messages": [
             {"role": "customer", "content": "Hi"},
@@ -30,12 +39,68 @@ def test_messages_are_joined_with_their_roles() -> None:
             "plain",
         ]
     }
-    assert text_of(fields) == "customer: Hi\nagent: Hello\nplain"
+    assert text_of(fields) == "customer: Hi\nagent: Hello\ncustomer: plain"
+    assert conversation_of(fields["messages"]).customer_text == "Hi\nplain"
+
+
+@pytest.mark.parametrize(
+    ("role", "speaker"),
+    [
+        ("user", Speaker.CUSTOMER),
+        ("Customer", Speaker.CUSTOMER),
+        ("end-user", Speaker.CUSTOMER),
+        ("EndUser", Speaker.CUSTOMER),
+        ("requester", Speaker.CUSTOMER),
+        ("assistant", Speaker.AGENT),
+        ("Support Agent", Speaker.AGENT),
+        ("Acme Support", Speaker.AGENT),
+        ("bot", Speaker.AGENT),
+        ("system", Speaker.AGENT),
+    ],
+)
+def test_common_export_roles_are_known(role: str, speaker: Speaker) -> None:
+    """The roles of common exports are known by their words, whatever their case."""
+    assert Roles().speaker(role) is speaker
+
+
+def test_an_unknown_role_is_context_beside_a_known_customer() -> None:
+    """An unknown role is not the customer when a known customer speaks; it is counted."""
+    conversation = conversation_of(
+        [
+            {"role": "user", "content": "My card was charged twice"},
+            {"role": "admin", "content": "ok"},
+        ]
+    )
+    assert conversation.customer_text == "My card was charged twice"
+    assert conversation.unknown_roles == ("admin",)
+
+
+def test_an_unknown_role_is_the_customer_beside_only_agents() -> None:
+    """A customer under their own name beside a known agent is the customer."""
+    conversation = conversation_of(
+        [{"author": "Maria", "body": "Where is my parcel?"}, {"author": "agent", "body": "Hi!"}]
+    )
+    assert conversation.customer_text == "Where is my parcel?"
+    assert conversation.unknown_roles == ("Maria",)
+
+
+def test_roles_come_from_the_settings_lists() -> None:
+    """Custom role lists replace the defaults."""
+    roles = Roles.of(customer=["guest"], agent=["concierge"])
+    conversation = conversation_of(
+        [
+            {"role": "concierge", "content": "Welcome!"},
+            {"role": "guest", "content": "Room is cold"},
+        ],
+        roles,
+    )
+    assert conversation.customer_text == "Room is cold"
+    assert conversation.unknown_roles == ()
 
 
 def test_dotted_path_reaches_nested_fields() -> None:
     """A dotted text field follows nested objects."""
-    assert text_of({"ticket": {"body": "nested"}}, field="ticket.body") == "nested"
+    assert text_of({"ticket": {"body": "nested"}}, field="ticket.body") == "customer: nested"
 
 
 @pytest.mark.parametrize(
@@ -62,4 +127,8 @@ def test_long_text_is_truncated_and_marked() -> None:
     extracted = extract_text(
         SourceDocument(id="1", fields={"messages": "x" * 250}), "messages", 100
     )
-    assert (len(extracted.text), extracted.original_chars, extracted.truncated) == (100, 250, True)
+    assert (extracted.conversation.chars, extracted.original_chars, extracted.truncated) == (
+        100,
+        250,
+        True,
+    )

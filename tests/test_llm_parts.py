@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from batch_processor.classifiers import load_taxonomy
+from batch_processor.conversation import Conversation
 from batch_processor.errors import ConfigurationError, RateLimitError, TransientError
 from batch_processor.llm.client import LLMClassifier, LLMOptions
 from batch_processor.llm.cost import SpendLedger
@@ -155,7 +156,7 @@ def test_a_text_too_long_is_cut_by_the_excess_not_by_the_prompt_ratio() -> None:
     text = "My order is late. " * 400  # 7,200 characters, about 1,800 tokens
     instructions = 1_300  # tokens the prompt needs besides the text
     limit, used = 2_000, instructions + len(text) // 4
-    kept = shorten(text, limit, used)
-    assert instructions + len(kept) // 4 <= limit
-    assert len(kept) >= 1_000  # not cut to nothing either
-    assert len(shorten(text, None, None)) == len(text) // 2
+    kept = shorten(Conversation.of(text), limit, used).chars
+    assert instructions + kept // 4 <= limit
+    assert kept >= 1_000  # not cut to nothing either
+    assert shorten(Conversation.of(text), None, None).chars == len(text) // 2

@@ -41,7 +41,7 @@ async def test_every_document_gets_one_result_and_is_marked(db: Any, make_settin
     assert result["classification"]["category"] == "billing"
     assert result["classifier"] == {
         "name": "offline",
-        "version": "2.0",
+        "version": "2.1",
         "model": None,
         "taxonomy_version": load_taxonomy().version,
     }
@@ -116,9 +116,13 @@ async def test_oversized_text_is_truncated_and_says_so(db: Any, make_settings: A
     await run_job(make_settings(max_text_chars=1000))
 
     result = await db.sentimental_analysis.find_one({"_id": doc_id})
-    # The classified text is "customer: " + the message, so the original length includes that.
-    expected_chars = len("customer: " + ("refund please " * 500).strip())
-    assert result["text"] == {"chars": expected_chars, "truncated": True}
+    # The original length is the message's own: no role prefix is counted or classified.
+    expected_chars = len(("refund please " * 500).strip())
+    assert result["text"] == {
+        "chars": expected_chars,
+        "truncated": True,
+        "turns": {"customer": 1, "agent": 0},
+    }
 
 
 async def test_plain_string_text_field_and_custom_collections(db: Any, make_settings: Any) -> None:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from batch_processor.conversation import Conversation
 from batch_processor.models import ClassifierOutput
 from batch_processor.service.runner import run_job
 from batch_processor.testing.fakes import neutral_classification
@@ -24,8 +25,11 @@ class SlowClassifier:
         self.on_call = on_call
         self.calls: list[str] = []
 
-    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
+    async def classify(
+        self, conversation: Conversation | str, metadata: Mapping[str, Any]
+    ) -> ClassifierOutput:
         """Record the call, run the hook, wait, answer neutral."""
+        text = Conversation.of(conversation).customer_text
         self.calls.append(text)
         if self.on_call is not None:
             await self.on_call(len(self.calls))
@@ -65,7 +69,7 @@ async def test_high_priority_goes_first_and_bad_values_count_as_normal(
 
     assert stats.succeeded == len(docs) and stats.failed_total == 0
     assert stats.invalid_priority == len(values["invalid"])
-    kinds = [text.split()[1] for text in classifier.calls]  # "customer: high 0"
+    kinds = [text.split()[0] for text in classifier.calls]  # the customer's "high 0"
     high, low = len(values["high"]), len(values["low"])
     assert set(kinds[:high]) == {"high"}
     assert set(kinds[high:-low]) == {"normal", "invalid"}

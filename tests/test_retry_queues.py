@@ -13,6 +13,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from batch_processor.classifiers import OfflineClassifier
+from batch_processor.conversation import Conversation
 from batch_processor.errors import TransientError
 from batch_processor.models import ClassifierOutput
 from batch_processor.service.embedded import EmbeddedServer
@@ -34,13 +35,15 @@ class GatedClassifier:
         self._expected = expected
         self._inner = OfflineClassifier()
 
-    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
+    async def classify(
+        self, conversation: Conversation | str, metadata: Mapping[str, Any]
+    ) -> ClassifierOutput:
         """Count the call, wait for the gate, then classify offline."""
         self.calls += 1
         if self.calls == self._expected:
             self.all_waiting.set()
         await self.gate.wait()
-        return await self._inner.classify(text, metadata)
+        return await self._inner.classify(conversation, metadata)
 
     def summary(self) -> dict[str, Any]:
         """Nothing to add to the summary."""
@@ -59,7 +62,9 @@ class FailingClassifier:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
+    async def classify(
+        self, conversation: Conversation | str, metadata: Mapping[str, Any]
+    ) -> ClassifierOutput:
         """Always fail with a TRANSIENT error."""
         self.calls += 1
         raise TransientError("provider unavailable (HTTP 503)")

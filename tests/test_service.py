@@ -16,6 +16,7 @@ import pytest
 import structlog.testing
 
 from batch_processor.classifiers import OfflineClassifier
+from batch_processor.conversation import Conversation
 from batch_processor.errors import ConfigurationError
 from batch_processor.models import ClassifierOutput
 from batch_processor.service.runner import run_job
@@ -204,10 +205,12 @@ class SlowClassifier:
         self.clock = clock
         self.inner = OfflineClassifier()
 
-    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
+    async def classify(
+        self, conversation: Conversation | str, metadata: Mapping[str, Any]
+    ) -> ClassifierOutput:
         """Advance the clock, then classify."""
         self.clock.moment += timedelta(minutes=7)
-        return await self.inner.classify(text, metadata)
+        return await self.inner.classify(conversation, metadata)
 
     def summary(self) -> dict[str, Any]:
         """Nothing to add."""

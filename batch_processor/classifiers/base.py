@@ -1,16 +1,17 @@
-"""The classifier protocol: text (and document metadata) in, a validated classification out."""
+"""The classifier protocol: a conversation (and metadata) in, a validated classification out."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from batch_processor.conversation import Conversation
 from batch_processor.models import ClassifierOutput
 
 
 @runtime_checkable
 class Classifier(Protocol):
-    """Anything that classifies one conversation.
+    """Anything that classifies one conversation: every label describes the customer.
 
     ``classify`` raises :mod:`batch_processor.errors` types: retryable ones (TRANSIENT,
     RATE_LIMIT, RESOURCE) are retried by the pipeline, CONFIGURATION stops the run, and DATA or
@@ -21,8 +22,13 @@ class Classifier(Protocol):
     name: str
     version: str
 
-    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
-        """Classify one conversation's text; the output says what it cost and where it came from."""
+    async def classify(
+        self, conversation: Conversation | str, metadata: Mapping[str, Any]
+    ) -> ClassifierOutput:
+        """Classify one conversation's customer; the output says what it cost and where from.
+
+        A plain string is one customer turn (:meth:`Conversation.of`).
+        """
         ...
 
     def summary(self) -> dict[str, Any]:

@@ -10,23 +10,26 @@ the same schema. ``python -m bench.quality`` measures both on the same labelled 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from batch_processor.classifiers.cues import Cues, PhraseMatcher, load_cues
 from batch_processor.classifiers.language import load_identifier
-from batch_processor.classifiers.sentiment_model import SentimentModel
+from batch_processor.classifiers.sentiment_model import LABELS, Prediction, SentimentModel
 from batch_processor.classifiers.signals import Signals
 from batch_processor.classifiers.taxonomy import Taxonomy, load_taxonomy
+from batch_processor.conversation import Conversation
 from batch_processor.errors import ConfigurationError
 from batch_processor.models import (
     Classification,
     ClassifierOutput,
     Sentiment,
     SentimentLabel,
+    trend_of,
 )
 
 #: Texts up to this length are classified in the event loop (under 2 ms); longer ones
@@ -41,13 +44,25 @@ _LANGUAGE_WORD = re.compile(r"[^\W\d_]{2,}|[^\W\d_\u0000-\u024f]")
 TOPIC_SCORE = 1.5
 #: Above this probability of negative, a message without a topic is a complaint.
 COMPLAINT_PROBABILITY = 0.45
+#: A customer turn counts by the square root of its words, up to this many.
+MAX_TURN_WORDS = 60
+#: A courtesy turn ("ok thanks", "hi there") has at most this many words ...
+COURTESY_WORDS = 5
+#: ... and counts this share of its weight beside other customer turns.
+COURTESY_SHARE = 0.1
+_COURTESY = re.compile(
+    r"^\W*(?:ok(?:ay)?|k|thanks?|thank you|thx|ty|cheers|bye|goodbye|hi|hello|hey|sure|"
+    r"alright|all right|fine|great|cool|perfect|got it|will do|understood|noted|good morning|"
+    r"good afternoon|good evening|yes|yeah|yep|no|nope)\b",
+    re.IGNORECASE,
+)
 
 
 class OfflineClassifier:
     """Deterministic classification with a trained sentiment model, py3langid and cues."""
 
     name = "offline"
-    version = "2.0"
+    version = "2.1"
 
     def __init__(self, taxonomy: Taxonomy | None = None, cues: Cues | None = None) -> None:
         self.taxonomy = taxonomy or load_taxonomy()
@@ -85,34 +100,62 @@ class OfflineClassifier:
             if matcher is not None
         ]
 
-    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
-        """Classify one conversation; the same text always gets the same result.
+    async def classify(
+        self, conversation: Conversation | str, metadata: Mapping[str, Any]
+    ) -> ClassifierOutput:
+        """Classify one conversation's customer; the same conversation always gets the same result.
 
-        A typical message takes under a millisecond and is classified in place; a long
-        one (over ``INLINE_CHARS``) in a worker thread, so the event loop never blocks on it.
+        A typical conversation takes about a millisecond and is classified in place; a long
+        one (over ``INLINE_CHARS`` of customer text) in a worker thread, so the event loop never
+        blocks on it.
         """
-        if len(text) <= INLINE_CHARS:
-            return self.classify_now(text, metadata)
+        conversation = Conversation.of(conversation)
+        if sum(len(turn.text) for turn in conversation.customer) <= INLINE_CHARS:
+            return self.classify_now(conversation, metadata)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.classify_now, text, metadata)
+        return await loop.run_in_executor(self._pool, self.classify_now, conversation, metadata)
 
-    def classify_now(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
-        """Classify in the calling thread (see :meth:`classify`)."""
-        if _SURROGATE.search(text):
-            # A lone surrogate cannot be encoded (hashing, language identification): the
-            # pipeline never passes one (its codec replaces them), a library caller might.
-            text = text.encode("utf-8", "replace").decode("utf-8")
-        prediction = self._model.predict(text, self._signals, self._signals.prior)
-        sentiment = Sentiment(label=SentimentLabel(prediction.label), score=prediction.score)
-        negative = prediction.probabilities[0]
-        category, confidence, themes = self._category(text, negative)
+    def classify_now(
+        self, conversation: Conversation | str, metadata: Mapping[str, Any]
+    ) -> ClassifierOutput:
+        """Classify in the calling thread (see :meth:`classify`).
+
+        Only the customer's turns are read: each is scored on its own, and the conversation's
+        sentiment is their weighted mean (:func:`course`), so a closing "ok thanks" does not
+        outweigh the complaint before it. Category, urgency and language come from the
+        customer's words. A conversation with no customer turn has no customer sentiment to
+        read: it is neutral, its topic read from the agents' words.
+        """
+        conversation = Conversation.of(conversation)
+        turns = [_encodable(turn.text) for turn in conversation.customer]
+        if turns:
+            predictions = [
+                self._model.predict(t, self._signals, self._signals.prior) for t in turns
+            ]
+            weights = turn_weights(turns, predictions)
+            overall, start, end = course(predictions, weights)
+        else:
+            overall, start, end = Prediction("neutral", 0.0, (0.0, 1.0, 0.0)), None, None
+            turns = [_encodable(turn.text) for turn in conversation.turns]
+            weights = [1.0] * len(turns)
+        text = "\n".join(turns)
+        sentiment = Sentiment(label=SentimentLabel(overall.label), score=overall.score)
+        heaviest = max(weights)
+        category, confidence, themes = self._category(
+            turns, [(w / heaviest) ** 2 for w in weights], overall.probabilities[0]
+        )
+        starts = SentimentLabel(start.label) if start is not None else None
+        ends = SentimentLabel(end.label) if end is not None else None
         classification = Classification(
             sentiment=sentiment,
             category=category,
-            urgency=self._urgency(text, sentiment, metadata),
+            urgency=self._urgency(text if conversation.customer else "", sentiment, metadata),
             language=self._language(text),
             confidence=confidence,
             themes=themes,
+            sentiment_start=starts,
+            sentiment_end=ends,
+            trend=trend_of(starts, ends) if starts is not None and ends is not None else None,
         )
         return ClassifierOutput(
             classification=classification, taxonomy_version=self.taxonomy.version
@@ -126,8 +169,13 @@ class OfflineClassifier:
         """Stop the worker threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _category(self, text: str, negative: float) -> tuple[str, float, list[str]]:
+    def _category(
+        self, turns: Sequence[str], shares: Sequence[float], negative: float
+    ) -> tuple[str, float, list[str]]:
         """The best-scoring category by cue weight; a complaint only without a specific topic.
+
+        Each turn's cues count by its ``share`` (1 for the turn that says the most): an order
+        number given in a follow-up does not turn a billing question into a delivery one.
 
         The complaint category means dissatisfaction *without a more specific topic*: a late
         refund is ``refund_return`` however angry. So it wins only when no other category
@@ -135,11 +183,12 @@ class OfflineClassifier:
         """
         scores: dict[str, float] = {}
         themes: list[str] = []
-        for phrase in self._category_matcher.find(text):
-            for category, weight in self._category_owners[phrase]:
-                if weight > 0:
-                    scores[category] = scores.get(category, 0.0) + weight
-                    themes.append(phrase)
+        for text, share in zip(turns, shares, strict=True):
+            for phrase in self._category_matcher.find(text):
+                for category, weight in self._category_owners[phrase]:
+                    if weight > 0:
+                        scores[category] = scores.get(category, 0.0) + weight * share
+                        themes.append(phrase)
         complaint = self.cues.complaint_category
         if complaint is not None:
             topics = {c: s for c, s in scores.items() if c != complaint}
@@ -181,6 +230,73 @@ class OfflineClassifier:
             return "und"
         code, _ = self._language_model.classify(cleaned)
         return str(code) if re.fullmatch(r"[a-z]{2}", str(code)) else "und"
+
+
+def turn_weights(turns: Sequence[str], predictions: Sequence[Prediction]) -> list[float]:
+    """How much each customer turn says about the customer.
+
+    A turn counts by its length (the square root of its words, so one long turn does not drown
+    the rest) and by how much it says (from 1 for a neutral turn to 2 for a certain verdict); a
+    short courtesy ("ok thanks", "hi") beside other turns counts ``COURTESY_SHARE`` as much,
+    since it is politeness, not a verdict. (Chosen on the conversation-shaped dev sets of
+    ``bench.quality``.)
+    """
+    weights = []
+    for text, prediction in zip(turns, predictions, strict=True):
+        words = len(text.split())
+        weight = math.sqrt(min(max(words, 1), MAX_TURN_WORDS)) * (2.0 - prediction.probabilities[1])
+        if len(turns) > 1 and words <= COURTESY_WORDS and _COURTESY.match(text):
+            weight *= COURTESY_SHARE
+        weights.append(weight)
+    return weights
+
+
+def course(
+    predictions: Sequence[Prediction], weights: Sequence[float]
+) -> tuple[Prediction, Prediction | None, Prediction | None]:
+    """The customer's sentiment over the conversation, at its start and at its end.
+
+    The overall sentiment is the mean of the turns' probabilities by their
+    :func:`turn_weights`, so a closing "ok thanks" does not outweigh the complaint before it.
+    The start and the end weigh the same turns halving with each turn away from the first or
+    the last. Start and end are None for a single customer turn.
+    """
+    overall = _mean(predictions, weights)
+    if len(predictions) == 1:
+        return overall, None, None
+    last = len(predictions) - 1
+    # A turn with no verdict ("ok, waiting for your answer") does not move the start or the end:
+    # each turn counts there by how sure it is of a sentiment.
+    verdicts = [w * (1.0 - p.probabilities[1]) for w, p in zip(weights, predictions, strict=True)]
+    start = _mean(predictions, [w * 0.5**i for i, w in enumerate(verdicts)])
+    end = _mean(predictions, [w * 0.5 ** (last - i) for i, w in enumerate(verdicts)])
+    return overall, start, end
+
+
+def _mean(predictions: Sequence[Prediction], weights: Sequence[float]) -> Prediction:
+    """The prediction of the weighted mean of the turns' probabilities."""
+    total = sum(weights) or 1.0
+    negative, neutral, positive = (
+        sum(w * p.probabilities[k] for w, p in zip(weights, predictions, strict=True)) / total
+        for k in range(3)
+    )
+    probabilities = (negative, neutral, positive)
+    label = LABELS[max(range(3), key=probabilities.__getitem__)]
+    return Prediction(
+        label=label,
+        score=round(max(-1.0, min(1.0, positive - negative)), 4),
+        probabilities=(round(negative, 4), round(neutral, 4), round(positive, 4)),
+    )
+
+
+def _encodable(text: str) -> str:
+    """``text`` without lone surrogates, which cannot be hashed or identified.
+
+    The pipeline never passes one (its codec replaces them); a library caller might.
+    """
+    if _SURROGATE.search(text):
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _matcher(phrases: tuple[str, ...]) -> PhraseMatcher | None:

@@ -181,6 +181,12 @@ def _print_report(found: dict[str, Any], as_json: bool) -> None:
             _print(
                 rows, False, title=f"{name} labels" + (f" (top {TOP_LABELS})" if more > 0 else "")
             )
+    if found.get("courses"):
+        _print(
+            found["courses"],
+            False,
+            title="how conversations went (the customer spoke more than once), by category",
+        )
     failures = found["failures"]
     if failures:
         _print(failures, False, title="failures by category and reason")

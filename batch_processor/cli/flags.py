@@ -50,7 +50,7 @@ def _converter(annotation: Any) -> Callable[[str], Any] | None:
     base = _base_type(annotation)
     if base is bool:
         return None
-    if get_origin(base) is list:
+    if get_origin(base) in (list, tuple):
         return _comma_list
     if base in (int, float, Path):
         return base  # type: ignore[no-any-return]
@@ -61,7 +61,7 @@ def _metavar(annotation: Any) -> str:
     base = _base_type(annotation)
     if isinstance(base, type) and issubclass(base, Enum):
         return "{" + ",".join(str(member.value) for member in base) + "}"
-    if get_origin(base) is list:
+    if get_origin(base) in (list, tuple):
         return "A,B,..."
     names = {int: "N", float: "NUMBER", Path: "PATH"}
     return names.get(base, "TEXT")
@@ -75,7 +75,7 @@ def default_text(field: FieldInfo) -> str:
         return "unset"
     if isinstance(default, Enum):
         return str(default.value)
-    if isinstance(default, list):
+    if isinstance(default, list | tuple):
         return ",".join(str(item) for item in default) or "none"
     return str(default)
 

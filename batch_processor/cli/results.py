@@ -149,6 +149,7 @@ async def report(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
             "totals": await store.reports.totals(scope),
             "routes": await store.reports.routes(scope),
             "labels": await store.reports.labels(scope),
+            "courses": await store.reports.courses(scope),
             "failures": await store.reports.failures(scope),
         }
 
@@ -192,6 +193,8 @@ def _row(
         "input_tokens": usage.get("input_tokens"),
         "output_tokens": usage.get("output_tokens"),
         "cost_usd": result.get("cost_usd"),
+        "customer_turns": ((result.get("text") or {}).get("turns") or {}).get("customer"),
+        "schema_version": result.get("schema_version", 1),
         "job_id": result.get("job_id"),
         "stored_at": result.get("stored_at"),
     }

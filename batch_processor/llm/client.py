@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from batch_processor.classifiers.taxonomy import Taxonomy
+from batch_processor.conversation import Conversation
 from batch_processor.errors import (
     BudgetExhaustedError,
     ConfigurationError,
@@ -50,7 +51,7 @@ from batch_processor.llm.messages import (
     shorten,
     usage_of,
 )
-from batch_processor.llm.reply import read_reply, reply_limits
+from batch_processor.llm.reply import customer_turns, read_reply, reply_limits
 from batch_processor.models import Classification, ClassifierOutput, OutputMode, TokenUsage
 from batch_processor.redaction import redact_text
 
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("batch_processor.llm.client")
 
 #: Version of the prompt and reply protocol; stored with results and part of the cache key.
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
@@ -153,26 +154,31 @@ class LLMClassifier:
         """What a cached result depends on besides the text: model, taxonomy, prompt."""
         return f"{self.options.model}|{self.taxonomy.name}@{self.taxonomy.version}|{PROMPT_VERSION}"
 
-    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
-        """Classify ``text``; raise our error types (see :mod:`.llm_errors`)."""
+    async def classify(
+        self, conversation: Conversation | str, metadata: Mapping[str, Any]
+    ) -> ClassifierOutput:
+        """Classify the conversation's customer; raise our error types (see :mod:`.errors`)."""
+        conversation = Conversation.of(conversation)
         shortened = False
-        messages = conversation_messages(text, metadata)
+        messages = conversation_messages(conversation, metadata)
         asks = 0
         problem = ""
         while asks <= self.options.reasks:
             try:
                 content, usage = await self._request(messages)
             except ContextTooLongError as exc:
-                if shortened or len(text) < 200:
+                if shortened or conversation.chars < 200:
                     raise
-                text = shorten(text, exc.limit, exc.used)
+                conversation = shorten(conversation, exc.limit, exc.used)
                 shortened = True
-                log.info("text shortened to fit the model's context", chars=len(text))
-                messages = conversation_messages(text, metadata)
+                log.info("text shortened to fit the model's context", chars=conversation.chars)
+                messages = conversation_messages(conversation, metadata)
                 continue
             asks += 1
             try:
-                classification, repairs = read_reply(self.taxonomy, content, self._limits)
+                classification, repairs = read_reply(
+                    self.taxonomy, content, self._limits, customer_turns(conversation)
+                )
             except ValueError as exc:
                 problem = str(exc)
                 self.ledger.record(usage, wasted=True)
@@ -191,9 +197,9 @@ class LLMClassifier:
         """The loaded SDK module and the open client (for the Batch API route)."""
         return await self._open()
 
-    def batch_body(self, text: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
-        """The request body the online route would send for ``text``: same prompt and schema."""
-        return self._request_args(conversation_messages(text, metadata), self._mode)
+    def batch_body(self, conversation: Conversation, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """The request body the online route would send: same prompt and schema."""
+        return self._request_args(conversation_messages(conversation, metadata), self._mode)
 
     def batch_reservation(self, body: dict[str, Any]) -> float | None:
         """Reserve a batch request's worst-case cost (at the batch price) against the budget.
@@ -213,15 +219,20 @@ class LLMClassifier:
         """Give back a batch reservation (its cost is counted); online requests waiting wake."""
         self._settle(amount)
 
-    def read_batch_reply(self, response: Mapping[str, Any]) -> ClassifierOutput:
+    def read_batch_reply(
+        self, response: Mapping[str, Any], turns: Mapping[str, int] | None = None
+    ) -> ClassifierOutput:
         """A Batch API line's chat completion, validated and repaired as an online reply is.
 
+        ``turns`` are the conversation's turns by speaker (see :func:`.reply.read_reply`).
         Its cost is counted at the batch price. Raises InvalidReplyError when it is not a
         valid classification (the caller classifies the document online).
         """
         usage = usage_of(response)
         try:
-            classification, repairs = read_reply(self.taxonomy, reply_text(response), self._limits)
+            classification, repairs = read_reply(
+                self.taxonomy, reply_text(response), self._limits, turns
+            )
         except ValueError as exc:
             self.ledger.record(usage, wasted=True, batch=True)
             raise InvalidReplyError(f"batch reply invalid: {str(exc)[:300]}") from None

@@ -1,4 +1,4 @@
-"""Dedupe: identical texts are classified once per model and taxonomy version.
+"""Dedupe: identical conversations are classified once per model and taxonomy version.
 
 :class:`CachedClassifier` wraps any classifier. The key is a SHA-256 of the classifier's cache
 scope (model, taxonomy version, prompt version) and the text after whitespace and case
@@ -26,6 +26,7 @@ import structlog
 from pydantic import ValidationError
 
 from batch_processor.classifiers import Classifier
+from batch_processor.conversation import Conversation, Speaker
 from batch_processor.errors import describe
 from batch_processor.models import Classification, ClassifierOutput, utcnow
 from batch_processor.outage import Availability
@@ -49,14 +50,21 @@ class ResultCache(Protocol):
         ...
 
 
-def normalise(text: str) -> str:
-    """The text as compared for duplicates: whitespace runs collapsed, case folded."""
-    return " ".join(text.split()).casefold()
+def normalise(conversation: Conversation | str) -> str:
+    """The conversation as compared for duplicates: whitespace runs collapsed, case folded.
+
+    Each turn keeps who said it (the same words from the agent are another conversation); a
+    lone customer turn is its text alone.
+    """
+    turns = Conversation.of(conversation).turns
+    if len(turns) == 1 and turns[0].speaker is Speaker.CUSTOMER:
+        return " ".join(turns[0].text.split()).casefold()
+    return "\n".join(f"{t.speaker.value}: {' '.join(t.text.split()).casefold()}" for t in turns)
 
 
-def content_key(text: str, scope: str) -> str:
-    """The cache key of ``text`` under ``scope``."""
-    return hashlib.sha256(f"{scope}\x00{normalise(text)}".encode()).hexdigest()
+def content_key(conversation: Conversation | str, scope: str) -> str:
+    """The cache key of ``conversation`` under ``scope``."""
+    return hashlib.sha256(f"{scope}\x00{normalise(conversation)}".encode()).hexdigest()
 
 
 class CachedClassifier:
@@ -92,9 +100,11 @@ class CachedClassifier:
         self._saving: set[asyncio.Task[None]] = set()
         self._availability = Availability("dedupe cache (classifying without it)")
 
-    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
-        """The cached classification of ``text``, or the inner classifier's (then cached)."""
-        key = content_key(text, self._scope)
+    async def classify(
+        self, conversation: Conversation | str, metadata: Mapping[str, Any]
+    ) -> ClassifierOutput:
+        """The cached classification of ``conversation``, or the inner classifier's (cached)."""
+        key = content_key(conversation, self._scope)
         while (first := self._in_flight.get(key)) is not None:
             output = await asyncio.shield(first)
             if output is not None:
@@ -110,7 +120,7 @@ class CachedClassifier:
                 self._keep(key, cached)  # a repeat later in the page is a hit in memory
                 return self._hit(cached)
             try:
-                output = await self.inner.classify(text, metadata)
+                output = await self.inner.classify(conversation, metadata)
             except BaseException:
                 # Still a miss: the pipeline's retry of this text need not look it up again.
                 self._prefetched[key] = None
@@ -121,7 +131,7 @@ class CachedClassifier:
             del self._in_flight[key]
             future.set_result(output)
 
-    async def prefetch(self, texts: Sequence[str]) -> None:
+    async def prefetch(self, texts: Sequence[Conversation | str]) -> None:
         """Look up the keys of ``texts`` with one query, for their classifications to come."""
         keys = {content_key(text, self._scope) for text in texts}
         wanted = [k for k in keys if k not in self._recent and k not in self._prefetched]
@@ -140,8 +150,8 @@ class CachedClassifier:
         while len(self._prefetched) > self._recent_size:
             self._prefetched.popitem(last=False)
 
-    def key(self, text: str) -> str:
-        """The cache key of ``text`` (identical texts share it)."""
+    def key(self, text: Conversation | str) -> str:
+        """The cache key of ``text`` (identical conversations share it)."""
         return content_key(text, self._scope)
 
     async def cached(self, key: str) -> ClassifierOutput | None:
@@ -155,7 +165,7 @@ class CachedClassifier:
         self._keep(key, output)
         return self._hit(output)
 
-    def remember(self, text: str, output: ClassifierOutput) -> None:
+    def remember(self, text: Conversation | str, output: ClassifierOutput) -> None:
         """Cache an answer obtained elsewhere (a Batch API line) for later repeats."""
         self._remember(content_key(text, self._scope), output)
 

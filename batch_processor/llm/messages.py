@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from batch_processor.classifiers.taxonomy import Taxonomy
+from batch_processor.conversation import Conversation
 from batch_processor.models import TokenUsage
 
 
@@ -15,21 +16,34 @@ def estimate_tokens(messages: list[dict[str, str]]) -> int:
     return sum(len(message["content"]) // 4 + 8 for message in messages)
 
 
-def prompt_estimate(taxonomy: Taxonomy, text: str, metadata: Mapping[str, Any]) -> int:
+def prompt_estimate(
+    taxonomy: Taxonomy, conversation: Conversation, metadata: Mapping[str, Any]
+) -> int:
     """Prompt tokens of one request (json_schema mode): instructions, schema and conversation."""
     system = {"role": "system", "content": taxonomy.instructions(include_schema=False)}
     schema = len(json.dumps(taxonomy.json_schema())) // 4
-    return estimate_tokens([system, *conversation_messages(text, metadata)]) + schema
+    return estimate_tokens([system, *conversation_messages(conversation, metadata)]) + schema
 
 
-def conversation_messages(text: str, metadata: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The conversation as data: a JSON object, so no text can close a delimiter."""
+def conversation_messages(
+    conversation: Conversation | str, metadata: Mapping[str, Any]
+) -> list[dict[str, str]]:
+    """The conversation as data: its turns with who said each, in a JSON object.
+
+    JSON, so no text can close a delimiter; one user message, so no turn can pose as the
+    instructions. Each turn's ``role`` is ``customer`` or ``agent`` (the labels describe the
+    customer; see :mod:`batch_processor.conversation`), whatever the document called it.
+    """
     context = {
         key: value
         for key, value in metadata.items()
         if isinstance(value, str | int | float | bool) and key != "_id"
     }
-    payload = {"conversation": text, "metadata": context}
+    turns = [
+        {"role": turn.speaker.value, "text": turn.text}
+        for turn in Conversation.of(conversation).turns
+    ]
+    payload = {"conversation": turns, "metadata": context}
     return [{"role": "user", "content": json.dumps(payload, ensure_ascii=False)}]
 
 
@@ -74,17 +88,25 @@ def reply_text(response: Mapping[str, Any]) -> str:
     return content if isinstance(content, str) else ""
 
 
-def shorten(text: str, limit: int | None, used: int | None) -> str:
-    """Cut ``text`` so that the request should fit ``limit`` tokens, with a margin; else half.
+def shorten(conversation: Conversation, limit: int | None, used: int | None) -> Conversation:
+    """Cut ``conversation`` so that the request should fit ``limit`` tokens, with a margin.
+
+    See :func:`shortened_length`; its first turns are kept.
+    """
+    return conversation.truncated(shortened_length(conversation.chars, limit, used))
+
+
+def shortened_length(chars: int, limit: int | None, used: int | None) -> int:
+    """Characters of text to keep so that the request should fit ``limit`` tokens; else half.
 
     The excess comes off the text alone: the instructions and the schema stay, so cutting the
     text by the ratio ``limit / used`` would leave a long prompt still too long (the text is
     estimated at 4 characters a token; 15 % more is cut for text that packs more tokens).
     """
     if limit and used and used > limit:
-        text_tokens = max(1.0, len(text) / 4)
+        text_tokens = max(1.0, chars / 4)
         share = min(limit / used, 1 - (used - limit) / text_tokens)
-        keep = int(len(text) * share * 0.85)
+        keep = int(chars * share * 0.85)
     else:
-        keep = len(text) // 2
-    return text[: max(keep, 100)]
+        keep = chars // 2
+    return max(keep, 100)

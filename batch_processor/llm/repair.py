@@ -19,6 +19,8 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from batch_processor.models import Resolved
+
 #: Language names (English and native) and ISO 639-2/3 codes -> ISO 639-1.
 LANGUAGES: dict[str, str] = {
     **{
@@ -125,8 +127,13 @@ def repair_reply(reply: Any, limits: ReplyLimits) -> tuple[Any, list[str]]:
         ("category", limits.categories),
         ("urgency", limits.urgency),
         ("emotion", limits.emotions),
+        ("sentiment_start", limits.sentiments),
+        ("sentiment_end", limits.sentiments),
+        ("resolved", [answer.value for answer in Resolved]),
     ):
         put(name, normalise_label(fixed.get(name), labels))
+    if isinstance(fixed.get("resolved"), bool):  # true/false for yes/no
+        put("resolved", "yes" if fixed["resolved"] else "no")
     put("language", normalise_language(fixed.get("language")))
     put("themes", trim_themes(fixed.get("themes"), limits.max_themes))
     put("summary", trim_text(fixed.get("summary"), limits.max_summary))

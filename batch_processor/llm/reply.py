@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import ValidationError
 
 from batch_processor.classifiers.taxonomy import MAX_SUMMARY, Taxonomy
+from batch_processor.conversation import Conversation, Speaker
 from batch_processor.llm.repair import ReplyLimits, parse_reply, repair_reply
-from batch_processor.models import Classification, Sentiment, SentimentLabel
+from batch_processor.models import Classification, Sentiment, SentimentLabel, trend_of
 
 
 def reply_limits(taxonomy: Taxonomy) -> ReplyLimits:
@@ -27,13 +30,26 @@ def validate_reply(taxonomy: Taxonomy, content: str) -> Classification:
     return read_reply(taxonomy, content)[0]
 
 
+def customer_turns(conversation: Conversation) -> dict[str, int]:
+    """The conversation's turns by speaker, as :func:`read_reply` takes them."""
+    return {
+        speaker.value: sum(turn.speaker is speaker for turn in conversation.turns)
+        for speaker in Speaker
+    }
+
+
 def read_reply(
-    taxonomy: Taxonomy, content: str, limits: ReplyLimits | None = None
+    taxonomy: Taxonomy,
+    content: str,
+    limits: ReplyLimits | None = None,
+    turns: Mapping[str, int] | None = None,
 ) -> tuple[Classification, list[str]]:
     """The classification in a reply and the fields repaired on the way (see ``repair``).
 
     ``limits`` are :func:`reply_limits` of ``taxonomy``, passed in by a caller that reads many
-    replies so that they are not worked out again for each.
+    replies so that they are not worked out again for each. ``turns`` (turns by speaker,
+    default one customer turn) decides what of the customer's course is kept: the start, the
+    end and the trend for more than one customer turn, ``resolved`` once an agent answered.
 
     Raises ``ValueError`` saying what is wrong when the reply cannot be used: not JSON, a
     label outside the taxonomy, a missing field.
@@ -52,6 +68,13 @@ def read_reply(
         )
         raise ValueError(problems) from None
     data = reply.model_dump()
+    turns = turns or {}
+    start, end = data.get("sentiment_start"), data.get("sentiment_end")
+    trend = None
+    if turns.get("customer", 1) > 1 and start is not None and end is not None:
+        trend = trend_of(SentimentLabel(start), SentimentLabel(end))
+    course = trend is not None
+    resolved = data.get("resolved") if turns.get("agent", 0) else None
     classification = Classification(
         sentiment=Sentiment(**data["sentiment"]),
         category=data["category"],
@@ -61,5 +84,9 @@ def read_reply(
         themes=[theme.strip()[:80] for theme in data["themes"] if theme.strip()],
         summary=data["summary"].strip()[:500] or None,
         confidence=data["confidence"],
+        sentiment_start=start if course else None,
+        sentiment_end=end if course else None,
+        trend=trend,
+        resolved=resolved,
     )
     return classification, repairs + repaired

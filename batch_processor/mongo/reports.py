@@ -27,6 +27,8 @@ LABEL_FIELDS = {
     "emotion": "emotion",
     "language": "language",
     "themes": "themes",
+    "trend": "trend",
+    "resolved": "resolved",
 }
 
 
@@ -133,6 +135,47 @@ class Reports:
                     "output_tokens": row.get("output_tokens") or 0,
                     "cost_usd": round(cost, 6),
                     "usd_per_1000": round(1000 * cost / row["results"], 6),
+                }
+            )
+        return found
+
+    async def courses(self, scope: Scope) -> list[dict[str, Any]]:
+        """How the conversations went, per category (the customer spoke more than once).
+
+        The shares whose sentiment improved, worsened or held, and the LLM's resolved share.
+        Results stored before the course was recorded (schema 1) have no trend and are left out.
+        """
+
+        def count(field: str, value: str) -> Raw:
+            return {"$sum": {"$cond": [{"$eq": [f"$classification.{field}", value]}, 1, 0]}}
+
+        group: Raw = {
+            "_id": "$classification.category",
+            "conversations": {"$sum": 1},
+            "improving": count("trend", "improving"),
+            "worsening": count("trend", "worsening"),
+            "steady": count("trend", "steady"),
+            "resolved": count("resolved", "yes"),
+            "answered": {
+                "$sum": {"$cond": [{"$ifNull": ["$classification.resolved", False]}, 1, 0]}
+            },
+        }
+        match = {**scope.results(), "classification.trend": {"$ne": None}}
+        with translated("count conversation trends"):
+            pipeline: list[Raw] = [{"$match": match}, {"$group": group}]
+            rows = [row async for row in await self._target.aggregate(pipeline)]
+        found = []
+        for row in sorted(rows, key=lambda r: (-int(r["conversations"]), _label(r["_id"]))):
+            total = int(row["conversations"])
+            answered = int(row["answered"])
+            found.append(
+                {
+                    "category": _label(row["_id"]),
+                    "conversations": total,
+                    "improving": f"{100 * row['improving'] / total:.0f} %",
+                    "worsening": f"{100 * row['worsening'] / total:.0f} %",
+                    "steady": f"{100 * row['steady'] / total:.0f} %",
+                    "resolved": f"{100 * row['resolved'] / answered:.0f} %" if answered else "-",
                 }
             )
         return found

@@ -23,7 +23,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 
 from batch_processor.errors import PermanentError
-from batch_processor.models import utcnow
+from batch_processor.models import RESULT_SCHEMA_VERSION, utcnow
 from batch_processor.mongo.codec import Raw, encode_id
 from batch_processor.mongo.errors import DUPLICATE_KEY, bulk_write_errors, translated
 from batch_processor.mongo.source import DONE, FAILED, IN_CHUNK, STATE, STATUS, within
@@ -55,8 +55,10 @@ class Selection:
             if value is not None:
                 query[key] = value
         if self.outdated_from:
+            # Produced by another classifier identity, or stored in an older result shape.
             query["$or"] = [
-                {f"classifier.{key}": {"$ne": value}} for key, value in self.outdated_from.items()
+                *({f"classifier.{key}": {"$ne": v}} for key, v in self.outdated_from.items()),
+                {"schema_version": {"$ne": RESULT_SCHEMA_VERSION}},
             ]
         return query
 

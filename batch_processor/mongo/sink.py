@@ -21,7 +21,12 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from batch_processor.errors import BatchProcessorError, DataError, LostLeaseError, PermanentError
-from batch_processor.models import ClassifiedDocument, FailedDocument, utcnow
+from batch_processor.models import (
+    RESULT_SCHEMA_VERSION,
+    ClassifiedDocument,
+    FailedDocument,
+    utcnow,
+)
 from batch_processor.mongo.codec import Raw, decode_id, encode_id
 from batch_processor.mongo.errors import DATA_CODES, DUPLICATE_KEY, bulk_write_errors, translated
 from batch_processor.mongo.source import CLAIM, DONE, FAILED, IN_CHUNK, STATE, STATUS
@@ -248,7 +253,8 @@ def _result_doc(result: ClassifiedDocument) -> Raw:
         "route": result.route,
         "repairs": list(result.repairs),
         "attempts": result.attempts,
-        "text": {"chars": result.text_chars, "truncated": result.truncated},
+        "text": {"chars": result.text_chars, "truncated": result.truncated, "turns": result.turns},
+        "schema_version": RESULT_SCHEMA_VERSION,
         "job_id": result.job_id,
         "claim": result.claim,
         "classified_at": result.classified_at,

@@ -102,6 +102,7 @@ class Pipeline:
             concurrent=options.concurrent,
             text_field=options.text_field,
             max_text_chars=options.max_text_chars,
+            roles=options.roles,
             telemetry=telemetry,
         )
         self._drainer = tasks.drainer = QueueDrainer(

@@ -6,11 +6,14 @@ import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from batch_processor.errors import ErrorCategory, categorize
+
+#: Unknown roles counted by name in the summary; the rest under "(others)".
+MAX_ROLE_NAMES = 10
 
 
 def peak_rss_mb() -> float:
@@ -42,6 +45,8 @@ class RunStats:
     #: Documents whose priority value was invalid (taken as normal).
     invalid_priority: int = 0
     retries_by_category: Counter[str] = field(default_factory=Counter)
+    #: Turns whose role is neither a customer's nor an agent's, by role (a few names at most).
+    unknown_roles: Counter[str] = field(default_factory=Counter)
     classifier: dict[str, Any] = field(default_factory=dict)
     #: What the Batch API route did beside this job (None: the online route only).
     route: dict[str, Any] | None = None
@@ -77,6 +82,13 @@ class RunStats:
     def count_invalid_priority(self, count: int) -> None:
         """Count documents whose priority value was invalid (they are taken as normal)."""
         self.invalid_priority += count
+
+    def count_unknown_roles(self, roles: Iterable[str]) -> None:
+        """Count turns of unknown roles; past ``MAX_ROLE_NAMES`` names, under ``(others)``."""
+        for role in roles:
+            name = role[:40]
+            known = name in self.unknown_roles or len(self.unknown_roles) < MAX_ROLE_NAMES
+            self.unknown_roles[name if known else "(others)"] += 1
 
     def record_failure(self, category: ErrorCategory) -> None:
         """Count one document marked failed."""
@@ -131,6 +143,7 @@ class RunStats:
             "released_unprocessed": self.released,
             "lost_lease": self.lost_lease,
             "invalid_priority": self.invalid_priority,
+            "unknown_roles": dict(self.unknown_roles.most_common()),
             "batches": self.batches,
             "seconds": round(elapsed, 3),
             "docs_per_second": round(self.processed / elapsed, 1),

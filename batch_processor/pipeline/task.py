@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import structlog
 
 from batch_processor.classifiers import Classifier
+from batch_processor.conversation import Roles
 from batch_processor.errors import (
     BatchProcessorError,
     BudgetExhaustedError,
@@ -66,6 +67,7 @@ class DocumentTasks:
         concurrent: int,
         text_field: str,
         max_text_chars: int,
+        roles: Roles,
         telemetry: RunMetrics | None = None,
     ) -> None:
         self.group: asyncio.TaskGroup | None = None  # set while the run is active
@@ -79,6 +81,7 @@ class DocumentTasks:
         self._job_id = job_id
         self._text_field = text_field
         self._max_text_chars = max_text_chars
+        self._roles = roles
         self._telemetry = telemetry
         self._slots = asyncio.Semaphore(concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -92,7 +95,7 @@ class DocumentTasks:
         texts = [self._read_text(doc) for doc in docs]
         prefetch = getattr(self._classifier, "prefetch", None)
         if prefetch is not None:
-            await prefetch([text.text for text in texts if isinstance(text, ExtractedText)])
+            await prefetch([t.conversation for t in texts if isinstance(t, ExtractedText)])
         for index, (doc, text) in enumerate(zip(docs, texts, strict=True)):
             if self._control.stopping:
                 for rest in docs[index:]:
@@ -180,7 +183,8 @@ class DocumentTasks:
         started = time.monotonic()
         try:
             output, attempts = await self._policy.call(
-                lambda: self._classifier.classify(text.text, doc.fields), on_retry=on_retry
+                lambda: self._classifier.classify(text.conversation, doc.fields),
+                on_retry=on_retry,
             )
         except ConfigurationError:
             raise
@@ -206,6 +210,7 @@ class DocumentTasks:
             job_id=self._job_id,
             claim=doc.claim,
             route="online" if output.model is not None else None,
+            turns=text.turns,
         )
 
     def _queue(self, item: ClassifyRetry) -> None:
@@ -218,12 +223,14 @@ class DocumentTasks:
         if doc.problem is not None:
             return self._failed(doc, DataError(doc.problem), attempts=0)
         try:
-            return extract_text(doc, self._text_field, self._max_text_chars)
+            extracted = extract_text(doc, self._text_field, self._max_text_chars, self._roles)
         except DataError as exc:
             return self._failed(doc, exc, attempts=0)
         except Exception as exc:  # noqa: BLE001 - odd data never stops the run
             error = DataError(f"cannot read the text: {describe(exc)}")
             return self._failed(doc, error, attempts=0)
+        self._stats.count_unknown_roles(extracted.conversation.unknown_roles)
+        return extracted
 
     def _failed(
         self, doc: SourceDocument, error: BaseException, *, attempts: int

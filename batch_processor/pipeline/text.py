@@ -1,9 +1,11 @@
-"""Reading the text to classify out of a source document, or saying precisely why not.
+"""Reading the conversation to classify out of a source document, or saying precisely why not.
 
-The text field (a dotted path) may hold a string, or a list of messages whose contents are
-joined: strings, or objects with ``content``/``text``/``message`` and an optional ``role``.
-Anything else is a :class:`~batch_processor.errors.DataError` with a reason a person can act on.
-Text longer than the limit is truncated, and the result records that it was.
+The text field (a dotted path) may hold a string (one customer turn), or a list of messages:
+strings, or objects with ``content``/``text``/``message``/``body`` and an optional role
+(``role``, ``sender`` or ``author``). Whose each turn is follows
+:class:`~batch_processor.conversation.Roles`. Anything else is a
+:class:`~batch_processor.errors.DataError` with a reason a person can act on. A conversation
+longer than the limit is truncated (its first turns kept), and the result records that it was.
 """
 
 from __future__ import annotations
@@ -11,19 +13,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from batch_processor.conversation import Conversation, Roles, Speaker
 from batch_processor.errors import DataError
 from batch_processor.models import SourceDocument
 
 CONTENT_KEYS = ("content", "text", "message", "body")
+ROLE_KEYS = ("role", "sender", "author")
 
 
 @dataclass(frozen=True, slots=True)
 class ExtractedText:
-    """The text to classify, its length before truncation, and whether it was cut."""
+    """The conversation to classify, its length before truncation, and whether it was cut."""
 
-    text: str
+    conversation: Conversation
     original_chars: int
     truncated: bool
+
+    @property
+    def turns(self) -> dict[str, int]:
+        """The turns by speaker, and those of an unknown role (stored with the result)."""
+        turns = self.conversation.turns
+        counts = {speaker.value: sum(t.speaker is speaker for t in turns) for speaker in Speaker}
+        if self.conversation.unknown_roles:
+            counts["unknown_role"] = len(self.conversation.unknown_roles)
+        return counts
+
+    @property
+    def text(self) -> str:
+        """The conversation as a person reads it (previews, logs)."""
+        return self.conversation.transcript()
 
 
 def field_value(fields: dict[str, Any], path: str) -> tuple[bool, Any]:
@@ -36,40 +54,49 @@ def field_value(fields: dict[str, Any], path: str) -> tuple[bool, Any]:
     return True, value
 
 
-def extract_text(doc: SourceDocument, text_field: str, max_chars: int) -> ExtractedText:
-    """Return the document's text, truncated to ``max_chars``; raise DataError if unusable."""
+def extract_text(
+    doc: SourceDocument, text_field: str, max_chars: int, roles: Roles | None = None
+) -> ExtractedText:
+    """Return the document's conversation, truncated to ``max_chars`` characters of text.
+
+    Raises DataError if it has no usable text.
+    """
     found, value = field_value(doc.fields, text_field)
     if not found or value is None:
         raise DataError(f"text field '{text_field}' is missing")
-    text = _join(value, text_field)
-    text = text.strip()
-    if not text:
+    conversation = (roles or Roles()).conversation(_messages(value, text_field))
+    chars = conversation.chars
+    if not chars:
         raise DataError(f"text field '{text_field}' is empty")
-    if len(text) > max_chars:
-        return ExtractedText(text[:max_chars], len(text), truncated=True)
-    return ExtractedText(text, len(text), truncated=False)
+    if chars > max_chars:
+        return ExtractedText(conversation.truncated(max_chars), chars, truncated=True)
+    return ExtractedText(conversation, chars, truncated=False)
 
 
-def _join(value: Any, text_field: str) -> str:
+def _messages(value: Any, text_field: str) -> list[tuple[str | None, str]]:
+    """The (role, text) pairs of the field's value, blank messages left out."""
+    pairs: list[tuple[str | None, str]]
     if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        parts = [_message_text(item, text_field, index) for index, item in enumerate(value)]
-        return "\n".join(part for part in parts if part.strip())
-    raise DataError(
-        f"text field '{text_field}' is {_a_kind(value)}, expected a string or a list of messages"
-    )
+        pairs = [(None, value)]
+    elif isinstance(value, list):
+        pairs = [_message(item, text_field, index) for index, item in enumerate(value)]
+    else:
+        raise DataError(
+            f"text field '{text_field}' is {_a_kind(value)}, expected a string or a list of "
+            "messages"
+        )
+    return [(role, text.strip()) for role, text in pairs if text.strip()]
 
 
-def _message_text(item: Any, text_field: str, index: int) -> str:
+def _message(item: Any, text_field: str, index: int) -> tuple[str | None, str]:
     if isinstance(item, str):
-        return item
+        return None, item
     if isinstance(item, dict):
         for key in CONTENT_KEYS:
             content = item.get(key)
             if isinstance(content, str):
-                role = item.get("role") or item.get("sender") or item.get("author")
-                return f"{role}: {content}" if isinstance(role, str) and role else content
+                role = next((item[k] for k in ROLE_KEYS if isinstance(item.get(k), str)), None)
+                return role or None, content
     raise DataError(
         f"message {index} of '{text_field}' has no text ({_a_kind(item)} without "
         f"a string {'/'.join(CONTENT_KEYS)})"

@@ -47,6 +47,7 @@ from typing import Any, Literal, TypeVar
 import structlog
 
 from batch_processor.classifiers import Classifier
+from batch_processor.conversation import Conversation, Roles
 from batch_processor.errors import (
     BatchProcessorError,
     BudgetExhaustedError,
@@ -107,6 +108,7 @@ class RouteOptions:
     lease: timedelta
     text_field: str
     max_text_chars: int
+    roles: Roles
     concurrent: int
     online_high_priority: bool
 
@@ -125,6 +127,7 @@ class RouteOptions:
             lease=timedelta(seconds=settings.batch_route_lease_seconds),
             text_field=settings.text_field,
             max_text_chars=settings.max_text_chars,
+            roles=Roles.of(settings.customer_roles, settings.agent_roles),
             concurrent=settings.concurrent,
             online_high_priority=settings.llm_route is Route.AUTO,
         )  # fmt: skip
@@ -334,7 +337,7 @@ class BatchRoute:
         """Sort a claimed page into the slice: requests, cache answers, data failures."""
         extracted = [(doc, self._text(doc)) for doc in page]
         if self._cache is not None:  # one lookup for the page's texts
-            texts = [t.text for _, t in extracted if isinstance(t, ExtractedText)]
+            texts = [t.conversation for _, t in extracted if isinstance(t, ExtractedText)]
             await self._cache.prefetch(texts)
         for doc, text in extracted:
             if isinstance(text, FailedDocument):
@@ -343,14 +346,14 @@ class BatchRoute:
             if slice_.full(self.options):
                 slice_.overflow.append(doc)
                 continue
-            key = self._key(text.text, doc.id)
+            key = self._key(text.conversation, doc.id)
             hit = await self._cached(key, text, doc, slice_.claim)
             if hit is not None:
                 slice_.cached.append(hit)
             elif key in slice_.keys:
                 slice_.docs.append(doc)  # the same text is requested once; its answer serves all
             else:
-                body = self._llm.batch_body(text.text, doc.fields)
+                body = self._llm.batch_body(text.conversation, doc.fields)
                 line = request_line(doc.id, slice_.claim, body)
                 if slice_.size + len(line) + 1 > self.options.max_bytes and slice_.lines:
                     slice_.overflow.append(doc)
@@ -512,7 +515,7 @@ class BatchRoute:
                 await asyncio.sleep(0)
             text = self._text(doc)
             if not isinstance(text, FailedDocument):
-                keyed[doc.id] = (doc, text, self._key(text.text, doc.id))
+                keyed[doc.id] = (doc, text, self._key(text.conversation, doc.id))
         answers, problems = await self._answers(each, keyed)
         results: list[ClassifiedDocument] = []
         online: list[tuple[SourceDocument, ExtractedText, str]] = []
@@ -529,7 +532,7 @@ class BatchRoute:
             else:
                 served.add(key)
                 if self._cache is not None:
-                    self._cache.remember(text.text, output)
+                    self._cache.remember(text.conversation, output)
             results.append(self._result(doc, text, output, state.claim, route="batch"))
         await self._store_outcomes(results, [])
         crash_at("half_stored")
@@ -561,12 +564,12 @@ class BatchRoute:
             line = read_result_line(raw)
             if line is None or line.claim != each.state.claim or line.doc_id not in keyed:
                 continue  # not this slice's claim: a line of an older submission
-            key = keyed[line.doc_id][2]
+            _, text, key = keyed[line.doc_id]
             if line.completion is None:
                 problems[key] = line.problem or "no answer"
                 continue
             try:
-                answers[key] = self._llm.read_batch_reply(line.completion)
+                answers[key] = self._llm.read_batch_reply(line.completion, text.turns)
             except BatchProcessorError as exc:
                 problems[key] = describe(exc)
         return answers, problems
@@ -589,7 +592,7 @@ class BatchRoute:
             async with slots:
                 try:
                     output, attempts = await self._classify_policy.call(
-                        lambda: self._online.classify(text.text, doc.fields)
+                        lambda: self._online.classify(text.conversation, doc.fields)
                     )
                 except BudgetExhaustedError:
                     released.append(doc.id)
@@ -635,14 +638,16 @@ class BatchRoute:
         if doc.problem is not None:
             return self._failure(doc, DataError(doc.problem), doc.claim or "", attempts=0)
         try:
-            return extract_text(doc, self.options.text_field, self.options.max_text_chars)
+            return extract_text(
+                doc, self.options.text_field, self.options.max_text_chars, self.options.roles
+            )
         except DataError as exc:
             return self._failure(doc, exc, doc.claim or "", attempts=0)
         except Exception as exc:  # noqa: BLE001 - odd data never stops the route
             error = DataError(f"cannot read the text: {describe(exc)}")
             return self._failure(doc, error, doc.claim or "", attempts=0)
 
-    def _key(self, text: str, doc_id: str) -> str:
+    def _key(self, text: Conversation, doc_id: str) -> str:
         """What identical texts share: the dedupe key, or the document itself without dedupe."""
         return self._cache.key(text) if self._cache is not None else doc_id
 
@@ -673,6 +678,7 @@ class BatchRoute:
             job_id=self.job_id,
             claim=claim,
             route=route,
+            turns=text.turns,
         )
 
     def _failure(

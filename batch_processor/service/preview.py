@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batch_processor.classifiers import load_taxonomy
+from batch_processor.conversation import Roles
 from batch_processor.errors import DataError
 from batch_processor.llm.cost import TYPICAL_REPLY_TOKENS, price_for
 from batch_processor.llm.messages import prompt_estimate
@@ -129,18 +130,19 @@ async def preview(settings: Settings, *, sample_size: int = 500) -> Preview:
             sample = await cursor.next_page() if result.would_take else []
         finally:
             await cursor.close()
+    roles = Roles.of(settings.customer_roles, settings.agent_roles)
     for doc in sample[: result.would_take]:
         result.sampled += 1
         try:
             if doc.problem is not None:
                 raise DataError(doc.problem)
-            text = extract_text(doc, settings.text_field, settings.max_text_chars)
+            text = extract_text(doc, settings.text_field, settings.max_text_chars, roles)
         except DataError as exc:
             result.data_problems[exc.message] += 1
             continue
         result.truncated += text.truncated
-        result.text_chars += len(text.text)
-        result.prompt_tokens += prompt_estimate(taxonomy, text.text, doc.fields)
+        result.text_chars += text.conversation.chars
+        result.prompt_tokens += prompt_estimate(taxonomy, text.conversation, doc.fields)
         if len(result.examples) < SHOWN_TEXTS:
             result.examples.append((plain_id(doc.id), text.text[:300]))
     return result

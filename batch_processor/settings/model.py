@@ -16,6 +16,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from batch_processor.conversation import DEFAULT_AGENT_ROLES, DEFAULT_CUSTOMER_ROLES
 from batch_processor.models import ModelPrice, OutputMode
 from batch_processor.redaction import MASK, redact_text, register_secret, register_url_secrets
 
@@ -122,6 +123,17 @@ class Settings(BaseSettings):
         default="messages",
         min_length=1,
         description="Field (dotted path) holding the text: a string or a list of messages.",
+    )
+    customer_roles: tuple[str, ...] = Field(
+        default=DEFAULT_CUSTOMER_ROLES,
+        description="Message roles (role/sender/author) that are the customer's: the labels "
+        "describe these turns. A message without a role is the customer's.",
+    )
+    agent_roles: tuple[str, ...] = Field(
+        default=DEFAULT_AGENT_ROLES,
+        description="Message roles that are an agent's: context, never evidence of the "
+        "customer's mood. Other roles: the customer's if no known customer role is in the "
+        "conversation, else context (counted in the run summary).",
     )
     metadata_fields: list[str] = Field(
         default_factory=lambda: ["subject", "channel", "customer_id", "priority"],

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from batch_processor.conversation import Conversation
 from batch_processor.errors import BatchProcessorError
 from batch_processor.models import (
     Classification,
@@ -276,8 +277,11 @@ class ScriptedClassifier:
     #: Set to hold every call until it is set (to keep documents in flight).
     gate: asyncio.Event | None = None
 
-    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
+    async def classify(
+        self, conversation: Conversation | str, metadata: Mapping[str, Any]
+    ) -> ClassifierOutput:
         """Answer from the script: a classification, or raise the scripted error."""
+        text = Conversation.of(conversation).customer_text
         self.calls.append(text)
         if self.gate is not None:
             await self.gate.wait()

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from batch_processor.conversation import Conversation
 from batch_processor.errors import PermanentError, describe
 from batch_processor.models import ClassifierOutput
 from batch_processor.service.runner import run_job
@@ -88,7 +89,9 @@ class LeakyClassifier:
     name = "leaky"
     version = "1"
 
-    async def classify(self, text: str, metadata: Mapping[str, Any]) -> ClassifierOutput:
+    async def classify(
+        self, conversation: Conversation | str, metadata: Mapping[str, Any]
+    ) -> ClassifierOutput:
         """Always fail permanently, naming the endpoint with its credentials."""
         raise PermanentError(f"endpoint {LEAKY_URL} rejected the request")
 

@@ -2,7 +2,11 @@
 
 ``POST /v1/chat/completions`` answers like the real API (``choices``, ``usage``) with labels
 chosen deterministically from the enums of the request's JSON schema (or the schema in the
-instructions), so any taxonomy works. It models a provider's limits and faults:
+instructions), so any taxonomy works. Like a model told that labels describe the customer, it
+reads only the customer's turns: their sentiment from a small word list, the sentiment at the
+start and the end, and whether the issue looks resolved; ``wrong_label_rate`` of the
+conversations get a wrong sentiment (a real model is right only most of the time). It models
+a provider's limits and faults:
 
 * latency ``latency ± jitter`` seconds (uniform);
 * ``max_concurrency``, ``rpm`` and ``tpm`` limits, answered with 429 and ``retry-after``,

@@ -39,15 +39,20 @@ def enums(body: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def classification_reply(
-    body: dict[str, Any], *, out_of_enum: bool, stats: Counter[str]
+    body: dict[str, Any], *, out_of_enum: bool, stats: Counter[str], wrong_rate: float = 0.0
 ) -> dict[str, Any]:
-    """A deterministic, schema-shaped classification of the request's conversation."""
+    """A deterministic, schema-shaped classification of the request's conversation's customer.
+
+    Like a model told that the labels describe the customer, it reads the customer's turns
+    only: the sentiment from a small word list (right on plain cases, blind to sarcasm), the
+    start and end from the first and last customer turns, ``resolved`` from the last one.
+    ``wrong_rate`` of the conversations (chosen by their text, so a repeat gets the same
+    answer) get a wrong sentiment, as a real model's are right only most of the time.
+    """
     users = [m for m in body.get("messages", []) if m.get("role") == "user"]
     raw = str(users[0].get("content", "")) if users else ""
-    try:
-        text = str(json.loads(raw).get("conversation", raw))
-    except (ValueError, AttributeError):
-        text = raw
+    turns = customer_turns(raw)
+    text = "\n".join(turns)
     labels = enums(body)
     digest = int.from_bytes(hashlib.sha256(" ".join(text.split()).casefold().encode()).digest()[:8])
 
@@ -65,8 +70,14 @@ def classification_reply(
     elif out_of_enum:
         stats["out_of_enum"] += 1
         category = "something_else"
-    score = round(((digest >> 16) % 2001) / 1000 - 1, 3)
-    label = "positive" if score > 0.2 else "negative" if score < -0.2 else "neutral"
+    scores = [tone(turn) for turn in turns] or [0.0]
+    # A complaint is not undone by a closing courtesy: the most negative turn counts double.
+    score = round(max(-1.0, min(1.0, (sum(scores) + min(scores)) / (len(scores) + 1))), 3)
+    label = _label(score)
+    if (digest >> 48) % 1000 < wrong_rate * 1000:
+        stats["wrong_label"] += 1
+        label = SENTIMENTS[(SENTIMENTS.index(label) + 1 + (digest >> 8) % 2) % 3]
+    end = _label(scores[-1])
     return {
         "category": category,
         "sentiment": {"label": label, "score": score},
@@ -76,7 +87,113 @@ def classification_reply(
         "themes": [w for w in re.findall(r"[a-z]{5,}", text.lower())[:3]],
         "summary": text[:80].replace("\n", " "),
         "confidence": round(0.5 + ((digest >> 40) % 50) / 100, 2),
+        "sentiment_start": _label(scores[0]),
+        "sentiment_end": end,
+        "resolved": "yes" if end == "positive" else "no" if end == "negative" else "unclear",
     }
+
+
+def customer_turns(content: str) -> list[str]:
+    """The customer's turns of a request's user message (a JSON object, or plain text)."""
+    try:
+        conversation = json.loads(content).get("conversation", content)
+    except (ValueError, AttributeError):
+        return [content]
+    if isinstance(conversation, str):
+        return [conversation]
+    if not isinstance(conversation, list):
+        return [str(conversation)]
+    return [
+        str(turn.get("text", ""))
+        for turn in conversation
+        if isinstance(turn, dict) and turn.get("role") == "customer"
+    ]
+
+
+def tone(text: str) -> float:
+    """-1 .. 1 from the words of a small list: the simulator's reading of a sentiment."""
+    words = re.findall(r"[a-z']+|!{2,}", text.lower())
+    negative = sum(word in NEGATIVE_WORDS or word.startswith("!!") for word in words)
+    positive = sum(word in POSITIVE_WORDS for word in words)
+    if negative == positive:
+        return 0.0
+    return float(positive - negative) / float(positive + negative)
+
+
+def _label(score: float) -> str:
+    return "positive" if score > 0.2 else "negative" if score < -0.2 else "neutral"
+
+
+SENTIMENTS = ("negative", "neutral", "positive")
+NEGATIVE_WORDS = frozenset(
+    [
+        "unacceptable",
+        "terrible",
+        "awful",
+        "worst",
+        "rude",
+        "angry",
+        "furious",
+        "disappointed",
+        "disappointing",
+        "useless",
+        "horrible",
+        "ridiculous",
+        "broken",
+        "never",
+        "still",
+        "again",
+        "waiting",
+        "hate",
+        "scam",
+        "cancelled",
+        "delayed",
+        "lost",
+        "wrong",
+        "failed",
+        "failing",
+        "crashes",
+        "crash",
+        "damaged",
+        "refund",
+        "complaint",
+        "manager",
+        "nobody",
+        "stuck",
+        "frustrated",
+        "frustrating",
+        "annoyed",
+        "poor",
+        "bad",
+        "not",
+    ]
+)
+POSITIVE_WORDS = frozenset(
+    [
+        "thanks",
+        "thank",
+        "great",
+        "perfect",
+        "excellent",
+        "awesome",
+        "love",
+        "amazing",
+        "wonderful",
+        "helpful",
+        "appreciate",
+        "fixed",
+        "solved",
+        "works",
+        "working",
+        "resolved",
+        "happy",
+        "glad",
+        "fantastic",
+        "good",
+        "nice",
+        "quick",
+    ]
+)
 
 
 #: What real models get nearly right: names for codes, case, regional tags, too many themes,

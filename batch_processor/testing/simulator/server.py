@@ -33,6 +33,8 @@ class SimulatorConfig:
     malformed_rate: float = 0.0
     out_of_enum_rate: float = 0.0
     near_miss_rate: float = 0.0
+    #: Share of conversations whose sentiment is answered wrong (a real model's error rate).
+    wrong_label_rate: float = 0.0
     api_key: str | None = None
     models: tuple[str, ...] = ()
     context_tokens: int = 128_000
@@ -251,7 +253,12 @@ class Simulator:
             out_of_enum = forced == "out_of_enum" or (
                 forced is None and self.chance(config.out_of_enum_rate)
             )
-            reply = replies.classification_reply(body, out_of_enum=out_of_enum, stats=self.stats)
+            reply = replies.classification_reply(
+                body,
+                out_of_enum=out_of_enum,
+                stats=self.stats,
+                wrong_rate=config.wrong_label_rate,
+            )
             near_miss = forced == "near_miss" or (
                 forced is None and self.chance(config.near_miss_rate)
             )
