@@ -131,11 +131,21 @@ class Classification(BaseModel):
     resolved: Resolved | None = None
 
 
-def trend_of(start: SentimentLabel, end: SentimentLabel) -> Trend:
-    """The trend from the customer's first sentiment to their last (by label: neg < neu < pos)."""
+#: A change of score smaller than this (on the -1..1 scale) is no trend, whatever the labels.
+TREND_MARGIN = 0.4
+
+
+def trend_of(start: SentimentLabel, end: SentimentLabel, change: float | None = None) -> Trend:
+    """The trend from the customer's first sentiment to their last (by label: neg < neu < pos).
+
+    ``change`` is the score's change, where the classifier has scores: a label that moved by
+    less than ``TREND_MARGIN`` (neutral that leans one way, then the other) is steady.
+    """
     order = (SentimentLabel.NEGATIVE, SentimentLabel.NEUTRAL, SentimentLabel.POSITIVE)
-    change = order.index(end) - order.index(start)
-    return Trend.IMPROVING if change > 0 else Trend.WORSENING if change < 0 else Trend.STEADY
+    step = order.index(end) - order.index(start)
+    if step == 0 or (change is not None and abs(change) < TREND_MARGIN):
+        return Trend.STEADY
+    return Trend.IMPROVING if step > 0 else Trend.WORSENING
 
 
 class TokenUsage(BaseModel):

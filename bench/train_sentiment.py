@@ -21,6 +21,7 @@ import sys
 import time
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +40,12 @@ from batch_processor.classifiers.sentiment_model import (
 )
 from batch_processor.classifiers.signals import Signals
 from batch_processor.classifiers.taxonomy import load_taxonomy
-from bench.sentiment_data import Example, read_goemotions, read_tweeteval
+from bench.sentiment_data import DATA_DIR, Example, read_goemotions, read_tsv, read_tweeteval
 
 MODEL_PATH = Path(__file__).parents[1] / "batch_processor" / "classifiers" / MODEL_FILE
+#: The share of the training weight of the project's own support messages: enough for the
+#: domain's words to count, little enough that 300 messages cannot be learnt by heart.
+SUPPORT_SHARE = 0.15
 
 
 class Matrix:
@@ -90,27 +94,42 @@ def softmax(logits: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return result
 
 
-def example_weights(matrix: Matrix) -> npt.NDArray[np.float64]:
-    """Each source counts the same, and within a source each class counts the same."""
+def example_weights(
+    matrix: Matrix, shares: dict[str, float] | None = None
+) -> npt.NDArray[np.float64]:
+    """Each source counts its share, and within a source each class counts the same.
+
+    ``shares`` gives some sources' shares of the total weight; the others split the rest.
+    """
     weights = np.zeros(len(matrix))
     sources = np.asarray(matrix.sources)
     names = sorted(set(matrix.sources))
+    given = {name: share for name, share in (shares or {}).items() if name in names}
+    rest = (1.0 - sum(given.values())) / max(1, len(names) - len(given))
     for name in names:
         in_source = sources == name
+        share = given.get(name, rest)
         for k in range(len(LABELS)):
             chosen = in_source & (matrix.labels == k)
             if chosen.any():
-                weights[chosen] = len(matrix) / (len(names) * len(LABELS) * chosen.sum())
+                weights[chosen] = len(matrix) * share / (len(LABELS) * chosen.sum())
     return weights
 
 
-def train(matrix: Matrix, *, l2: float, steps: int, rate: float = 0.05) -> npt.NDArray[np.float64]:
+def train(
+    matrix: Matrix,
+    *,
+    l2: float,
+    steps: int,
+    rate: float = 0.05,
+    shares: dict[str, float] | None = None,
+) -> npt.NDArray[np.float64]:
     """Weighted softmax regression with an L2 penalty on the word weights, by Adam."""
     weights = np.zeros((DIMENSION, len(LABELS)))
     first = np.zeros_like(weights)
     second = np.zeros_like(weights)
     target = np.eye(len(LABELS))[matrix.labels]
-    sample = example_weights(matrix)[:, None] / len(matrix)
+    sample = example_weights(matrix, shares)[:, None] / len(matrix)
     penalty = np.ones((DIMENSION, 1))
     penalty[HASH_SIZE] = 0.0  # the bias is not shrunk
     for step in range(1, steps + 1):
@@ -148,14 +167,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=MODEL_PATH)
     parser.add_argument("--l2", type=float, nargs="+", default=[1e-4, 3e-4])
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument(
+        "--support",
+        type=Path,
+        default=DATA_DIR / "support_train.tsv",
+        help="in-domain support messages (default: the project's own support_train.tsv)",
+    )
+    parser.add_argument(
+        "--support-share",
+        type=float,
+        default=SUPPORT_SHARE,
+        help=f"the share of the training weight the support messages get (default {SUPPORT_SHARE})",
+    )
     args = parser.parse_args(argv)
+    shares = {"support_train": args.support_share}
 
     taxonomy = load_taxonomy()
     signals = Signals(load_cues(None, categories=taxonomy.categories, urgency=taxonomy.urgency))
     tweets = read_tweeteval(args.tweeteval, "test")
-    training = read_goemotions(args.goemotions / "train.tsv") + [
-        t for t in tweets if not held_back(t)
-    ]
+    support = [replace(e, source="support_train") for e in read_tsv(args.support)]
+    training = (
+        read_goemotions(args.goemotions / "train.tsv")
+        + [t for t in tweets if not held_back(t)]
+        + support
+    )
     tuning = read_goemotions(args.goemotions / "dev.tsv") + [t for t in tweets if held_back(t)]
     started = time.perf_counter()
     train_matrix, tune_matrix = Matrix(training, signals), Matrix(tuning, signals)
@@ -166,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     best: tuple[float, float] | None = None
     for l2 in args.l2:
-        weights = train(train_matrix, l2=l2, steps=args.steps)
+        weights = train(train_matrix, l2=l2, steps=args.steps, shares=shares)
         predicted = np.argmax(tune_matrix.logits(weights), axis=1)
         per_source = {
             name: macro_f1(tune_matrix.labels[mask], predicted[mask])
@@ -181,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert best is not None
     print(f"training the final model with l2 {best[1]:g} on training + tuning data")
     final = Matrix(training + tuning, signals)
-    weights = train(final, l2=best[1], steps=args.steps)
+    weights = train(final, l2=best[1], steps=args.steps, shares=shares)
     model = SentimentModel(
         weights[:DIMENSION].astype(np.float32), np.zeros(len(LABELS), dtype=np.float32)
     )

@@ -205,7 +205,7 @@ async def test_results_stored_before_the_change_still_read_and_are_outdated(
                 "urgency": "high",
                 "language": "en",
             },
-            "classifier": {"name": "offline", "version": "2.1", "model": None,
+            "classifier": {"name": "offline", "version": "3.0", "model": None,
                            "taxonomy_version": "2026.12.1"},
             "text": {"chars": 100, "truncated": False},
             "job_id": "old",

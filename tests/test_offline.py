@@ -9,8 +9,9 @@ import pytest
 
 from batch_processor.classifiers import OfflineClassifier, load_taxonomy
 from batch_processor.classifiers.cues import PhraseMatcher
+from batch_processor.conversation import Conversation, Roles
 from batch_processor.errors import ConfigurationError
-from batch_processor.models import Category, SentimentLabel, Urgency
+from batch_processor.models import Category, SentimentLabel, Trend, Urgency
 from batch_processor.service.classifier_setup import build_classifier
 from batch_processor.settings import Settings, load_settings
 
@@ -150,3 +151,71 @@ def test_cue_phrases_match_words_wildcards_and_numbers() -> None:
     matcher = PhraseMatcher(["cancel*", "on hold", "# hours", "return", "return flight", "app"])
     text = "Cancelled again, on hold for 3 hours; my return flight, the apple app"
     assert matcher.find(text) == ["cancel*", "on hold", "# hours", "return flight", "app"]
+
+
+def _conversation(*turns: tuple[str, str]) -> Conversation:
+    """A conversation of (role, text) turns, read with the default roles."""
+    return Roles().conversation(turns)
+
+
+async def test_a_closing_courtesy_does_not_outweigh_the_complaint() -> None:
+    """ "ok thanks" after a complaint leaves the customer negative; the agent never counts."""
+    conversation = _conversation(
+        ("customer", "Third time I call about this bill, nobody can explain the charge."),
+        ("agent", "Thank you so much for your patience, we truly appreciate you!"),
+        ("customer", "ok thanks"),
+    )
+    result = (await OfflineClassifier().classify(conversation, {})).classification
+    assert result.sentiment.label is SentimentLabel.NEGATIVE
+    assert result.category == Category.BILLING
+
+
+async def test_the_course_of_a_conversation_the_agent_turned_around() -> None:
+    """Negative at the start, positive at the end: improving; one customer turn has no course."""
+    classifier = OfflineClassifier()
+    turned = _conversation(
+        ("customer", "My package never arrived and nobody answers my emails, this is awful."),
+        ("agent", "So sorry! A replacement is on its way by express."),
+        ("customer", "It arrived this morning, perfect. Thank you so much, great help!"),
+    )
+    result = (await classifier.classify(turned, {})).classification
+    assert (result.sentiment_start, result.sentiment_end, result.trend) == (
+        SentimentLabel.NEGATIVE,
+        SentimentLabel.POSITIVE,
+        Trend.IMPROVING,
+    )
+    alone = (await classifier.classify("My package never arrived.", {})).classification
+    assert (alone.sentiment_start, alone.sentiment_end, alone.trend) == (None, None, None)
+
+
+async def test_two_neutral_turns_are_a_steady_conversation() -> None:
+    """A question and an order number lean differently but neither is a verdict: steady."""
+    conversation = _conversation(
+        ("customer", "Does the large size come in blue?"),
+        ("agent", "Let me check that for you."),
+        ("customer", "Sure, the order number is 55231."),
+    )
+    result = (await OfflineClassifier().classify(conversation, {})).classification
+    assert result.trend is Trend.STEADY
+
+
+async def test_a_conversation_without_a_customer_turn_is_neutral() -> None:
+    """Only agents spoke: no customer mood to read; the topic still comes from their words."""
+    conversation = _conversation(
+        ("agent", "Your refund for the returned jacket has been processed, we are thrilled!"),
+    )
+    result = (await OfflineClassifier().classify(conversation, {})).classification
+    assert result.sentiment.label is SentimentLabel.NEUTRAL
+    assert result.category == Category.REFUND_RETURN
+
+
+async def test_a_long_chat_export_keeps_its_order_when_its_turns_are_joined() -> None:
+    """Thousands of customer lines are scored in runs, in order: the course still reads."""
+    angry = [("customer", "this is awful, still broken, I am furious")] * 600
+    happy = [("customer", "works perfectly now, thank you so much, great help")] * 600
+    result = (await OfflineClassifier().classify(_conversation(*angry, *happy), {})).classification
+    assert result.trend is Trend.IMPROVING
+    assert (result.sentiment_start, result.sentiment_end) == (
+        SentimentLabel.NEGATIVE,
+        SentimentLabel.POSITIVE,
+    )

@@ -41,7 +41,7 @@ async def test_every_document_gets_one_result_and_is_marked(db: Any, make_settin
     assert result["classification"]["category"] == "billing"
     assert result["classifier"] == {
         "name": "offline",
-        "version": "2.1",
+        "version": "3.0",
         "model": None,
         "taxonomy_version": load_taxonomy().version,
     }

@@ -32,9 +32,13 @@ from batch_processor.models import (
     trend_of,
 )
 
-#: Texts up to this length are classified in the event loop (under 2 ms); longer ones
-#: in a worker thread.
+#: Conversations with up to this much customer text in up to ``INLINE_TURNS`` turns are
+#: classified in the event loop (under 2 ms); larger ones in a worker thread.
 INLINE_CHARS = 200
+INLINE_TURNS = 4
+#: At most this many customer turns are scored one by one; more are joined into this many
+#: runs of consecutive turns (a chat export of a thousand one-word lines costs as much as 24).
+MAX_SCORED_TURNS = 24
 #: Shorter texts are too short to tell their language: they get ``und`` (undetermined).
 MIN_WORDS_FOR_LANGUAGE = 3
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -62,7 +66,7 @@ class OfflineClassifier:
     """Deterministic classification with a trained sentiment model, py3langid and cues."""
 
     name = "offline"
-    version = "2.1"
+    version = "3.0"
 
     def __init__(self, taxonomy: Taxonomy | None = None, cues: Cues | None = None) -> None:
         self.taxonomy = taxonomy or load_taxonomy()
@@ -106,11 +110,12 @@ class OfflineClassifier:
         """Classify one conversation's customer; the same conversation always gets the same result.
 
         A typical conversation takes about a millisecond and is classified in place; a long
-        one (over ``INLINE_CHARS`` of customer text) in a worker thread, so the event loop never
-        blocks on it.
+        one (over ``INLINE_CHARS`` of customer text, or over ``INLINE_TURNS`` customer turns) in
+        a worker thread, so the event loop never blocks on it.
         """
         conversation = Conversation.of(conversation)
-        if sum(len(turn.text) for turn in conversation.customer) <= INLINE_CHARS:
+        customer = conversation.customer
+        if len(customer) <= INLINE_TURNS and sum(len(t.text) for t in customer) <= INLINE_CHARS:
             return self.classify_now(conversation, metadata)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self.classify_now, conversation, metadata)
@@ -127,7 +132,7 @@ class OfflineClassifier:
         read: it is neutral, its topic read from the agents' words.
         """
         conversation = Conversation.of(conversation)
-        turns = [_encodable(turn.text) for turn in conversation.customer]
+        turns = _runs([_encodable(turn.text) for turn in conversation.customer])
         if turns:
             predictions = [
                 self._model.predict(t, self._signals, self._signals.prior) for t in turns
@@ -136,7 +141,7 @@ class OfflineClassifier:
             overall, start, end = course(predictions, weights)
         else:
             overall, start, end = Prediction("neutral", 0.0, (0.0, 1.0, 0.0)), None, None
-            turns = [_encodable(turn.text) for turn in conversation.turns]
+            turns = _runs([_encodable(turn.text) for turn in conversation.turns])
             weights = [1.0] * len(turns)
         text = "\n".join(turns)
         sentiment = Sentiment(label=SentimentLabel(overall.label), score=overall.score)
@@ -146,6 +151,9 @@ class OfflineClassifier:
         )
         starts = SentimentLabel(start.label) if start is not None else None
         ends = SentimentLabel(end.label) if end is not None else None
+        trend = None
+        if start is not None and end is not None and starts is not None and ends is not None:
+            trend = trend_of(starts, ends, end.score - start.score)
         classification = Classification(
             sentiment=sentiment,
             category=category,
@@ -155,7 +163,7 @@ class OfflineClassifier:
             themes=themes,
             sentiment_start=starts,
             sentiment_end=ends,
-            trend=trend_of(starts, ends) if starts is not None and ends is not None else None,
+            trend=trend,
         )
         return ClassifierOutput(
             classification=classification, taxonomy_version=self.taxonomy.version
@@ -287,6 +295,14 @@ def _mean(predictions: Sequence[Prediction], weights: Sequence[float]) -> Predic
         score=round(max(-1.0, min(1.0, positive - negative)), 4),
         probabilities=(round(negative, 4), round(neutral, 4), round(positive, 4)),
     )
+
+
+def _runs(turns: list[str]) -> list[str]:
+    """``turns``, or at most ``MAX_SCORED_TURNS`` runs of consecutive turns joined, in order."""
+    if len(turns) <= MAX_SCORED_TURNS:
+        return turns
+    size = math.ceil(len(turns) / MAX_SCORED_TURNS)
+    return ["\n".join(turns[i : i + size]) for i in range(0, len(turns), size)]
 
 
 def _encodable(text: str) -> str:

@@ -1,15 +1,28 @@
-"""``batch-processor demo``: load sample conversations into an empty source, then run on them."""
+"""``batch-processor demo``: load sample conversations into an empty source, then run on them.
+
+After the run it shows what was stored as a support lead reads it (sentiment and trend by
+category) and how often the stored labels agree with the ones a person gave the samples.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
 import structlog
+from rich.console import Console
+from rich.table import Table
 
 from batch_processor.cli.run import print_summary, run
+from batch_processor.mongo.reports import Scope
+from batch_processor.mongo.store import MongoStore
 from batch_processor.service.runner import open_store
 from batch_processor.settings import Settings
 from batch_processor.testing.samples import sample_conversations
 
 log = structlog.get_logger("batch_processor.cli")
+
+SENTIMENTS = ("negative", "neutral", "positive")
 
 
 async def demo(settings: Settings, *, count: int, seed: int, reset: bool) -> int:
@@ -29,5 +42,53 @@ async def demo(settings: Settings, *, count: int, seed: int, reset: bool) -> int
         else:
             log.info("demo data already pending; not loading more", pending=pending)
         stats = await run(settings, store)
-    print_summary(stats, force=True)
+        print_summary(stats, force=True)
+        await print_labels(store)
     return 0
+
+
+async def print_labels(store: MongoStore) -> None:
+    """The stored labels by category, and their agreement with the samples' own labels."""
+    by_category: dict[str, Counter[str]] = {}
+    agree: Counter[str] = Counter()
+    judged: Counter[str] = Counter()
+    async for _, result, source in store.reports.export(Scope(), ["expected"]):
+        labels = result.get("classification") or {}
+        sentiment = (labels.get("sentiment") or {}).get("label")
+        row = by_category.setdefault(str(labels.get("category")), Counter())
+        row["results"] += 1
+        row[str(sentiment)] += 1
+        row[str(labels.get("trend"))] += 1
+        expected: dict[str, Any] = source.get("expected") or {}
+        for field, stored in (
+            ("sentiment", sentiment),
+            ("category", labels.get("category")),
+            ("trend", labels.get("trend")),
+        ):
+            if field in expected and (field == "trend" or expected[field] is not None):
+                judged[field] += 1
+                agree[field] += expected[field] == stored
+    # Fits 80 columns: a light box, and the category never cut.
+    table = Table(
+        title="what was stored: the customer's labels",
+        box=None,
+        show_edge=False,
+        pad_edge=False,
+    )
+    table.add_column("category", no_wrap=True)
+    for column in ("results", *SENTIMENTS, "improving", "worsening"):
+        table.add_column(column, justify="right")
+    for category, row in sorted(by_category.items(), key=lambda item: -item[1]["results"]):
+        table.add_row(
+            category,
+            *(str(row[key]) for key in ("results", *SENTIMENTS, "improving", "worsening")),
+        )
+    console = Console()
+    console.print(table)
+    if judged:
+        shares = ", ".join(
+            f"{field} {100 * agree[field] / judged[field]:.0f} %"
+            for field in ("sentiment", "category", "trend")
+            if judged[field]
+        )
+        console.print(f"agrees with the samples' labels: {shares}")

@@ -2,9 +2,10 @@
 
 Each conversation is a list of ``{role, content}`` messages between a customer and an agent
 (sometimes greeted first, sometimes turned around by the agent), across the support taxonomy,
-in a few languages, with the labels a person would give its customer, with about 5 % exact duplicates and a few bad
-documents (missing, empty or non-text messages, and one oversized conversation) so that a demo
-run shows every path: classified, truncated, failed with a DATA reason.
+in a few languages, with the labels a person would give its customer, about 5 % exact
+duplicates and a few bad documents (missing, empty or non-text messages, and one oversized
+conversation) so that a demo run shows every path: classified, truncated, failed with a DATA
+reason.
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ CUSTOMER_LINES: dict[str, list[tuple[str, str]]] = {
         ("Is the large size available in blue before {date}?", "neutral"),
     ],
     "complaint": [
-        ("This is the third time I'm writing. Your support is terrible and the agent was rude.", "negative"),
+        (
+            "This is the third time I'm writing. Your support is terrible and the agent was rude.",
+            "negative",
+        ),
         ("Absolutely unacceptable service. I want to speak to a manager right now!", "negative"),
         ("Worst experience ever, I am very disappointed with how this was handled.", "negative"),
     ],
@@ -64,15 +68,31 @@ CUSTOMER_LINES: dict[str, list[tuple[str, str]]] = {
         ("Hello, I would like to know where your offices are located.", "neutral"),
         ("Thanks for the quick help yesterday, everything works great now!", "positive"),
     ],
-}  # fmt: skip
+}
 
 #: Messages in other languages: (text, category, sentiment).
 OTHER_LANGUAGES = [
-    ("Hola, me cobraron dos veces este mes y necesito un reembolso lo antes posible.", "billing", "negative"),
-    ("Bonjour, mon colis n'est jamais arrivé et le suivi ne bouge plus depuis une semaine.", "shipping_delivery", "negative"),
-    ("Hallo, ich kann mich nicht mehr in mein Konto einloggen, das Passwort funktioniert nicht.", "account_access", "negative"),
-    ("Olá, o aplicativo fecha sozinho toda vez que abro as configurações.", "technical_issue", "negative"),
-]  # fmt: skip
+    (
+        "Hola, me cobraron dos veces este mes y necesito un reembolso lo antes posible.",
+        "billing",
+        "negative",
+    ),
+    (
+        "Bonjour, mon colis n'est jamais arrivé et le suivi ne bouge plus depuis une semaine.",
+        "shipping_delivery",
+        "negative",
+    ),
+    (
+        "Hallo, ich kann mich nicht mehr in mein Konto einloggen, das Passwort funktioniert nicht.",
+        "account_access",
+        "negative",
+    ),
+    (
+        "Olá, o aplicativo fecha sozinho toda vez que abro as configurações.",
+        "technical_issue",
+        "negative",
+    ),
+]
 
 GREETINGS = [
     "Hi, thanks for contacting support! How can I help you today?",
