@@ -159,7 +159,7 @@ def _conversation(*turns: tuple[str, str]) -> Conversation:
 
 
 async def test_a_closing_courtesy_does_not_outweigh_the_complaint() -> None:
-    """ "ok thanks" after a complaint leaves the customer negative; the agent never counts."""
+    """A closing "ok thanks" leaves a complaining customer negative; the agent never counts."""
     conversation = _conversation(
         ("customer", "Third time I call about this bill, nobody can explain the charge."),
         ("agent", "Thank you so much for your patience, we truly appreciate you!"),
