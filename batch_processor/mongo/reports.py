@@ -151,7 +151,7 @@ class Reports:
 
         group: Raw = {
             "_id": "$classification.category",
-            "conversations": {"$sum": 1},
+            "results": {"$sum": 1},
             "improving": count("trend", "improving"),
             "worsening": count("trend", "worsening"),
             "steady": count("trend", "steady"),
@@ -165,13 +165,13 @@ class Reports:
             pipeline: list[Raw] = [{"$match": match}, {"$group": group}]
             rows = [row async for row in await self._target.aggregate(pipeline)]
         found = []
-        for row in sorted(rows, key=lambda r: (-int(r["conversations"]), _label(r["_id"]))):
-            total = int(row["conversations"])
+        for row in sorted(rows, key=lambda r: (-int(r["results"]), _label(r["_id"]))):
+            total = int(row["results"])
             answered = int(row["answered"])
             found.append(
                 {
                     "category": _label(row["_id"]),
-                    "conversations": total,
+                    "results": total,
                     "improving": f"{100 * row['improving'] / total:.0f} %",
                     "worsening": f"{100 * row['worsening'] / total:.0f} %",
                     "steady": f"{100 * row['steady'] / total:.0f} %",
