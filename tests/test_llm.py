@@ -425,3 +425,14 @@ async def test_cached_prompt_tokens_are_recorded_and_priced_at_the_discount(
     assert cached[0]["cost_usd"] == pytest.approx(price.cost(usage))
     assert cached[0]["cost_usd"] < price.cost(usage.model_copy(update={"cached_tokens": 0}))
     assert stats.classifier["cached_tokens"] == sum(r["usage"]["cached_tokens"] for r in results)
+
+
+async def test_a_gateway_with_basic_auth_in_the_url_is_used(db: Any, make_settings: Any) -> None:
+    """user:password@ in --llm-base-url is sent as basic auth (it crashed the run before)."""
+    await seed(db, distinct_texts(5))
+    async with Simulator(SimulatorConfig(latency=0.0, jitter=0.0, basic_auth="ops:s3c ret")) as sim:
+        with pytest.raises(ConfigurationError):  # the gateway refuses a request without them
+            await run_job(make_settings(classifier="llm", llm_base_url=sim.base_url))
+        gated = sim.base_url.replace("http://", "http://ops:s3c%20ret@")
+        stats = await run_job(make_settings(classifier="llm", llm_base_url=gated))
+    assert stats.succeeded == 5

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 
-from batch_processor.service.logs import MASK, plain_ids, redact, register_secret
+import pytest
+
+from batch_processor.service.logs import (
+    MASK,
+    configure_logging,
+    plain_ids,
+    redact,
+    register_secret,
+)
 
 
 def test_secret_keys_uri_credentials_and_tokens_are_masked() -> None:
@@ -44,3 +53,21 @@ def test_document_ids_are_logged_as_people_know_them() -> None:
     )
     assert event["doc_id"] == oid
     assert event["doc_ids"] == ["7", "ticket-9", '{"a": 1, "b": 2}']
+
+
+def test_standard_logging_records_are_one_json_line_each(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Records of the logging module (pymongo's, asyncio's) are JSON lines, redacted."""
+    configure_logging("INFO", "json")
+    try:
+        raise ConnectionError("monitor lost mongodb://app:pa55word@db:27017")
+    except ConnectionError:
+        logging.getLogger("pymongo.client").exception("background task failed")
+    logging.getLogger("pymongo.command").info("a debug-level chatter line")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["event"] == "background task failed" and record["logger"] == "pymongo.client"
+    assert record["exception"][0]["exc_type"] == "ConnectionError"
+    assert "pa55word" not in lines[0]

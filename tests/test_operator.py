@@ -169,10 +169,35 @@ async def test_a_filter_the_server_rejects_names_the_setting(db: Any, make_setti
     assert await db.conversation_set.count_documents({"processing": {"$exists": 1}}) == 0
 
 
-def test_a_filter_on_the_processing_state_is_refused(tmp_path: Path) -> None:
-    """The processing state is the daemon's: a filter on it points to reclassify."""
-    done = cli("--filter", '{"processing.status": "done"}', "--batch-dir", str(tmp_path))
-    assert done.returncode == 2 and "reclassify" in done.stderr
+async def test_reclassify_with_a_filter_the_server_rejects_exits_2(
+    db: Any, mongo_uri: str, db_name: str
+) -> None:
+    """A filter the server rejects: reclassify says so in one line, exit 2 (as run does)."""
+    await db.conversation_set.insert_many([conversation("hello")])
+    where = ["--mongodb-uri", mongo_uri, "--database", db_name]
+    done = cli("reclassify", "--all", "--filter", '{"channel": {"$nosuchop": 1}}', *where)
+    assert done.returncode == 2, done.stderr
+    assert "source_filter" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ('{"processing.status": "done"}', "reclassify"),
+        ('{"$expr": {"$eq": ["$processing.status", "done"]}}', "reclassify"),
+        ('{"$and": [{"$or": [{"processing": {"$exists": true}}]}]}', "reclassify"),
+        ('{"a": ' * 5_000 + "1" + "}" * 5_000, "nested more than 100 levels"),
+        ('{"a": {"$in": ' + "[" * 3_000 + "]" * 3_000 + "}}", "nested more than 100 levels"),
+    ],
+)
+def test_a_filter_on_the_processing_state_or_too_deep_is_refused(
+    tmp_path: Path, query: str, said: str
+) -> None:
+    """A filter on the processing state (even in $expr) or too deep: one line, exit 2."""
+    done = cli("--filter", query, "--batch-dir", str(tmp_path))
+    assert done.returncode == 2 and said in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 async def test_dry_run_counts_estimates_and_writes_nothing(

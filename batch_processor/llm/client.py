@@ -201,10 +201,10 @@ class LLMClassifier:
         """The request body the online route would send: same prompt and schema."""
         return self._request_args(conversation_messages(conversation, metadata), self._mode)
 
-    def batch_reservation(self, body: dict[str, Any]) -> float | None:
+    def batch_reservation(self, body: dict[str, Any]) -> int | None:
         """Reserve a batch request's worst-case cost (at the batch price) against the budget.
 
-        Returns the amount reserved (0.0 without a budget or a price), or None when the
+        Returns the nano-dollars reserved (0 without a budget or a price), or None when the
         budget cannot cover it: the slice then ends before this request.
         """
         estimate = self._estimate(body, self._mode)
@@ -215,7 +215,7 @@ class LLMClassifier:
             return None
         return cost
 
-    def release_reservation(self, amount: float) -> None:
+    def release_reservation(self, amount: int) -> None:
         """Give back a batch reservation (its cost is counted); online requests waiting wake."""
         self._settle(amount)
 
@@ -368,7 +368,7 @@ class LLMClassifier:
                 raise TransientError(f"the endpoint answered with no JSON object: {raw[:120]!r}")
             return reply_text(response), usage
 
-    async def _reserve(self, estimate: int) -> float:
+    async def _reserve(self, estimate: int) -> int:
         """Reserve a request's worst-case cost; wait while requests in flight might free room.
 
         Raises BudgetExhaustedError once the budget cannot cover another request.
@@ -386,7 +386,7 @@ class LLMClassifier:
             raise BudgetExhaustedError("the run's budget (--budget-usd) is spent")
         return cost
 
-    def _settle(self, reserved: float) -> None:
+    def _settle(self, reserved: int) -> None:
         """Give a reservation back and wake the requests waiting for room.
 
         The caller counts the reply's real cost before it next awaits, so no waiter sees the

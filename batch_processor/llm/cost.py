@@ -14,10 +14,15 @@ apart as tokens spent on retries.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from batch_processor.models import ModelPrice, TokenUsage
+
+log = structlog.get_logger("batch_processor.llm.cost")
 
 #: List prices (USD per 1M tokens) of a few common models; override with ``llm_prices``.
 #: Cached input is billed at a half (4o family) or a quarter (4.1 family) of the input price;
@@ -41,9 +46,29 @@ def price_for(model: str, overrides: dict[str, ModelPrice]) -> ModelPrice | None
     return overrides.get(model) or DEFAULT_PRICES.get(model)
 
 
+#: Money is counted in integer nano-dollars: a reservation given back returns the ledger to
+#: exactly zero (floats kept dust of about 1e-18 USD, and a run at its budget then waited for a
+#: settlement that could never come).
+NANOS_PER_USD = 1_000_000_000
+
+
+def to_nanos(usd: float) -> int:
+    """``usd`` in whole nano-dollars, rounded up (a reservation never falls short)."""
+    return math.ceil(round(usd * NANOS_PER_USD, 3))
+
+
+def to_usd(nanos: int) -> float:
+    """Nano-dollars as USD."""
+    return nanos / NANOS_PER_USD
+
+
 @dataclass(slots=True)
 class SpendLedger:
-    """Tokens and USD spent by one run, and whether its budget is used up."""
+    """Tokens and money spent by one run, and whether its budget is used up.
+
+    Amounts are integer nano-dollars inside (see :data:`NANOS_PER_USD`); USD floats only at
+    the edges (the budget setting, the summary, each result's ``cost_usd``).
+    """
 
     price: ModelPrice | None = None
     budget_usd: float | None = None
@@ -52,41 +77,62 @@ class SpendLedger:
     output_tokens: int = 0
     retry_tokens: int = 0
     cached_tokens: int = 0
-    cost_usd: float = 0.0
-    reserved_usd: float = 0.0  # worst-case cost of the requests in flight
+    spent: int = 0  # nano-dollars counted
+    reserved: int = 0  # nano-dollars held by the requests in flight (their worst case)
+    _budget: int | None = field(default=None, init=False, repr=False)
     _refused: bool = field(default=False, repr=False)
     _announced: bool = field(default=False, repr=False)
 
-    def worst_case(self, usage: TokenUsage, *, batch: bool = False) -> float:
-        """The price of ``usage`` (0 without a price); ``batch``: on the Batch API route."""
-        return self.price.cost(usage, batch=batch) if self.price is not None else 0.0
+    def __post_init__(self) -> None:
+        if self.budget_usd is not None:
+            self._budget = math.floor(round(self.budget_usd * NANOS_PER_USD, 3))
 
-    def reserve(self, cost: float) -> bool | None:
-        """Reserve ``cost`` for one request.
+    @property
+    def cost_usd(self) -> float:
+        """USD counted so far."""
+        return to_usd(self.spent)
+
+    @property
+    def reserved_usd(self) -> float:
+        """USD held by the requests in flight."""
+        return to_usd(self.reserved)
+
+    def worst_case(self, usage: TokenUsage, *, batch: bool = False) -> int:
+        """The price of ``usage`` in nano-dollars (0 without a price); ``batch``: the Batch API."""
+        return to_nanos(self.price.cost(usage, batch=batch)) if self.price is not None else 0
+
+    def reserve(self, cost: int) -> bool | None:
+        """Reserve ``cost`` nano-dollars for one request.
 
         True: reserved. False: it fits once requests in flight settle (wait). None: it can
-        never fit, the budget is spent.
+        never fit, the budget is spent. False is only answered while something is reserved,
+        so a waiter always has a settlement to wait for.
         """
-        if self.budget_usd is None or self.price is None:
+        if self._budget is None or self.price is None:
             return True
         if self._refused:
             return None
-        if self.cost_usd + self.reserved_usd + cost <= self.budget_usd:
-            self.reserved_usd += cost
+        if self.spent + self.reserved + cost <= self._budget:
+            self.reserved += cost
             return True
-        if self.reserved_usd > 0:
+        if self.reserved > 0:
             return False
         self._refused = True
         return None
 
-    def release(self, cost: float) -> None:
+    def release(self, cost: int) -> None:
         """Give back a reservation (its request's reply is counted, or it was never sent)."""
-        self.reserved_usd = max(0.0, self.reserved_usd - cost)
+        if self._budget is None or self.price is None:
+            return  # nothing was reserved: reserve() holds nothing without a budget and a price
+        if cost > self.reserved:  # a bookkeeping bug: say so, never go below zero
+            log.warning("a reservation was given back twice", nanos=cost, reserved=self.reserved)
+            cost = self.reserved
+        self.reserved -= cost
 
     def record(
         self, usage: TokenUsage | None, *, wasted: bool = False, batch: bool = False
     ) -> float:
-        """Count one reply's usage and return its cost.
+        """Count one reply's usage and return its cost in USD.
 
         ``wasted`` when the reply was thrown away; ``batch`` when the Batch API answered it
         (priced at the batch share).
@@ -100,13 +146,13 @@ class SpendLedger:
         if wasted:
             self.retry_tokens += usage.total
         cost = self.price.cost(usage, batch=batch) if self.price is not None else 0.0
-        self.cost_usd += cost
+        self.spent += to_nanos(cost)
         return cost
 
     @property
     def exhausted(self) -> bool:
         """Whether the spend has reached the budget (no budget: never)."""
-        return self._refused or (self.budget_usd is not None and self.cost_usd >= self.budget_usd)
+        return self._refused or (self._budget is not None and self.spent >= self._budget)
 
     def first_exhaustion(self) -> bool:
         """True once, the first time the budget is found used up (to log it once)."""
@@ -125,6 +171,6 @@ class SpendLedger:
             "cached_tokens": self.cached_tokens,
             "cost_usd": round(self.cost_usd, 6) if self.price is not None else None,
             "budget_usd": self.budget_usd,
-            "reserved_usd": round(self.reserved_usd, 6) if self.budget_usd is not None else None,
+            "reserved_usd": round(self.reserved_usd, 9) if self.budget_usd is not None else None,
             "budget_reached": self.exhausted,
         }

@@ -15,8 +15,10 @@ authentication and timeouts are the SDK's either way.
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx2
 import openai
@@ -26,14 +28,32 @@ OpenAIError = openai.OpenAIError
 
 
 def open_client(*, api_key: str, base_url: str, timeout: float, connections: int) -> AsyncOpenAI:
-    """An SDK client that never retries (our policy owns retries), pooled for ``connections``."""
+    """An SDK client that never retries (our policy owns retries), pooled for ``connections``.
+
+    A user name and password in ``base_url`` (a gateway behind HTTP basic auth) are sent as
+    a basic ``Authorization`` header in place of the key's bearer one: the transport refuses
+    credentials in the URL beside an ``Authorization`` header.
+    """
+    url, headers = basic_auth(base_url)
     return AsyncOpenAI(
         api_key=api_key,
-        base_url=base_url,
+        base_url=url,
         timeout=timeout,
         max_retries=0,
+        default_headers=headers or None,
         http_client=_http_client(connections, timeout),
     )
+
+
+def basic_auth(base_url: str) -> tuple[str, dict[str, str]]:
+    """``base_url`` without its credentials, and the basic auth header they make (or none)."""
+    parts = urlsplit(base_url)
+    if parts.username is None and parts.password is None:
+        return base_url, {}
+    host = parts.netloc.rsplit("@", 1)[1]
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    token = base64.b64encode(pair.encode("utf-8")).decode("ascii")
+    return urlunsplit(parts._replace(netloc=host)), {"Authorization": f"Basic {token}"}
 
 
 async def post_chat(client: AsyncOpenAI, body: dict[str, Any]) -> tuple[bytes, dict[str, str]]:

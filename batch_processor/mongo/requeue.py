@@ -26,7 +26,15 @@ from batch_processor.errors import PermanentError
 from batch_processor.models import RESULT_SCHEMA_VERSION, utcnow
 from batch_processor.mongo.codec import Raw, encode_id
 from batch_processor.mongo.errors import DUPLICATE_KEY, bulk_write_errors, translated
-from batch_processor.mongo.source import DONE, FAILED, IN_CHUNK, STATE, STATUS, within
+from batch_processor.mongo.source import (
+    DONE,
+    FAILED,
+    IN_CHUNK,
+    STATE,
+    STATUS,
+    check_source_filter,
+    within,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +96,8 @@ class Reclassification:
 
     async def run(self, selection: Selection, *, dry_run: bool = False) -> Requeued:
         """Requeue the selected documents (with ``dry_run``, only count them)."""
+        if selection.source_filter:
+            await check_source_filter(self._source, selection.source_filter)
         done = Requeued()
         async for chunk in self._selected(selection):
             done.selected += len(chunk)

@@ -79,16 +79,8 @@ class MongoSource:
         Raises ConfigurationError naming the setting when the server rejects it (an unknown
         operator, a malformed expression), before any document is claimed with it.
         """
-        if not self._filter:
-            return
-        try:
-            with translated("check the source filter"):
-                await self._collection.find_one(self._pending(None), {"_id": 1})
-        except (PermanentError, DataError) as exc:
-            raise ConfigurationError(
-                f"invalid setting source_filter (--filter / BATCH_SOURCE_FILTER): the server "
-                f"rejected it: {exc.message}"
-            ) from None
+        if self._filter:
+            await check_source_filter(self._collection, self._pending(None))
 
     async def has_pending(self, level: Priority | None = None) -> bool:
         """Whether any source document (of ``level``, if given) waits: one indexed query.
@@ -392,3 +384,19 @@ class InsertWaiter:
         """True if a document was inserted since the last wait (or during this one)."""
         with translated("wait for inserts"):
             return await self._stream.try_next() is not None
+
+
+async def check_source_filter(collection: AsyncCollection[Raw], query: Raw) -> None:
+    """Ask the server once whether ``query`` (holding the source filter) is one it accepts.
+
+    Raises ConfigurationError naming the setting when it is not (an unknown operator, a
+    malformed expression), so that a command ends in one line, not on a raw server error.
+    """
+    try:
+        with translated("check the source filter"):
+            await collection.find_one(query, {"_id": 1})
+    except (PermanentError, DataError) as exc:
+        raise ConfigurationError(
+            f"invalid setting source_filter (--filter / BATCH_SOURCE_FILTER): the server "
+            f"rejected it: {exc.message}"
+        ) from None

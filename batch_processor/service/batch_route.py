@@ -210,7 +210,7 @@ class BatchRoute:
         )
         self.stats = RouteStats()
         self.budget_reached = False
-        self._reserved: dict[str, float] = {}  # by slice: worst-case cost held until stored
+        self._reserved: dict[str, int] = {}  # by slice: worst-case nano-dollars held until stored
 
     # -- resuming and deciding ------------------------------------------------------------
 
@@ -387,7 +387,7 @@ class BatchRoute:
                 raise
             release = functools.partial(self._store.source.release_tokens, [each.state.claim])
             released = await self._db.wait(release)
-            self._llm.release_reservation(self._reserved.pop(each.state.slice_id, 0.0))
+            self._llm.release_reservation(self._reserved.pop(each.state.slice_id, 0))
             each.remove()
             log.error(
                 "the provider refused the batch; its documents are pending again",
@@ -539,7 +539,7 @@ class BatchRoute:
         self.stats.stored_from_batch += len(results)
         # The batch's real cost is counted (read_batch_reply): its reservation is given back
         # before the online requests reserve their own.
-        self._llm.release_reservation(self._reserved.pop(state.slice_id, 0.0))
+        self._llm.release_reservation(self._reserved.pop(state.slice_id, 0))
         stored_online, failed = await self._classify_online(online, state.claim)
         each.save(
             stored=len(results),
@@ -718,7 +718,7 @@ class _SliceBuilder:
     lines: list[bytes] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
     size: int = 0
-    reserved: float = 0.0  # worst-case cost held against --budget-usd until stored
+    reserved: int = 0  # worst-case nano-dollars held against --budget-usd until stored
     closed: bool = False  # a request did not fit in the size limit or the budget
     cached: list[ClassifiedDocument] = field(default_factory=list)
     failures: list[FailedDocument] = field(default_factory=list)

@@ -1,29 +1,44 @@
 """The health and metrics endpoint: ``/healthz``, ``/readyz`` and ``/metrics`` over HTTP.
 
-A deliberately small HTTP/1.1 responder on asyncio streams (three GET paths, one response per
-connection), bound to 127.0.0.1 by default: enough for Prometheus, a container HEALTHCHECK and a
-load balancer, with no web framework in the daemon.
-
 * ``/healthz``: 200 while the main loop makes progress, 503 when it has stalled.
 * ``/readyz``: 200 when MongoDB answers, the batch directory is writable and the classifier is
   configured; 503 with the problems otherwise.
 * ``/metrics``: the Prometheus text format (prometheus-client).
 
-The container image binds it to 0.0.0.0, so it expects hostile clients: a request head larger
-than 16 KiB gets 431 and is closed; a client gets ``request_timeout`` seconds to send its
-request and as long to take the reply (a slow sender or a reader that never reads is cut
-off); at most
-``max_connections`` are served at once, further ones are closed at once. None of them delays
-another client's request.
+HTTP is parsed and answered by aiohttp's server (already a dependency, through the openai SDK's
+transport): request lines and header fields over 8 KiB are refused with a 4xx, one request per
+connection (no keep-alive to hold open). The container image binds the port to 0.0.0.0, so it
+expects hostile clients, and a probe must be answered whatever they do. aiohttp has no deadline
+for a request head and no bound on connections, so :class:`Admission` adds both in front of it:
+
+* a client gets ``request_timeout`` seconds to send its request head, and as long again to take
+  the reply once it is computed (a slow sender, an idle socket or a reader that never reads is
+  closed);
+* past ``max_connections`` connections waiting for their request head, a new one makes room:
+  **the oldest connection that has waited a second without finishing its request head is
+  closed** (see :meth:`Admission.admit`; all connections together are bounded by
+  ``HARD_LIMIT_FACTOR`` times as many, for the file descriptors). A probe sends its
+  request at once and is answered in milliseconds, so slowloris clients and idle floods only
+  ever evict each other; closing the newest instead (the old policy) let 64 slow sockets from
+  one client fail 97 % of the probes.
+* ``/metrics`` is collected at most once a second and ``/readyz`` checked once for all the
+  requests that arrive while it is being checked, so a flood of them costs one collection or
+  one MongoDB ping at a time, not one each.
+
+A per-client-address bound is not used: probes come from the same address as the traffic
+(loopback, a node's kubelet), and eviction already keeps one client from starving another.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 
 import structlog
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from batch_processor.errors import ConfigurationError
@@ -31,8 +46,163 @@ from batch_processor.service.metrics import registry_for
 from batch_processor.service.telemetry import Telemetry
 
 log = structlog.get_logger("batch_processor.service.health")
-MAX_HEAD = 16 * 1024  # bytes of request line and headers (a GET needs a few hundred)
+MAX_FIELD = 8 * 1024  # bytes of a request line or a header field (a GET needs a few hundred)
+#: All connections together may number this many times ``max_connections`` at the most.
+HARD_LIMIT_FACTOR = 8
+#: A connection waiting for its request head this long may be closed to make room.
+EVICT_AFTER = 1.0
+#: Seconds a collected /metrics answer is served to the requests that follow it.
+METRICS_FRESH_FOR = 1.0
 ReadyCheck = Callable[[], Awaitable[list[str]]]
+
+
+@dataclass(slots=True)
+class _Connection:
+    opened: float
+    timer: asyncio.TimerHandle
+    answering: bool = False  # its request head arrived: it is being answered
+
+
+@dataclass(slots=True)
+class Admission:
+    """Which connections the health port keeps open (see the module docstring)."""
+
+    limit: int
+    timeout: float
+    open: dict[asyncio.Transport, _Connection] = field(default_factory=dict)
+    evicted: int = 0
+    clock: Callable[[], float] = time.monotonic
+
+    def admit(self, transport: asyncio.Transport) -> None:
+        """A new connection: make room if a bound is reached, start its head deadline.
+
+        Connections still waiting for their request head are what a slow or idle client holds:
+        past ``limit`` of them, the oldest that has waited ``EVICT_AFTER`` seconds is closed. A
+        burst of new connections (a probe among them, its request not read yet) is never
+        evicted for another; connections being answered finish within the deadline. All
+        together are bounded by ``HARD_LIMIT_FACTOR`` times the limit (file descriptors):
+        there, the oldest waiting one makes room, or the new one is closed at once.
+        """
+        now = self.clock()
+        waiting = sorted((c.opened, id(t), t) for t, c in self.open.items() if not c.answering)
+        victim: asyncio.Transport | None = None
+        if len(self.open) >= self.limit * HARD_LIMIT_FACTOR:
+            if not waiting:
+                transport.close()
+                return
+            victim = waiting[0][2]
+        elif len(waiting) >= self.limit and now - waiting[0][0] >= EVICT_AFTER:
+            victim = waiting[0][2]
+        if victim is not None:
+            self.evicted += 1
+            self.close(victim)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.timeout, self.close, transport)
+        self.open[transport] = _Connection(now, timer)
+
+    def answering(self, transport: asyncio.Transport | None) -> None:
+        """Its request head arrived: no deadline while the answer is computed (bounded)."""
+        connection = self.open.get(transport) if transport is not None else None
+        if connection is not None and not connection.answering:
+            connection.answering = True
+            connection.timer.cancel()
+
+    def replying(self, transport: asyncio.Transport | None) -> None:
+        """Its answer is ready: it gets ``timeout`` seconds to take it, then it is cut off."""
+        connection = self.open.get(transport) if transport is not None else None
+        if transport is not None and connection is not None:
+            connection.timer.cancel()
+            connection.timer = asyncio.get_running_loop().call_later(
+                self.timeout, self.close, transport, True
+            )
+
+    def close(self, transport: asyncio.Transport, abort: bool = False) -> None:
+        """Close a connection now (its protocol's ``connection_lost`` then forgets it).
+
+        ``abort`` for a reply the client never took: closing would wait for it to be read.
+        """
+        self.forget(transport)
+        if abort:
+            transport.abort()
+        else:
+            transport.close()
+
+    def forget(self, transport: asyncio.Transport) -> None:
+        """A connection is gone."""
+        connection = self.open.pop(transport, None)
+        if connection is not None:
+            connection.timer.cancel()
+
+    def close_all(self) -> None:
+        """Close every connection (the server stops)."""
+        for transport in list(self.open):
+            self.close(transport)
+
+
+class _Admitted(asyncio.Protocol):
+    """aiohttp's protocol for one connection, behind :class:`Admission`."""
+
+    def __init__(self, inner: asyncio.Protocol, admission: Admission) -> None:
+        self._inner = inner
+        self._admission = admission
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # a TCP server's connections are
+        self._admission.admit(transport)
+        if transport.is_closing():
+            return
+        self._transport = transport
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._transport is not None else None
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._admission.forget(self._transport)
+            self._inner.connection_lost(exc)
+
+
+class _Shared:
+    """A value computed once for all concurrent callers, and kept ``fresh_for`` seconds."""
+
+    def __init__(self, compute: Callable[[], Awaitable[bytes]], fresh_for: float) -> None:
+        self._compute = compute
+        self._fresh_for = fresh_for
+        self._value: bytes | None = None
+        self._at = 0.0
+        self._running: asyncio.Future[bytes] | None = None
+
+    async def get(self) -> bytes:
+        if self._value is not None and time.monotonic() - self._at < self._fresh_for:
+            return self._value
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self._compute())
+            self._running.add_done_callback(self._keep)
+        # Shielded: a client that goes away does not cancel the others' answer.
+        return await asyncio.shield(self._running)
+
+    def _keep(self, done: asyncio.Future[bytes]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self._value, self._at = done.result(), time.monotonic()
+
+    async def aclose(self) -> None:
+        if self._running is not None and not self._running.done():
+            self._running.cancel()
+            await asyncio.gather(self._running, return_exceptions=True)
 
 
 class HealthServer:
@@ -45,26 +215,40 @@ class HealthServer:
         *,
         stall_after: float,
         request_timeout: float = 5.0,
-        max_connections: int = 64,
+        max_connections: int = 256,
     ) -> None:
         self._telemetry = telemetry
-        self._request_timeout = request_timeout
-        self._max_connections = max_connections
         self._registry = registry_for(telemetry)
         self._ready_check = ready_check
         self._stall_after = stall_after
-        self._handlers: set[asyncio.Task[None]] = set()
+        self.admission = Admission(max_connections, request_timeout)
+        self._metrics = _Shared(
+            lambda: asyncio.to_thread(generate_latest, self._registry), METRICS_FRESH_FOR
+        )
+        # Readiness is never served stale (a worker that recovers says so at once): requests
+        # that arrive while it is being checked share that one check.
+        self._ready = _Shared(self._readiness, 0.0)
 
     @property
     def connections(self) -> int:
-        """Connections being served now."""
-        return len(self._handlers)
+        """Connections open now."""
+        return len(self.admission.open)
 
     @contextlib.asynccontextmanager
     async def serving(self, host: str, port: int) -> AsyncIterator[int]:
         """Listen on ``host:port`` (0: a free port) while inside; yield the port."""
+        http = web.Server(
+            self._handle,
+            access_log=None,
+            max_line_size=MAX_FIELD,
+            max_field_size=MAX_FIELD,
+            max_headers=64,
+        )
+        loop = asyncio.get_running_loop()
         try:
-            server = await asyncio.start_server(self._handle, host, port, limit=MAX_HEAD)
+            server = await loop.create_server(
+                lambda: _Admitted(http(), self.admission), host, port, backlog=512
+            )
         except OSError as exc:
             raise ConfigurationError(
                 f"invalid setting http_port (BATCH_HTTP_PORT): cannot listen on {host}:{port}: "
@@ -76,70 +260,39 @@ class HealthServer:
             yield bound
         finally:
             server.close()
-            await server.wait_closed()
-            # On Python 3.11 wait_closed() does not wait for the connections being served: a
-            # request in flight would outlive the event loop, its socket never closed.
-            for handler in list(self._handlers):
-                handler.cancel()
-            await asyncio.gather(*self._handlers, return_exceptions=True)
+            self.admission.close_all()
+            # Every request in flight ends (its connection is closed): bounded, never waited on.
+            await http.shutdown(timeout=1.0)
+            await self._metrics.aclose()
+            await self._ready.aclose()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handler = asyncio.current_task()
-        if len(self._handlers) >= self._max_connections:
-            writer.close()  # over the limit: closed at once, the others are served
-            return
-        if handler is not None:
-            self._handlers.add(handler)
-            handler.add_done_callback(self._handlers.discard)
-        oversized = False
-        try:
-            try:
-                async with asyncio.timeout(self._request_timeout):
-                    request = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.LimitOverrunError:
-                reply = ("431 Request Header Fields Too Large", "text/plain", b"too large\n")
-                oversized = True
-            else:
-                request_line = request.split(b"\r\n", 1)[0].decode("latin-1")
-                method, path, *_ = [*request_line.split(" "), "", ""]
-                # Not under the client's timeout: /readyz's own check is bounded (5 s).
-                reply = await self._respond(method, path.split("?", 1)[0])
-            status, content_type, body = reply
-            head = (
-                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            async with asyncio.timeout(self._request_timeout):  # a client that never reads
-                writer.write(head.encode() + body)
-                await writer.drain()
-                if oversized:
-                    # Read what is left of the request before closing: closing on unread
-                    # bytes resets the connection, and the client might never see the 431.
-                    writer.write_eof()
-                    while await reader.read(MAX_HEAD):
-                        pass
-        except (TimeoutError, asyncio.IncompleteReadError, OSError):
-            pass  # a client that went away, stalled or sent garbage gets nothing more
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.admission.answering(request.transport)
+        # Not under the client's deadline: /readyz's own check is bounded (5 s), /metrics is
+        # computed once a second for everyone.
+        response = await self._respond(request.method, request.path)
+        response.force_close()  # one request per connection: nothing to hold open
+        self.admission.replying(request.transport)
+        return response
 
-    async def _respond(self, method: str, path: str) -> tuple[str, str, bytes]:
-        text = "text/plain; charset=utf-8"
+    async def _respond(self, method: str, path: str) -> web.Response:
         if method != "GET":
-            return "405 Method Not Allowed", text, b"GET only\n"
+            return web.Response(status=405, text="GET only\n")
         if path == "/metrics":
-            # Off the event loop: collecting reads files (queue sizes) and may take a while.
-            body = await asyncio.to_thread(generate_latest, self._registry)
-            return "200 OK", CONTENT_TYPE_LATEST, body
+            body = await self._metrics.get()
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
         if path == "/healthz":
             if self._telemetry.progressing(self._stall_after):
-                return "200 OK", text, b"ok\n"
-            return "503 Service Unavailable", text, b"stalled: no progress\n"
+                return web.Response(text="ok\n")
+            return web.Response(status=503, text="stalled: no progress\n")
         if path == "/readyz":
-            problems = await self._ready_check()
+            problems = await self._ready.get()
             if not problems:
-                return "200 OK", text, b"ready\n"
-            return "503 Service Unavailable", text, ("\n".join(problems) + "\n").encode()
-        return "404 Not Found", text, b"not found\n"
+                return web.Response(text="ready\n")
+            return web.Response(status=503, text=problems.decode())
+        return web.Response(status=404, text="not found\n")
+
+    async def _readiness(self) -> bytes:
+        """The readiness problems, one a line (empty: ready)."""
+        problems = await self._ready_check()
+        return ("\n".join(problems) + "\n").encode() if problems else b""

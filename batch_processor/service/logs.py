@@ -108,3 +108,41 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
         logger_factory=lambda *_: _StderrLogger(),
         cache_logger_on_first_use=False,
     )
+    _route_standard_logging(shared, renderer)
+
+
+def _route_standard_logging(shared: list[Any], renderer: list[Any]) -> None:
+    """Send the standard ``logging`` module's records through the same processors.
+
+    pymongo's background tasks and asyncio's "exception was never retrieved" log there: one
+    line each, redacted. Without a handler Python prints them as raw multi-line tracebacks
+    outside the JSON log. Warnings and above only: pymongo's debug and info records are its own
+    business.
+    """
+    handler = logging.StreamHandler(_CurrentStderr())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+        )
+    )
+    handler.set_name(_HANDLER_NAME)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
+#: The name of the handler this module installs on the root logger (replaced when reconfigured).
+_HANDLER_NAME = "batch_processor"
+
+
+class _CurrentStderr:
+    """A stream that writes to the *current* ``sys.stderr`` (tests and rich replace it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()

@@ -27,21 +27,45 @@ _FORBIDDEN_OPERATORS = frozenset({"$where", "$function", "$accumulator", "$out",
 STATE_FIELD = "processing"
 
 
+#: A filter nested deeper than this is refused (the server's own limit is 100 levels).
+MAX_FILTER_DEPTH = 100
+
+
 def check_filter(query: Any) -> None:
-    """Reject a source filter that runs JavaScript or selects on the daemon's own state."""
-    if isinstance(query, dict):
-        for key, value in query.items():
-            if key in _FORBIDDEN_OPERATORS:
-                raise ValueError(f"the operator {key} is not allowed in a filter")
-            if isinstance(key, str) and (key == STATE_FIELD or key.startswith(STATE_FIELD + ".")):
-                raise ValueError(
-                    f"{key!r} is the daemon's processing state: to select done or failed "
-                    "documents again, use the reclassify command"
-                )
-            check_filter(value)
-    elif isinstance(query, list):
-        for item in query:
-            check_filter(item)
+    """Reject a source filter that runs JavaScript or selects on the daemon's own state.
+
+    The state is refused as a field (``processing.status``) and as a field path inside an
+    expression (``{"$expr": {"$eq": ["$processing.status", "done"]}}``). Walked without
+    recursion, so a filter nested thousands of levels deep is one error line, not a
+    RecursionError.
+    """
+    stack: list[tuple[Any, int]] = [(query, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_FILTER_DEPTH:
+            raise ValueError(f"the filter is nested more than {MAX_FILTER_DEPTH} levels deep")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _FORBIDDEN_OPERATORS:
+                    raise ValueError(f"the operator {key} is not allowed in a filter")
+                if isinstance(key, str) and _names_state(key):
+                    raise _state_error(key)
+                stack.append((value, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node)
+        elif isinstance(node, str) and node.startswith("$") and _names_state(node[1:]):
+            raise _state_error(node)
+
+
+def _names_state(path: str) -> bool:
+    return path == STATE_FIELD or path.startswith(STATE_FIELD + ".")
+
+
+def _state_error(name: str) -> ValueError:
+    return ValueError(
+        f"{name!r} is the daemon's processing state: to select done or failed documents "
+        "again, use the reclassify command"
+    )
 
 
 class Route(StrEnum):
@@ -395,6 +419,10 @@ class Settings(BaseSettings):
                 value = json.loads(value) if value.strip() else None
             except ValueError as exc:
                 raise ValueError(f"not JSON: {exc}") from None
+            except RecursionError:
+                raise ValueError(
+                    f"the filter is nested more than {MAX_FILTER_DEPTH} levels deep"
+                ) from None
         if value is None:
             return None
         if not isinstance(value, dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import random
@@ -36,6 +37,8 @@ class SimulatorConfig:
     #: Share of conversations whose sentiment is answered wrong (a real model's error rate).
     wrong_label_rate: float = 0.0
     api_key: str | None = None
+    #: "user:password" a gateway in front of the API wants as HTTP basic auth (instead of a key).
+    basic_auth: str | None = None
     models: tuple[str, ...] = ()
     context_tokens: int = 128_000
     json_schema: bool = True
@@ -192,6 +195,11 @@ class Simulator:
         key = self.config.api_key
         if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
             return self._error(401, "invalid_api_key", "Incorrect API key provided.")
+        gate = self.config.basic_auth
+        if gate is not None and request.headers.get("Authorization") != "Basic " + (
+            base64.b64encode(gate.encode()).decode()
+        ):
+            return self._error(401, "invalid_api_key", "The gateway wants basic auth.")
         if self.config.models and body.get("model") not in self.config.models:
             return self._error(
                 404, "model_not_found", f"The model {body.get('model')!r} does not exist."

@@ -1,0 +1,53 @@
+"""A run that reaches --budget-usd ends: nothing claimed, the rest pending, spend within it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from batch_processor.service.runner import run_job
+from batch_processor.testing.simulator import Simulator, SimulatorConfig
+
+from .conftest import conversation
+
+#: Real list prices: each request costs fractions of a cent, the sums binary floats miss.
+BUDGET = 0.002
+
+
+@pytest.mark.parametrize("route", ["online", "batch"])
+async def test_a_run_at_its_budget_ends_with_nothing_claimed(
+    db: Any, make_settings: Any, route: str
+) -> None:
+    """At concurrency 8 the run ends within a minute of its budget; nothing stays claimed."""
+    await db.conversation_set.insert_many(
+        [
+            conversation(f"My parcel {i} is late and nobody answers, order {i * 7}")
+            for i in range(120)
+        ]
+    )
+    config = SimulatorConfig(latency=0.02, jitter=0.01, batch_delay=0.2)
+    async with Simulator(config) as sim:
+        settings = make_settings(
+            classifier="llm",
+            llm_base_url=sim.base_url,
+            llm_model="gpt-4o-mini",
+            llm_route=route,
+            batch_route_min_docs=1,
+            batch_route_max_requests=30,
+            batch_route_poll_seconds=0.05,
+            budget_usd=BUDGET,
+            concurrent=8,
+            batch_size=20,
+        )
+        stats = await asyncio.wait_for(run_job(settings), timeout=60)
+    sources = db.conversation_set
+    assert await sources.count_documents({"processing.status": "claimed"}) == 0
+    pending = await sources.count_documents({"processing.status": None})
+    done = await sources.count_documents({"processing.status": "done"})
+    assert pending > 0 and done > 0 and pending + done == 120
+    spent = sum([r["cost_usd"] async for r in db.sentimental_analysis.find({}, {"cost_usd": 1})])
+    assert spent <= BUDGET
+    summary = stats.summary()
+    assert summary.get("reserved_usd") in (0, None) or summary["reserved_usd"] == 0
