@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,11 @@ EVICT_AFTER = 1.0
 #: Seconds a collected /metrics answer is served to the requests that follow it.
 METRICS_FRESH_FOR = 1.0
 ReadyCheck = Callable[[], Awaitable[list[str]]]
+#: aiohttp logs every malformed request with its traceback: from a hostile client that would
+#: be a log line per garbage connection. They are answered 400 and closed, never logged.
+_QUIET = logging.getLogger("batch_processor.service.health.http")
+_QUIET.propagate = False
+_QUIET.addHandler(logging.NullHandler())
 
 
 @dataclass(slots=True)
@@ -240,6 +246,7 @@ class HealthServer:
         http = web.Server(
             self._handle,
             access_log=None,
+            logger=_QUIET,
             max_line_size=MAX_FIELD,
             max_field_size=MAX_FIELD,
             max_headers=64,
