@@ -33,6 +33,12 @@ from batch_processor.service.telemetry import LeaseCounters, Telemetry
 log = structlog.get_logger("batch_processor.service.fleet")
 
 
+def cancel_requested() -> bool:
+    """Whether the current task was asked to stop (even if a callee swallowed the request)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class HeldWork(Protocol):
     """The running job, as the lease keeper sees it (a :class:`~batch_processor.Pipeline`)."""
 
@@ -84,6 +90,11 @@ class LeaseKeeper:
         await self._attached.wait()
         while True:
             await self.tick()
+            if cancel_requested():
+                # The driver answered our cancellation with a connection error, or swallowed
+                # it (pymongo closes a connection cancelled mid-operation): without this check
+                # the keeper slept a whole interval more and held the process's exit.
+                raise asyncio.CancelledError
             await self._sleep(self._interval)
 
     async def tick(self) -> None:
@@ -95,6 +106,8 @@ class LeaseKeeper:
             await self._take_over(self._worker_id)
             await self._beat(self._worker_id)
         except BatchProcessorError as exc:
+            if cancel_requested():
+                raise asyncio.CancelledError from None  # a stop, not a MongoDB failure
             log.warning("lease keeping failed; retrying at the next tick", error=describe(exc))
 
     async def _renew(self, worker_id: str) -> None:
