@@ -75,6 +75,16 @@ class Conversation:
         """Characters of text in every turn."""
         return sum(len(turn.text) for turn in self.turns)
 
+    def turn_counts(self) -> dict[str, int]:
+        """Turns by speaker (``customer``, ``agent``), and ``unknown_role`` when there are any."""
+        counts = {
+            speaker.value: sum(turn.speaker is speaker for turn in self.turns)
+            for speaker in Speaker
+        }
+        if self.unknown_roles:
+            counts["unknown_role"] = len(self.unknown_roles)
+        return counts
+
     def transcript(self) -> str:
         """The turns as a person reads them, one a line: ``customer: ...`` / ``agent: ...``."""
         return "\n".join(f"{turn.speaker.value}: {turn.text}" for turn in self.turns)

@@ -51,7 +51,7 @@ from batch_processor.llm.messages import (
     shorten,
     usage_of,
 )
-from batch_processor.llm.reply import customer_turns, read_reply, reply_limits
+from batch_processor.llm.reply import read_reply, reply_limits
 from batch_processor.models import Classification, ClassifierOutput, OutputMode, TokenUsage
 from batch_processor.redaction import redact_text
 
@@ -177,7 +177,7 @@ class LLMClassifier:
             asks += 1
             try:
                 classification, repairs = read_reply(
-                    self.taxonomy, content, self._limits, customer_turns(conversation)
+                    self.taxonomy, content, self._limits, conversation.turn_counts()
                 )
             except ValueError as exc:
                 problem = str(exc)

@@ -19,7 +19,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from batch_processor.models import Resolved
+from batch_processor.classifiers.taxonomy import RESOLUTIONS
 
 #: Language names (English and native) and ISO 639-2/3 codes -> ISO 639-1.
 LANGUAGES: dict[str, str] = {
@@ -129,7 +129,7 @@ def repair_reply(reply: Any, limits: ReplyLimits) -> tuple[Any, list[str]]:
         ("emotion", limits.emotions),
         ("sentiment_start", limits.sentiments),
         ("sentiment_end", limits.sentiments),
-        ("resolved", [answer.value for answer in Resolved]),
+        ("resolved", RESOLUTIONS),
     ):
         put(name, normalise_label(fixed.get(name), labels))
     if isinstance(fixed.get("resolved"), bool):  # true/false for yes/no

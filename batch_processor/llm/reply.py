@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from pydantic import ValidationError
 
 from batch_processor.classifiers.taxonomy import MAX_SUMMARY, Taxonomy
-from batch_processor.conversation import Conversation, Speaker
 from batch_processor.llm.repair import ReplyLimits, parse_reply, repair_reply
 from batch_processor.models import Classification, Sentiment, SentimentLabel, trend_of
 
@@ -30,14 +29,6 @@ def validate_reply(taxonomy: Taxonomy, content: str) -> Classification:
     return read_reply(taxonomy, content)[0]
 
 
-def customer_turns(conversation: Conversation) -> dict[str, int]:
-    """The conversation's turns by speaker, as :func:`read_reply` takes them."""
-    return {
-        speaker.value: sum(turn.speaker is speaker for turn in conversation.turns)
-        for speaker in Speaker
-    }
-
-
 def read_reply(
     taxonomy: Taxonomy,
     content: str,
@@ -47,8 +38,9 @@ def read_reply(
     """The classification in a reply and the fields repaired on the way (see ``repair``).
 
     ``limits`` are :func:`reply_limits` of ``taxonomy``, passed in by a caller that reads many
-    replies so that they are not worked out again for each. ``turns`` (turns by speaker,
-    default one customer turn) decides what of the customer's course is kept: the start, the
+    replies so that they are not worked out again for each. ``turns`` (turns by speaker, as
+    :meth:`~batch_processor.conversation.Conversation.turn_counts` gives them; default one
+    customer turn) decides what of the customer's course is kept: the start, the
     end and the trend for more than one customer turn, ``resolved`` once an agent answered.
 
     Raises ``ValueError`` saying what is wrong when the reply cannot be used: not JSON, a

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from batch_processor.conversation import Conversation, Roles, Speaker
+from batch_processor.conversation import Conversation, Roles
 from batch_processor.errors import DataError
 from batch_processor.models import SourceDocument
 
@@ -32,11 +32,7 @@ class ExtractedText:
     @property
     def turns(self) -> dict[str, int]:
         """The turns by speaker, and those of an unknown role (stored with the result)."""
-        turns = self.conversation.turns
-        counts = {speaker.value: sum(t.speaker is speaker for t in turns) for speaker in Speaker}
-        if self.conversation.unknown_roles:
-            counts["unknown_role"] = len(self.conversation.unknown_roles)
-        return counts
+        return self.conversation.turn_counts()
 
     @property
     def text(self) -> str:

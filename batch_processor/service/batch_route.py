@@ -127,7 +127,7 @@ class RouteOptions:
             lease=timedelta(seconds=settings.batch_route_lease_seconds),
             text_field=settings.text_field,
             max_text_chars=settings.max_text_chars,
-            roles=Roles.of(settings.customer_roles, settings.agent_roles),
+            roles=settings.roles,
             concurrent=settings.concurrent,
             online_high_priority=settings.llm_route is Route.AUTO,
         )  # fmt: skip

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batch_processor.classifiers import load_taxonomy
-from batch_processor.conversation import Roles
 from batch_processor.errors import DataError
 from batch_processor.llm.cost import TYPICAL_REPLY_TOKENS, price_for
 from batch_processor.llm.messages import prompt_estimate
@@ -130,7 +129,7 @@ async def preview(settings: Settings, *, sample_size: int = 500) -> Preview:
             sample = await cursor.next_page() if result.would_take else []
         finally:
             await cursor.close()
-    roles = Roles.of(settings.customer_roles, settings.agent_roles)
+    roles = settings.roles
     for doc in sample[: result.would_take]:
         result.sampled += 1
         try:

@@ -16,7 +16,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from batch_processor.conversation import DEFAULT_AGENT_ROLES, DEFAULT_CUSTOMER_ROLES
+from batch_processor.conversation import DEFAULT_AGENT_ROLES, DEFAULT_CUSTOMER_ROLES, Roles
 from batch_processor.models import ModelPrice, OutputMode
 from batch_processor.redaction import MASK, redact_text, register_secret, register_url_secrets
 
@@ -409,6 +409,11 @@ class Settings(BaseSettings):
             secrets,
             TomlConfigSettingsSource(settings_cls),
         )
+
+    @property
+    def roles(self) -> Roles:
+        """Whose each message is, from ``customer_roles`` and ``agent_roles``."""
+        return Roles.of(self.customer_roles, self.agent_roles)
 
     @field_validator("source_filter", mode="before")
     @classmethod
