@@ -149,10 +149,9 @@ class OfflineClassifier:
         category, confidence, themes = self._category(
             turns, [(w / heaviest) ** 2 for w in weights], overall.probabilities[0]
         )
-        starts = SentimentLabel(start.label) if start is not None else None
-        ends = SentimentLabel(end.label) if end is not None else None
-        trend = None
-        if start is not None and end is not None and starts is not None and ends is not None:
+        starts = ends = trend = None
+        if start is not None and end is not None:
+            starts, ends = SentimentLabel(start.label), SentimentLabel(end.label)
             trend = trend_of(starts, ends, end.score - start.score)
         classification = Classification(
             sentiment=sentiment,

@@ -90,15 +90,17 @@ class Admission:
         there, the oldest waiting one makes room, or the new one is closed at once.
         """
         now = self.clock()
-        waiting = sorted((c.opened, id(t), t) for t, c in self.open.items() if not c.answering)
+        waiting = [(c.opened, t) for t, c in self.open.items() if not c.answering]
+        # One pass for the oldest: this runs on every accept, under a flood too.
+        oldest = min(waiting, key=lambda pair: pair[0], default=None)
         victim: asyncio.Transport | None = None
         if len(self.open) >= self.limit * HARD_LIMIT_FACTOR:
-            if not waiting:
+            if oldest is None:
                 transport.close()
                 return
-            victim = waiting[0][2]
-        elif len(waiting) >= self.limit and now - waiting[0][0] >= EVICT_AFTER:
-            victim = waiting[0][2]
+            victim = oldest[1]
+        elif oldest is not None and len(waiting) >= self.limit and now - oldest[0] >= EVICT_AFTER:
+            victim = oldest[1]
         if victim is not None:
             self.evicted += 1
             self.close(victim)
@@ -116,7 +118,7 @@ class Admission:
     def replying(self, transport: asyncio.Transport | None) -> None:
         """Its answer is ready: it gets ``timeout`` seconds to take it, then it is cut off."""
         connection = self.open.get(transport) if transport is not None else None
-        if transport is not None and connection is not None:
+        if transport is not None and connection is not None:  # both, for the type checker
             connection.timer.cancel()
             connection.timer = asyncio.get_running_loop().call_later(
                 self.timeout, self.close, transport, True
