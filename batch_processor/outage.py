@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import structlog
 
-from batch_processor.errors import BatchProcessorError, Interrupted, describe
+from batch_processor.errors import BatchProcessorError, Interrupted, TransientError, describe
 from batch_processor.retry import RetryPolicy
 
 T = TypeVar("T")
@@ -106,7 +106,17 @@ class DatabaseCalls:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def brief(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run ``operation`` with a few attempts (the caller has a fallback)."""
+        """Run ``operation`` with a few attempts (the caller has a fallback).
+
+        Once a stop is asked for, it is not retried, and while MongoDB is down it is not even
+        tried: the caller's fallback (the store queue on disk, a lease left to expire) takes
+        it at once, so a stop during an outage ends within its grace.
+        """
+        if self._stop.is_set():
+            if not self.availability.available:
+                raise TransientError(f"not tried while stopping: {self.availability.last_error}")
+            return await self._call(dataclasses.replace(self.brief_policy, max_attempts=1),
+                                    operation)  # fmt: skip
         return await self._call(self.brief_policy, operation)
 
     async def _call(self, policy: RetryPolicy, operation: Callable[[], Awaitable[T]]) -> T:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 from collections import Counter
@@ -53,6 +54,12 @@ async def test_a_backlog_goes_through_one_batch_at_half_the_price(
     assert stats.route is not None and stats.route["stored_from_batch"] == 60
     assert stats.succeeded == 60  # the run summary counts the route's documents
     assert stats.route["requests"] == 60
+    report = json.loads(next((tmp_path / "batch_files" / "reports").glob("*.json")).read_text())
+    summary = report["summary"]  # the job's report counts the route too, as `report` does
+    assert (summary["processed"], summary["succeeded"]) == (60, 60)
+    spent = [r["cost_usd"] async for r in db.sentimental_analysis.find({}, {"cost_usd": 1})]
+    assert summary["llm_calls"] == 60
+    assert summary["cost_usd"] == pytest.approx(sum(spent), abs=1e-5)
 
 
 async def test_failed_lines_and_an_expired_batch_are_classified_online(
@@ -175,6 +182,35 @@ async def test_a_kill_at_each_step_resumes_the_same_batch(
     assert states == {"done": 40, "failed": 1}
     assert api.files == {}
     assert list((batch_dir / "provider_batches").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "step", ["before_upload", "upload_unrecorded", "create_unrecorded", "polling", "half_stored"]
+)
+async def test_a_kill_at_each_step_is_finished_by_a_second_worker(
+    step: str, db: Any, mongo_uri: str, db_name: str, tmp_path: Path
+) -> None:
+    """SIGKILL, then a worker with an empty batch directory: it finishes the same batch."""
+    await db.conversation_set.insert_many([conversation(f"parcel {i} lost") for i in range(30)])
+    async with Simulator(SimulatorConfig(batch_delay=1.0, latency=0.0, jitter=0.0)) as provider:
+        flags = (
+            "--classifier", "llm", "--llm-base-url", provider.base_url, "--llm-route", "batch",
+            "--batch-route-poll-seconds", "0.2", "--batch-route-poll-max-seconds", "0.2",
+            "--lease-seconds", "3",
+        )  # fmt: skip
+        first = worker_cli(mongo_uri, db_name, tmp_path / "first", *flags)
+        assert (await _run(first, {"BATCH_FAILPOINTS": step})).returncode == -9
+        second = await _run(worker_cli(mongo_uri, db_name, tmp_path / "second", *flags), {})
+        api = provider.batches
+
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "taking over a provider batch" in second.stdout + second.stderr
+    assert api.stats["batches_created"] == 1  # the same provider batch, never a second one
+    assert await routes(db) == {"batch": 30}
+    assert await db.conversation_set.count_documents({"processing.status": "claimed"}) == 0
+    assert api.files == {}  # no orphan file: every upload was used or deleted
+    running = [b for b in api.batches.values() if b.status not in {"completed", "cancelled"}]
+    assert running == []
 
 
 async def test_a_plain_restart_resumes_a_submitted_batch(

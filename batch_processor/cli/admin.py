@@ -21,7 +21,13 @@ from batch_processor.cli.queue import (
     shown_keys,
 )
 from batch_processor.cli.results import add_result_commands, export, reclassify, report
-from batch_processor.cli.status import database_status, fleet_status, job_status, with_eta
+from batch_processor.cli.status import (
+    database_status,
+    fleet_status,
+    job_status,
+    provider_batches,
+    with_eta,
+)
 from batch_processor.errors import BatchProcessorError, ConfigurationError, describe
 from batch_processor.service.runner import open_store
 from batch_processor.settings import Settings
@@ -141,25 +147,32 @@ def _seconds(at: Any) -> str:
 async def _status(args: argparse.Namespace, settings: Settings) -> int:
     report = job_status(settings.batch_dir)
     workers: list[dict[str, Any]] = []
+    slices: list[dict[str, Any]] = []
+    failed: BatchProcessorError | None = None
     if settings.mongodb_uri is not None:
         try:
             async with open_store(settings) as store:
                 report |= await database_status(store)
                 workers = await fleet_status(store)
+                slices = await provider_batches(store)
         except BatchProcessorError as exc:
             report["database_error"] = describe(exc)
+            failed = exc
     else:
         report["database"] = "not queried: no MongoDB URI (the embedded server is the worker's)"
     if args.json:
-        _print(with_eta(report) | {"workers": workers}, True, title="")
+        extra = {"workers": workers, "provider_batches": slices}
+        _print(with_eta(report) | extra, True, title="")
+    else:
+        _print(with_eta(report), False, title="batch_processor status")
+        if slices:
+            _print(slices, False, title="provider batches (Batch API route)")
+        if workers:
+            _print(workers, False, title="workers")
+    # The local part is shown either way; the exit code says the database was not read.
+    if failed is None:
         return 0
-    slices = report.pop("provider_batches", [])
-    _print(with_eta(report), False, title="batch_processor status")
-    if slices:
-        _print(slices, False, title="provider batches (Batch API route)")
-    if workers:
-        _print(workers, False, title="workers")
-    return 0
+    return 2 if isinstance(failed, ConfigurationError) else 1
 
 
 def _print_report(found: dict[str, Any], as_json: bool) -> None:

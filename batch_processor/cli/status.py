@@ -10,31 +10,30 @@ from typing import Any
 from batch_processor.files.atomic import lock_holder
 from batch_processor.files.batch_files import BatchFiles
 from batch_processor.files.checkpoints import CheckpointStore
-from batch_processor.files.provider_batches import ProviderSlices
 from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.models import utcnow
 from batch_processor.mongo.store import MongoStore
 
 
-def provider_batches(batch_dir: Path) -> list[dict[str, Any]]:
-    """The Batch API route's slices in progress: stage, provider state, documents, spend."""
+async def provider_batches(store: MongoStore) -> list[dict[str, Any]]:
+    """The Batch API route's unfinished slices: stage, owner, provider state, documents, spend."""
     return [
         {
-            "slice": state.slice_id,
-            "stage": state.stage.value,
-            "batch_id": state.batch_id,
-            "provider_status": state.batch_status,
-            "documents": state.documents,
-            "request_mb": round(state.request_bytes / 1e6, 2),
-            "stored": state.stored,
-            "online": state.online,
-            "failed": state.failed,
-            "input_tokens": state.input_tokens,
-            "output_tokens": state.output_tokens,
-            "cost_usd": round(state.cost_usd, 6),
-            "updated_at": state.updated_at.isoformat(timespec="seconds"),
+            "slice": record.slice_id,
+            "stage": record.stage.value,
+            "owner": record.owner,
+            "lease_until": record.lease_until.isoformat(timespec="seconds"),
+            "batch_id": record.batch_id,
+            "provider_status": record.batch_status,
+            "documents": record.documents,
+            "request_mb": round(record.request_bytes / 1e6, 2),
+            "stored": record.stored,
+            "online": record.online,
+            "failed": record.failed,
+            "cost_usd": round(record.cost_usd, 6),
+            "updated_at": record.updated_at.isoformat(timespec="seconds"),
         }
-        for state in ProviderSlices(batch_dir).states()
+        for record in await store.slices.unfinished()
     ]
 
 
@@ -54,7 +53,6 @@ def job_status(batch_dir: Path, now: datetime | None = None) -> dict[str, Any]:
         "dead_letter_damaged_lines": queues.dead_letter.damaged,
         "checkpoint": loaded.source,
         "checkpoint_problems": list(loaded.problems),
-        "provider_batches": provider_batches(batch_dir),
     }
     holder = lock_holder(batch_dir / ".lock")
     if holder is not None:

@@ -1,192 +1,106 @@
-"""Slices sent to the provider's Batch API, on disk: what was claimed, sent and received.
+"""The Batch API route's files on this worker's disk: a cache, never the only record.
 
-Each slice is a directory under ``<batch_dir>/provider_batches/<slice id>/``:
+A slice's record lives in MongoDB (:mod:`batch_processor.slice_record`); on disk, under
+``<batch_dir>/provider_batches/<slice id>/``, are only what is cheaper to keep than to make
+again:
 
-- ``documents.jsonl``: the claimed documents, one checksummed line each (as in a batch file),
-  written before anything is uploaded: the online route's fallback for any line, and the
-  recovery's list of what the slice holds;
-- ``requests.jsonl``: the request file uploaded as it is (``custom_id`` = source id and claim
-  token), whose SHA-256 names it in the batch's metadata;
-- ``state.json``: the slice's stage and the provider's ids (file, batch, output and error
-  files), rewritten atomically at each step, so a restart knows what was done;
-- ``output.jsonl`` and ``errors.jsonl``: the downloaded result files, kept until stored.
+- ``requests.jsonl``: the request file, built from the claimed documents, kept until it is
+  uploaded (a worker without it builds it again from the documents in MongoDB);
+- ``output.jsonl`` and ``errors.jsonl``: the downloaded result files, kept until stored (a
+  worker without them downloads them again).
 
-Stages, in order: ``claiming`` (the claim token recorded, documents being claimed),
-``written`` (files on disk, nothing sent), ``uploaded`` (``file_id``),
-``submitted`` (``batch_id``), ``downloaded`` (results on disk), ``stored`` (results in MongoDB;
-only the provider's files remain to delete). A slice whose files are all deleted is removed.
+Directories of slices that are finished, or that this worker no longer owns, are removed.
+Earlier versions kept the slice's state here too (``state.json``): :meth:`legacy_states`
+reads it once, so the route records it in MongoDB.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Iterable, Iterator
-from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
-
-from pydantic import BaseModel, Field, ValidationError
+from typing import Any
 
 from batch_processor.errors import ResourceError
 from batch_processor.files.atomic import atomic_write, ensure_dir, read_lines
-from batch_processor.files.batch_files import decode_doc_line, encode_doc_line
-from batch_processor.models import SourceDocument, utcnow
 
 DIRECTORY = "provider_batches"
 
 
-class Stage(StrEnum):
-    """How far a slice has come (see the module docstring)."""
-
-    CLAIMING = "claiming"
-    WRITTEN = "written"
-    UPLOADED = "uploaded"
-    SUBMITTED = "submitted"
-    DOWNLOADED = "downloaded"
-    STORED = "stored"
-
-
-class SliceState(BaseModel):
-    """The checkpoint of one slice: its stage, the provider's ids and what it produced."""
-
-    slice_id: str
-    job_id: str
-    worker_id: str
-    claim: str = Field(description="The claim token every document of the slice is held under.")
-    stage: Stage = Stage.CLAIMING
-    documents: int = 0
-    requests: int = 0
-    request_bytes: int = 0
-    sha256: str = ""
-    file_id: str | None = None
-    batch_id: str | None = None
-    batch_status: str | None = None
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    stored: int = 0
-    online: int = 0
-    failed: int = 0
-    released: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
-
-
-class ProviderSlice:
-    """One slice's directory (see the module docstring)."""
-
-    def __init__(self, directory: Path, state: SliceState) -> None:
-        self.directory = directory
-        self.state = state
-
-    @property
-    def requests_path(self) -> Path:
-        """The request file to upload."""
-        return self.directory / "requests.jsonl"
-
-    @property
-    def filename(self) -> str:
-        """The name the request file is uploaded under (how an upload is found again)."""
-        return f"{self.state.slice_id}.jsonl"
-
-    def save(self, **changes: object) -> None:
-        """Record ``changes`` to the state, atomically."""
-        self.state = self.state.model_copy(update={**changes, "updated_at": utcnow()})
-        atomic_write(self.directory / "state.json", self.state.model_dump_json(indent=2).encode())
-
-    def documents(self) -> Iterator[SourceDocument]:
-        """The slice's documents (a damaged line is skipped: its claim lapses, see recovery)."""
-        for line in read_lines(self.directory / "documents.jsonl"):
-            doc = decode_doc_line(line)
-            if doc is not None:
-                yield doc
-
-    def keep_results(self, output: bytes, errors: bytes) -> None:
-        """Keep the downloaded result files until they are stored."""
-        atomic_write(self.directory / "output.jsonl", output)
-        atomic_write(self.directory / "errors.jsonl", errors)
-
-    def results(self) -> Iterator[bytes]:
-        """The downloaded output lines, then the error lines."""
-        for name in ("output.jsonl", "errors.jsonl"):
-            path = self.directory / name
-            if path.exists():
-                yield from read_lines(path)
-
-    def remove(self) -> None:
-        """Delete the slice's directory (its work is done)."""
-        try:
-            shutil.rmtree(self.directory)
-        except OSError as exc:
-            raise ResourceError(f"cannot remove {self.directory}: {exc}") from exc
-
-
-class ProviderSlices:
-    """The slices of one batch directory."""
+class SliceFiles:
+    """The cached files of the slices of one batch directory."""
 
     def __init__(self, batch_dir: Path) -> None:
         self.directory = batch_dir / DIRECTORY
 
-    def begin(self, state: SliceState) -> ProviderSlice:
-        """A new slice, recorded before its documents are claimed (stage ``claiming``).
+    def requests_path(self, slice_id: str) -> Path:
+        """The request file of ``slice_id``."""
+        return self.directory / slice_id / "requests.jsonl"
 
-        So a crash while claiming leaves the claim token on disk, and the restart releases
-        exactly those claims at once rather than when their long lease ends.
-        """
-        begun = ProviderSlice(ensure_dir(self.directory / state.slice_id), state)
-        begun.save(stage=Stage.CLAIMING)
-        return begun
-
-    def write(
-        self,
-        begun: ProviderSlice,
-        documents: Iterable[SourceDocument],
-        requests: Iterable[bytes],
-    ) -> None:
-        """Write a claimed slice's documents and request file, then mark it ``written``."""
-        directory = begun.directory
-        atomic_write(
-            directory / "documents.jsonl", b"".join(encode_doc_line(d) + b"\n" for d in documents)
-        )
-        lines = list(requests)
+    def write_requests(self, slice_id: str, lines: Iterable[bytes]) -> tuple[int, str]:
+        """Write the request file atomically; its size and SHA-256."""
         body = b"".join(line + b"\n" for line in lines)
-        atomic_write(directory / "requests.jsonl", body)
-        begun.save(
-            stage=Stage.WRITTEN,
-            requests=len(lines),
-            request_bytes=len(body),
-            sha256=hashlib.sha256(body).hexdigest(),
-        )
+        ensure_dir(self.directory / slice_id)
+        atomic_write(self.requests_path(slice_id), body)
+        return len(body), hashlib.sha256(body).hexdigest()
 
-    def load(self) -> tuple[list[ProviderSlice], list[Path]]:
-        """The slices on disk, oldest first, and directories without a readable state.
-
-        A directory without a state holds no claim (the state is written before claiming):
-        it is only deleted.
-        """
-        slices: list[ProviderSlice] = []
-        unreadable: list[Path] = []
-        if not self.directory.is_dir():
-            return slices, unreadable
-        for directory in sorted(p for p in self.directory.iterdir() if p.is_dir()):
-            try:
-                state = SliceState.model_validate_json((directory / "state.json").read_bytes())
-            except (OSError, ValidationError):
-                unreadable.append(directory)
-                continue
-            slices.append(ProviderSlice(directory, state))
-        return slices, unreadable
-
-    def discard(self, directory: Path) -> None:
-        """Delete a slice directory that holds no state (so no claim)."""
+    def has_requests(self, slice_id: str, sha256: str) -> bool:
+        """Whether the request file is here, whole (its SHA-256 as recorded)."""
+        path = self.requests_path(slice_id)
         try:
-            shutil.rmtree(directory)
+            return hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+        except OSError:
+            return False
+
+    def keep_results(self, slice_id: str, output: bytes, errors: bytes) -> None:
+        """Keep the downloaded result files until they are stored."""
+        directory = ensure_dir(self.directory / slice_id)
+        atomic_write(directory / "output.jsonl", output)
+        atomic_write(directory / "errors.jsonl", errors)
+
+    def has_results(self, slice_id: str) -> bool:
+        """Whether both result files are here."""
+        directory = self.directory / slice_id
+        return (directory / "output.jsonl").exists() and (directory / "errors.jsonl").exists()
+
+    def results(self, slice_id: str) -> Iterator[bytes]:
+        """The downloaded output lines, then the error lines (a damaged line is skipped)."""
+        for name in ("output.jsonl", "errors.jsonl"):
+            path = self.directory / slice_id / name
+            if path.exists():
+                yield from read_lines(path)
+
+    def remove(self, slice_id: str) -> None:
+        """Delete a slice's files (its work is done, or another worker has it)."""
+        directory = self.directory / slice_id
+        try:
+            shutil.rmtree(directory, ignore_errors=False)
+        except FileNotFoundError:
+            return
         except OSError as exc:
             raise ResourceError(f"cannot remove {directory}: {exc}") from exc
 
-    def states(self) -> list[SliceState]:
-        """Every slice's state (for ``status``)."""
-        return [s.state for s in self.load()[0]]
+    def cached(self) -> list[str]:
+        """The slice ids with a directory here."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.name for p in self.directory.iterdir() if p.is_dir())
+
+    def legacy_states(self) -> list[dict[str, Any]]:
+        """The ``state.json`` of slices written by an earlier version (see the module docstring)."""
+        states = []
+        for slice_id in self.cached():
+            path = self.directory / slice_id / "state.json"
+            try:
+                state = json.loads(path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if isinstance(state, dict):
+                states.append(state)
+        return states
+
+    def forget_legacy_state(self, slice_id: str) -> None:
+        """Remove a ``state.json`` once it is recorded in MongoDB."""
+        (self.directory / slice_id / "state.json").unlink(missing_ok=True)

@@ -2,7 +2,7 @@
 
 OpenAI's Batch API (and Azure OpenAI's global batch) takes a JSONL file of chat-completions
 requests and answers within a completion window (24 h) at half the price. This module is the
-provider side of :mod:`batch_processor.service.batch_route`: each call is one SDK request,
+provider side of :mod:`batch_processor.route`: each call is one SDK request,
 its errors translated to ours (:func:`batch_processor.llm.errors.translate`), so the route's
 retry policy decides what is tried again. Lookups make the route's steps repeatable after a
 crash: :meth:`ProviderBatches.find_file` finds an upload by its name and size, and
@@ -21,6 +21,8 @@ from batch_processor.llm.errors import translate
 
 #: The metadata key naming the slice a batch was created for (how a crash finds it again).
 SLICE_KEY = "bp_slice"
+#: The metadata key naming the database's installation (whose orphans are ours to clean).
+INSTALLATION_KEY = "bp_installation"
 #: Batches looked through for a slice's batch: the account's most recent ones.
 FIND_DEPTH = 500
 #: A batch in one of these states changes no more.
@@ -33,6 +35,7 @@ class ProviderBatch:
 
     id: str
     status: str
+    input_file_id: str | None = None
     output_file_id: str | None = None
     error_file_id: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
@@ -51,6 +54,7 @@ class ProviderBatch:
         return cls(
             id=str(raw["id"]),
             status=str(raw.get("status")),
+            input_file_id=raw.get("input_file_id"),
             output_file_id=raw.get("output_file_id"),
             error_file_id=raw.get("error_file_id"),
             counts={
@@ -91,6 +95,18 @@ class ProviderBatches:
                 return str(item["id"])
         return None
 
+    async def files(self) -> list[tuple[str, str]]:
+        """The batch files uploaded: (file id, file name), newest first."""
+        files: list[dict[str, Any]] = await self._call("list batch files", "batch_files")
+        return [(str(item["id"]), str(item.get("filename") or "")) for item in files]
+
+    async def batches(self) -> list[ProviderBatch]:
+        """The account's most recent batches (up to ``FIND_DEPTH``), newest first."""
+        recent: list[dict[str, Any]] = await self._call(
+            "list batches", "recent_batches", FIND_DEPTH
+        )
+        return [ProviderBatch.of(raw) for raw in recent]
+
     async def upload(self, path: Path, filename: str) -> str:
         """Upload a request file; its file id."""
         created = await self._call("upload", "upload_batch_file", str(path), filename)
@@ -98,12 +114,9 @@ class ProviderBatches:
 
     async def find_batch(self, slice_id: str) -> ProviderBatch | None:
         """The batch created for ``slice_id`` (by its metadata), if the provider has one."""
-        recent: list[dict[str, Any]] = await self._call(
-            "list batches", "recent_batches", FIND_DEPTH
-        )
-        for raw in recent:
-            if (raw.get("metadata") or {}).get(SLICE_KEY) == slice_id:
-                return ProviderBatch.of(raw)
+        for batch in await self.batches():
+            if batch.metadata.get(SLICE_KEY) == slice_id:
+                return batch
         return None
 
     async def create(self, file_id: str, metadata: dict[str, str]) -> ProviderBatch:

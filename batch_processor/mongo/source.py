@@ -209,6 +209,28 @@ class MongoSource:
             )
         return result.modified_count
 
+    async def hold(self, claim: str, worker_id: str, lease: timedelta) -> int:
+        """Renew every document still claimed under ``claim``, as ``worker_id``'s; the count.
+
+        The Batch API route holds a slice's documents by its claim token: renewed while its
+        batch is polled, and restamped with the new owner when a worker takes a slice over.
+        """
+        with translated("renew leases"):
+            result = await self._collection.update_many(
+                {STATUS: CLAIMED, CLAIM: claim},
+                {"$set": {WORKER: worker_id, LEASE: utcnow() + lease}},
+            )
+        return result.matched_count
+
+    async def claimed(self, claim: str) -> list[SourceDocument]:
+        """The documents still claimed under ``claim``, in ``_id`` order (a slice's rest)."""
+        raw_source = self._collection.with_options(codec_options=RAW)
+        cursor = raw_source.find({STATUS: CLAIMED, CLAIM: claim}, self._projection or None)
+        with translated("read claimed documents"):
+            raws = await cursor.sort("_id", ASCENDING).to_list(None)
+        docs = [doc for doc in map(decode_source, raws) if doc is not None]
+        return [doc.model_copy(update={"claim": claim}) for doc in docs]
+
     async def renew(
         self, doc_ids: Sequence[str], worker_id: str, lease: timedelta | None = None
     ) -> int:

@@ -28,6 +28,7 @@ from batch_processor.mongo.fleet import MongoFleet
 from batch_processor.mongo.reports import Reports
 from batch_processor.mongo.requeue import Reclassification
 from batch_processor.mongo.sink import MongoSink
+from batch_processor.mongo.slices import MongoSlices
 from batch_processor.mongo.source import STATUS, MongoSource
 
 log = structlog.get_logger("batch_processor.mongo.store")
@@ -58,6 +59,7 @@ class MongoStore:
         listeners: Sequence[CommandListener] = (),
         cache_collection: str = "classification_cache",
         workers_collection: str = "batch_workers",
+        slices_collection: str = "provider_batches",
         priority_field: str = "priority",
         lease_seconds: float = 60.0,
         source_filter: Raw | None = None,
@@ -102,8 +104,9 @@ class MongoStore:
             self._source_collection, self._target_collection, history
         )
         self.fleet = MongoFleet(db[workers_collection])
+        self.slices = MongoSlices(db[slices_collection])
 
-    async def close(self, within: float = 10.0) -> None:
+    async def close(self, within: float = 3.0) -> None:
         """Close the client's connections, waiting at most ``within`` seconds.
 
         pymongo's async ``close`` joins its monitor tasks without a time limit; one stuck in a

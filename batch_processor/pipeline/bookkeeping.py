@@ -18,10 +18,10 @@ from batch_processor.files.checkpoints import CheckpointStore
 from batch_processor.models import Checkpoint, JobStatus, utcnow
 from batch_processor.pipeline.admission import Admission
 from batch_processor.pipeline.memory import rss_mb
+from batch_processor.pipeline.outcomes import Ended
 from batch_processor.pipeline.ports import RunMetrics
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.pipeline.tracker import BatchTracker, FinishedBatch
-from batch_processor.pipeline.writer import RELEASED
 
 log = structlog.get_logger("batch_processor.pipeline")
 
@@ -56,14 +56,14 @@ class Bookkeeper:
         self._since_checkpoint = 0
         self._released: list[str] = []
 
-    def settle(self, doc_id: str, outcome: str) -> None:
-        """Count the end of one document (``outcome`` is a writer outcome or RELEASED)."""
+    def settle(self, doc_id: str, outcome: Ended) -> None:
+        """Count the end of one document (exactly once per document)."""
         self._admission.release()
         self.tracker.settle(doc_id, outcome)
-        if outcome == RELEASED:
+        if outcome is Ended.RELEASED:
             self._released.append(doc_id)
             self._stats.released += 1
-        if outcome == "queued_classify":
+        if outcome is Ended.QUEUED_CLASSIFY:
             self._stats.queued_classify += 1
         self._since_checkpoint += 1
         if self._since_checkpoint >= self._interval:

@@ -30,11 +30,12 @@ from batch_processor.pipeline.control import RunControl
 from batch_processor.pipeline.drain import QueueDrainer
 from batch_processor.pipeline.memory import PageSizer
 from batch_processor.pipeline.options import PipelineOptions
+from batch_processor.pipeline.outcomes import Outcomes, reason
 from batch_processor.pipeline.ports import RunMetrics, Sink, Source
 from batch_processor.pipeline.producer import PageProducer
 from batch_processor.pipeline.recovery import Recovery
 from batch_processor.pipeline.stats import RunStats
-from batch_processor.pipeline.task import DocumentTasks, reason
+from batch_processor.pipeline.task import DocumentTasks
 from batch_processor.pipeline.writer import ResultWriter
 from batch_processor.retry import RetryPolicy, Sleep
 
@@ -98,11 +99,14 @@ class Pipeline:
             writer=writer,
             stats=stats,
             settle=books.settle,
-            job_id=job_id,
+            outcomes=Outcomes(
+                job_id=job_id,
+                classifier=(classifier.name, classifier.version),
+                text_field=options.text_field,
+                max_text_chars=options.max_text_chars,
+                roles=options.roles,
+            ),
             concurrent=options.concurrent,
-            text_field=options.text_field,
-            max_text_chars=options.max_text_chars,
-            roles=options.roles,
             telemetry=telemetry,
         )
         self._drainer = tasks.drainer = QueueDrainer(

@@ -26,6 +26,7 @@ from batch_processor.models import (
     StoreRetry,
 )
 from batch_processor.pipeline.admission import Admission
+from batch_processor.pipeline.outcomes import Ended
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.pipeline.writer import ResultWriter, Settle
 
@@ -179,10 +180,10 @@ class QueueDrainer:
         item = ClassifyRetry(doc=doc, error=describe(error), category=categorize(error))
         self._dead_letter("classify", [doc.id], item.error, item.category, 1, item)
 
-    def _classified(self, key: str, outcome: str) -> None:
+    def _classified(self, key: str, outcome: Ended) -> None:
         self._admission.release()
         self._in_progress.discard(key)
-        if outcome == "released":  # the run is stopping: the entry stays for the next drain
+        if outcome is Ended.RELEASED:  # the run is stopping: the entry stays for the next drain
             return
         self._queues.classify.remove(key)
         self._stats.recovered_from_queues += 1

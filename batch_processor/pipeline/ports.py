@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Protocol
 
 from batch_processor.errors import BatchProcessorError
@@ -51,8 +52,28 @@ class Source(Protocol):
         token: str,
         reclaim: bool = False,
         previous_claim: str | None = None,
+        lease: timedelta | None = None,
     ) -> set[str]:
-        """Claim the free documents among ``doc_ids``; return the ids this claim won."""
+        """Claim the free documents among ``doc_ids``; return the ids this claim won.
+
+        ``lease`` replaces the source's lease (the Batch API route's: past the provider's window).
+        """
+        ...
+
+    async def count_pending(self) -> int:
+        """How many unprocessed documents wait (a full count)."""
+        ...
+
+    async def claimed(self, claim: str) -> list[SourceDocument]:
+        """The documents still claimed under ``claim``."""
+        ...
+
+    async def hold(self, claim: str, worker_id: str, lease: timedelta) -> int:
+        """Renew the documents claimed under ``claim`` as ``worker_id``'s; how many."""
+        ...
+
+    async def release_tokens(self, claims: Sequence[str]) -> int:
+        """Give back every document still claimed under one of ``claims``; how many."""
         ...
 
     async def release_ids(self, doc_ids: Sequence[str], job_id: str) -> None:

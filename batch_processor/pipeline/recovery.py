@@ -138,9 +138,10 @@ class Recovery:
         if not ids:
             return
         try:
-            await self._source.release_ids(ids, self._job_id)
+            await self._db.brief(lambda: self._source.release_ids(ids, self._job_id))
         except BatchProcessorError as exc:
-            # Still claimed by this worker: its next start releases them (release_dead_claims).
+            # Still claimed by this worker: its next start releases them (release_dead_claims),
+            # or any worker once their lease ends; a stop during an outage does not wait.
             log.warning("claims not released yet", documents=len(ids), error=describe(exc))
         else:
             log.info("documents given back unprocessed", documents=len(ids))

@@ -67,6 +67,15 @@ class RunStats:
         """Documents that ended in this run: stored, already stored, or failed."""
         return self.succeeded + self.already_stored + self.failed_total
 
+    def add_route(
+        self, stored: int, failed: Counter[str], lost_lease: int, summary: dict[str, Any]
+    ) -> None:
+        """Count what the Batch API route ended beside this job (see ``route``)."""
+        self.succeeded += stored
+        self.failed.update(failed)
+        self.lost_lease += lost_lease
+        self.route = summary
+
     def add_db_retry(self, error: BaseException | None = None) -> None:
         """Count one retried MongoDB call (by the category of ``error``, if given)."""
         self.db_retries += 1

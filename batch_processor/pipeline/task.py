@@ -1,8 +1,8 @@
 """One task per document: classify it under the concurrency slots, then hand its outcome on.
 
 A document's outcome is a result (to the writer), a failure (to the writer, which marks it), a
-retry-queue item (a retryable error outlasted its retries) or RELEASED (given back unprocessed:
-the run stopped). Whatever happens, including cancellation, it is settled exactly once.
+retry-queue item (a retryable error outlasted its retries) or ``Ended.RELEASED`` (given back
+unprocessed: the run stopped). Whatever happens, including cancellation, it is settled exactly once.
 """
 
 from __future__ import annotations
@@ -11,16 +11,14 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal
 
 import structlog
 
 from batch_processor.classifiers import Classifier
-from batch_processor.conversation import Roles
 from batch_processor.errors import (
-    BatchProcessorError,
     BudgetExhaustedError,
     ConfigurationError,
-    DataError,
     categorize,
     describe,
     is_retryable,
@@ -28,27 +26,17 @@ from batch_processor.errors import (
 from batch_processor.models import ClassifiedDocument, ClassifyRetry, FailedDocument, SourceDocument
 from batch_processor.pipeline.control import RunControl
 from batch_processor.pipeline.drain import QueueDrainer
+from batch_processor.pipeline.outcomes import Ended, Outcomes
 from batch_processor.pipeline.ports import RunMetrics
 from batch_processor.pipeline.stats import RunStats
-from batch_processor.pipeline.text import ExtractedText, extract_text
-from batch_processor.pipeline.writer import RELEASED, ResultWriter, Settle
-from batch_processor.redaction import redact_text
+from batch_processor.pipeline.text import ExtractedText
+from batch_processor.pipeline.writer import ResultWriter, Settle
 from batch_processor.retry import RetryPolicy, announce_retries
 
 log = structlog.get_logger("batch_processor.pipeline")
 
-Outcome = ClassifiedDocument | FailedDocument | ClassifyRetry | str
+Outcome = ClassifiedDocument | FailedDocument | ClassifyRetry | Ended
 OnExhausted = Callable[[ClassifyRetry], Awaitable[None]]
-
-
-def reason(error: BaseException) -> str:
-    """The failure reason stored with a document: our message, or the exception's first line.
-
-    Secrets are masked (see :mod:`batch_processor.redaction`).
-    """
-    if isinstance(error, BatchProcessorError):
-        return redact_text(error.message)
-    return describe(error)
 
 
 class DocumentTasks:
@@ -62,12 +50,9 @@ class DocumentTasks:
         classify_policy: RetryPolicy,
         writer: ResultWriter,
         stats: RunStats,
-        settle: Callable[[str, str], None],
-        job_id: str,
+        settle: Callable[[str, Ended], None],
+        outcomes: Outcomes,
         concurrent: int,
-        text_field: str,
-        max_text_chars: int,
-        roles: Roles,
         telemetry: RunMetrics | None = None,
     ) -> None:
         self.group: asyncio.TaskGroup | None = None  # set while the run is active
@@ -78,10 +63,7 @@ class DocumentTasks:
         self._writer = writer
         self._stats = stats
         self._settle = settle
-        self._job_id = job_id
-        self._text_field = text_field
-        self._max_text_chars = max_text_chars
-        self._roles = roles
+        self._outcomes = outcomes
         self._telemetry = telemetry
         self._slots = asyncio.Semaphore(concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -99,7 +81,7 @@ class DocumentTasks:
         for index, (doc, text) in enumerate(zip(docs, texts, strict=True)):
             if self._control.stopping:
                 for rest in docs[index:]:
-                    self._settle(rest.id, RELEASED)
+                    self._settle(rest.id, Ended.RELEASED)
                 return
             await self.start(doc, functools.partial(self._settle, doc.id), text=text)
 
@@ -119,7 +101,7 @@ class DocumentTasks:
             task = self.group.create_task(self._handle(doc, settle, on_exhausted, text))
         except RuntimeError:  # the group is shutting down: the document is given back
             self._slots.release()
-            settle(RELEASED)
+            settle(Ended.RELEASED)
             return
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -150,31 +132,31 @@ class DocumentTasks:
                 outcome = await self._classify(doc, text or self._read_text(doc))
             finally:
                 self._slots.release()
-            if isinstance(outcome, str):  # RELEASED
-                settle(RELEASED)
+            if isinstance(outcome, Ended):
+                settle(outcome)
             elif isinstance(outcome, ClassifyRetry):
                 if on_exhausted is not None:
                     await on_exhausted(outcome)
                 else:
                     self._queue(outcome)
-                    settle("queued_classify")
+                    settle(Ended.QUEUED_CLASSIFY)
             else:
                 # Synchronous: once it returns the writer holds the outcome, and nothing
                 # between here and the end of the task can be interrupted.
                 self._writer.add(outcome, settle)
         except asyncio.CancelledError:
-            settle(RELEASED)
+            settle(Ended.RELEASED)
             raise
         except Exception as exc:  # noqa: BLE001 - a worker-level failure (disk, configuration)
             # Nothing is wrong with the document: give it back, so that once the cause is fixed
             # a plain restart (no --recover) takes it again.
             self._control.fail(exc)
-            settle(RELEASED)
+            settle(Ended.RELEASED)
 
     async def _classify(self, doc: SourceDocument, text: ExtractedText | FailedDocument) -> Outcome:
-        """One document's outcome: a result, a failure, a retry-queue item, or RELEASED."""
+        """One document's outcome: a result, a failure, a retry-queue item, or Ended.RELEASED."""
         if self._control.stopping:
-            return RELEASED  # waited for a slot while the run was stopping
+            return Ended.RELEASED  # waited for a slot while the run was stopping
         if isinstance(text, FailedDocument):
             return _logged(text)
         on_retry = announce_retries(
@@ -192,26 +174,19 @@ class DocumentTasks:
             if not self._control.stopping:
                 log.warning("budget reached: taking no new documents; the rest stay pending")
             self._control.stop()
-            return RELEASED
+            return Ended.RELEASED
         except Exception as exc:  # noqa: BLE001 - any classifier failure is sorted, never fatal
             if is_retryable(exc):
                 return ClassifyRetry(doc=doc, error=describe(exc), category=categorize(exc))
             if self.drainer is not None:
                 self.drainer.dead_letter_document(doc, exc)
-            return _logged(self._failed(doc, exc, attempts=1))
+            failure = self._outcomes.failure(doc.id, exc, attempts=1, claim=doc.claim)
+            return _logged(failure)
         if self._telemetry is not None:
             self._telemetry.classified(time.monotonic() - started)
-        return ClassifiedDocument.of(
-            output,
-            doc_id=doc.id,
-            classifier=(self._classifier.name, self._classifier.version),
-            attempts=attempts,
-            text=(text.original_chars, text.truncated),
-            job_id=self._job_id,
-            claim=doc.claim,
-            route="online" if output.model is not None else None,
-            turns=text.turns,
-        )
+        route: Literal["online"] | None = "online" if output.model is not None else None
+        return self._outcomes.result(doc, text, output, attempts=attempts, claim=doc.claim,
+                                     route=route)  # fmt: skip
 
     def _queue(self, item: ClassifyRetry) -> None:
         if self.drainer is None:
@@ -220,29 +195,10 @@ class DocumentTasks:
 
     def _read_text(self, doc: SourceDocument) -> ExtractedText | FailedDocument:
         """The text to classify, or the DATA failure that says why there is none."""
-        if doc.problem is not None:
-            return self._failed(doc, DataError(doc.problem), attempts=0)
-        try:
-            extracted = extract_text(doc, self._text_field, self._max_text_chars, self._roles)
-        except DataError as exc:
-            return self._failed(doc, exc, attempts=0)
-        except Exception as exc:  # noqa: BLE001 - odd data never stops the run
-            error = DataError(f"cannot read the text: {describe(exc)}")
-            return self._failed(doc, error, attempts=0)
-        self._stats.count_unknown_roles(extracted.conversation.unknown_roles)
-        return extracted
-
-    def _failed(
-        self, doc: SourceDocument, error: BaseException, *, attempts: int
-    ) -> FailedDocument:
-        return FailedDocument(
-            doc_id=doc.id,
-            error=reason(error),
-            category=categorize(error),
-            attempts=attempts,
-            job_id=self._job_id,
-            claim=doc.claim,
-        )
+        text = self._outcomes.text(doc)
+        if isinstance(text, ExtractedText):
+            self._stats.count_unknown_roles(text.conversation.unknown_roles)
+        return text
 
 
 def _logged(failed: FailedDocument) -> FailedDocument:
@@ -257,7 +213,7 @@ def _once(settle: Settle) -> Settle:
     """``settle``, callable any number of times but acting only the first time."""
     done = False
 
-    def settle_once(outcome: str) -> None:
+    def settle_once(outcome: Ended) -> None:
         nonlocal done
         if not done:
             done = True

@@ -23,19 +23,16 @@ from dataclasses import dataclass
 
 import structlog
 
-from batch_processor.errors import ConfigurationError, LostLeaseError, categorize, describe
+from batch_processor.errors import ConfigurationError, categorize, describe
 from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.models import ClassifiedDocument, FailedDocument, StoreRetry
 from batch_processor.outage import DatabaseCalls
+from batch_processor.pipeline.outcomes import Ended, store_outcomes
 from batch_processor.pipeline.ports import Sink
 from batch_processor.pipeline.stats import RunStats
 
 Outcome = ClassifiedDocument | FailedDocument
-Settle = Callable[[str], None]
-#: The outcome of a document given back unprocessed: its claim is released.
-RELEASED = "released"
-#: The outcome of a document another worker took over: this worker's write was dropped.
-LOST_LEASE = "lost_lease"
+Settle = Callable[[Ended], None]
 
 log = structlog.get_logger("batch_processor.pipeline.writer")
 
@@ -149,7 +146,7 @@ class ResultWriter:
         if pending:
             log.error("result writer stopped: giving back what it held", documents=len(pending))
         for item in pending:
-            item.settle(RELEASED)
+            item.settle(Ended.RELEASED)
 
     async def _flush_batch(self, batch: list[_Pending]) -> None:
         results = [p.outcome for p in batch if isinstance(p.outcome, ClassifiedDocument)]
@@ -177,18 +174,18 @@ class ResultWriter:
             )
             self._writing = []
             for pending in batch:
-                pending.settle("queued_store")
+                pending.settle(Ended.QUEUED_STORE)
             return
         self._writing = []
         for pending in batch:
             doc_id = pending.outcome.doc_id
             if doc_id in written.lost:
-                pending.settle(LOST_LEASE)
+                pending.settle(Ended.LOST_LEASE)
             elif isinstance(pending.outcome, FailedDocument) or doc_id in written.refused:
-                pending.settle("failed")
+                pending.settle(Ended.FAILED)
             else:
                 self._stats.succeeded += 1
-                pending.settle("stored")
+                pending.settle(Ended.STORED)
 
     async def write(
         self, results: list[ClassifiedDocument], failures: list[FailedDocument]
@@ -199,27 +196,10 @@ class ResultWriter:
         ``lost_lease`` and logged. Raises the last error if MongoDB is still unavailable
         after the retries.
         """
-        errors = await self._db.brief(lambda: self._sink.store_results(results))
-        lost = {doc_id for doc_id, error in errors.items() if isinstance(error, LostLeaseError)}
-        result_of = {result.doc_id: result for result in results}
-        failures = failures + [
-            FailedDocument(
-                doc_id=doc_id,
-                error=describe(error),
-                category=error.category,
-                attempts=1,
-                job_id=result_of[doc_id].job_id,
-                claim=result_of[doc_id].claim,
-            )
-            for doc_id, error in errors.items()
-            if doc_id not in lost
-        ]
-        stored = [result for result in results if result.doc_id not in errors]
-        lost |= await self._db.brief(lambda: self._sink.mark_done(stored))
-        lost |= await self._db.brief(lambda: self._sink.mark_failed(failures))
-        for failure in failures:
-            if failure.doc_id not in lost:
-                self._stats.record_failure(failure.category)
+        done = await store_outcomes(self._sink, self._db.brief, results, failures)
+        for failure in done.failures:
+            self._stats.record_failure(failure.category)
+        lost = done.lost
         if lost:
             self._stats.lost_lease += len(lost)
             log.warning(
@@ -227,4 +207,5 @@ class ResultWriter:
                 documents=len(lost),
                 doc_ids=sorted(lost)[:10],
             )
-        return Written(refused=set(errors) - lost, lost=lost)
+        failed = {failure.doc_id for failure in done.failures}
+        return Written(refused=failed - {f.doc_id for f in failures}, lost=lost)

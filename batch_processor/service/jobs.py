@@ -8,6 +8,7 @@ each wake-up (continuous) or at each firing (scheduled).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from batch_processor.pipeline.core import Pipeline
 from batch_processor.pipeline.options import PipelineOptions
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.retry import RetryPolicy
+from batch_processor.route.options import RouteStats
 from batch_processor.service.fleet import LeaseKeeper
 from batch_processor.service.preflight import SourceCheck
 from batch_processor.service.shutdown import Stopper
@@ -113,10 +115,25 @@ class Service:
     source_check: SourceCheck | None = None  # set by run_job: jobs wait for the source
 
 
-async def run_one_job(service: Service, *, recover: bool) -> RunStats:
+@dataclass(frozen=True, slots=True)
+class RouteRun:
+    """The Batch API route's work beside a job: the job's summary waits for it and counts it."""
+
+    task: asyncio.Task[None]
+    stats: RouteStats
+
+    async def ended(self) -> None:
+        """Wait until the route's work ends (its error, if any, is the task group's to raise)."""
+        await asyncio.wait({self.task})
+
+
+async def run_one_job(
+    service: Service, *, recover: bool, along: RouteRun | None = None
+) -> RunStats:
     """Run one job to its end (or its stop) and return its statistics.
 
-    Raises the error that stopped the job, after its checkpoint and its report are written.
+    With ``along``, the summary waits for the route's work and counts it. Raises the error
+    that stopped the job, after its checkpoint and its report are written.
     """
     settings, classifier, store = service.settings, service.classifier, service.store
     progress, telemetry = service.progress, service.telemetry
@@ -179,6 +196,10 @@ async def run_one_job(service: Service, *, recover: bool) -> RunStats:
         telemetry.job_ended(pipeline.stats)
         if cached is not None:
             await cached.flush()
+        if along is not None:
+            await along.ended()
+            stats.add_route(along.stats.stored, along.stats.failed, along.stats.lost_lease,
+                            along.stats.summary())  # fmt: skip
         stats.classifier = summary()
         stats.set_waiting(classify=len(queues.classify), store=queues.store_documents())
         if progress is not None:

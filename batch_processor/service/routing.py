@@ -1,17 +1,18 @@
-"""Which route a run's LLM requests take, and the Batch API route beside the online jobs.
+"""Which route a run's LLM requests take: composing the Batch API route, and running it.
 
 ``llm_route = online`` (the default) changes nothing. With ``batch`` or ``auto`` the runner
-builds a :class:`~batch_processor.service.batch_route.BatchRoute` and drives it around the
-online jobs:
+builds a :class:`~batch_processor.route.BatchRoute` (:func:`build_route`) and drives it
+around the online jobs (:func:`beside_jobs`):
 
-- in batch mode (and at each firing of scheduled mode) the route first finishes the slices a
-  previous process left, then claims the backlog it is given, and only then does the online
-  job start: it takes what the route left (high-priority documents under ``auto``, documents
-  that arrive meanwhile, a crashed job's batch files, the retry queues) while the route's
-  batches are polled and stored; the run ends when both have;
+- in batch mode (and at each firing of scheduled mode) the route first takes on the slices a
+  previous process (or a dead worker) left, then claims the backlog it is given, and only then
+  does the online job start: it takes what the route left (high-priority documents under
+  ``auto``, documents that arrive meanwhile, a crashed job's batch files, the retry queues)
+  while the route's batches are polled and stored. The job's summary (``run finished``, the
+  job's report file) waits for the route and counts its documents, requests and spend;
 - in continuous mode (``auto`` only) the route does the same at start and then checks the
-  backlog again every five minutes (``RECHECK_SECONDS``), alongside the online jobs, for as long
-  as the service runs.
+  backlog, other workers' abandoned slices and orphans again every five minutes
+  (``RECHECK_SECONDS``), alongside the online jobs, for as long as the service runs.
 
 The route runs in the runner's task group: if it fails, the run fails with its error.
 """
@@ -20,24 +21,49 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 
 from batch_processor.errors import ConfigurationError
 from batch_processor.files.atomic import ensure_dir
 from batch_processor.files.identity import worker_identity
-from batch_processor.files.provider_batches import ProviderSlice, ProviderSlices
+from batch_processor.files.provider_batches import SliceFiles
+from batch_processor.llm.batch_api import ProviderBatches
 from batch_processor.llm.client import LLMClassifier
+from batch_processor.pipeline.outcomes import Outcomes
 from batch_processor.pipeline.stats import RunStats
-from batch_processor.service.batch_route import BatchRoute, RouteOptions
-from batch_processor.service.jobs import Service, database_calls, new_job_id, retry_policy
+from batch_processor.route import AnswerReader, BatchRoute, RouteOptions, RouteStats, SliceBuilder
+from batch_processor.service.jobs import (
+    RouteRun,
+    Service,
+    database_calls,
+    new_job_id,
+    retry_policy,
+)
 from batch_processor.service.jobs import with_dedupe as dedupe_for
+from batch_processor.service.shutdown import Stopper
 from batch_processor.settings import Mode, Route
+from batch_processor.slice_record import SliceRecord
 
 log = structlog.get_logger("batch_processor.service.routing")
 
 #: Seconds between a service's checks of the backlog for the Batch API.
 RECHECK_SECONDS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class _StopAwareClock:
+    """The service's clock, whose sleeps end at a stop."""
+
+    service: Service
+
+    def now(self) -> datetime:
+        return self.service.clock.now()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.service.stopper.race(self.service.clock.sleep(seconds))
 
 
 def build_route(service: Service) -> BatchRoute | None:
@@ -52,65 +78,81 @@ def build_route(service: Service) -> BatchRoute | None:
             "needs the llm classifier (--classifier llm)"
         )
     batch_dir = ensure_dir(settings.batch_dir)
-    stopper = service.stopper
-
-    async def sleep(seconds: float) -> None:
-        await stopper.race(service.clock.sleep(seconds))
-
-    route = BatchRoute(
-        options=RouteOptions.of(settings),
-        store=service.store,
-        classifier=classifier,
-        cache=dedupe_for(settings, classifier, service.store),
-        slices=ProviderSlices(batch_dir),
-        worker_id=worker_identity(batch_dir),
-        job_id=new_job_id(),
-        db=database_calls(service),
-        classify_policy=retry_policy(settings, rate_limits_apart=True),
-        stopped=lambda: stopper.stopped,
-        sleep=sleep,
+    options = RouteOptions.of(settings)
+    job_id = new_job_id()
+    worker_id = f"{worker_identity(batch_dir)}/batch-route"
+    store, stopper = service.store, service.stopper
+    cache = dedupe_for(settings, classifier, store)
+    db = database_calls(service)
+    outcomes = Outcomes(
+        job_id=job_id,
+        classifier=(classifier.name, classifier.version),
+        text_field=settings.text_field,
+        max_text_chars=settings.max_text_chars,
+        roles=settings.roles,
     )
-    service.telemetry.route_summary = route.stats.summary
+    stats = RouteStats()
+    route = BatchRoute(
+        options=options,
+        source=store.source,
+        slices=store.slices,
+        provider=ProviderBatches(classifier, window=options.window),
+        files=SliceFiles(batch_dir),
+        builder=SliceBuilder(
+            options=options, source=store.source, llm=classifier, cache=cache,
+            outcomes=outcomes, db=db, worker_id=worker_id,
+        ),
+        answers=AnswerReader(
+            source=store.source, sink=store.sink, llm=classifier, cache=cache,
+            outcomes=outcomes, db=db, concurrent=settings.concurrent, stats=stats,
+            classify_policy=retry_policy(settings, rate_limits_apart=True),
+        ),
+        stats=stats,
+        worker_id=worker_id,
+        job_id=job_id,
+        db=db,
+        clock=_StopAwareClock(service),
+        stopped=lambda: stopper.stopped,
+    )  # fmt: skip
+    service.telemetry.route_summary = stats.summary
     return route
-
-
-async def prepare(route: BatchRoute) -> list[ProviderSlice]:
-    """Resume what a previous process left, then claim the backlog if the route takes it."""
-    slices = await route.resume()
-    if await route.backlog_wanted():
-        slices += await route.submit_backlog()
-    return slices
 
 
 async def beside_jobs(
     service: Service,
     route: BatchRoute,
-    jobs: Callable[[], Awaitable[RunStats]],
+    jobs: Callable[[RouteRun | None], Awaitable[RunStats]],
 ) -> RunStats:
-    """Run the route's batches beside the online ``jobs`` (see the module docstring)."""
-    slices = await prepare(route)
+    """Run the route's batches beside the online ``jobs`` (see the module docstring).
+
+    ``jobs`` gets the route's run to wait for and count in its summary, except in continuous
+    mode, where the route never ends.
+    """
     forever = service.settings.mode is Mode.CONTINUOUS
     async with asyncio.TaskGroup() as group:
-        group.create_task(_keep_going(service, route, slices, forever), name="batch-route")
-        stats = await jobs()
-    # The run's outcome counts the route's documents too (the job's report file, written
-    # when the online job ended, has the online job's alone).
-    stats.succeeded += route.stats.stored
-    stats.failed.update(route.stats.failed)
-    stats.lost_lease += route.stats.lost_lease
-    stats.route = route.stats.summary()
-    log.info("batch route finished", **stats.route)
+        keeper = group.create_task(route.keep_leases(), name="batch-route-leases")
+        slices = await route.resume()
+        if await route.backlog_wanted():
+            slices += await route.submit_backlog()
+        work = group.create_task(_keep_going(service.stopper, route, slices, forever),
+                                 name="batch-route")  # fmt: skip
+        work.add_done_callback(lambda _: keeper.cancel())
+        stats = await jobs(None if forever else RouteRun(work, route.stats))
+    log.info("batch route finished", **route.stats.summary())
     return stats
 
 
 async def _keep_going(
-    service: Service, route: BatchRoute, slices: list[ProviderSlice], forever: bool
+    stopper: Stopper, route: BatchRoute, slices: list[SliceRecord], forever: bool
 ) -> None:
-    """Finish ``slices``; in a service, check the backlog again every few minutes."""
+    """Finish ``slices`` (and other workers' abandoned ones); in a service, check again."""
     await route.finish(slices)
-    stopper = service.stopper
+    await route.finish(await route.watched())
+    await route.clean_orphans()
     while forever and not stopper.stopped:
-        if not await stopper.race(service.clock.sleep(RECHECK_SECONDS)):
+        if not await stopper.race(asyncio.sleep(RECHECK_SECONDS)):
             return
+        taken = await route.resume()
         if await route.backlog_wanted():
-            await route.finish(await route.submit_backlog())
+            taken += await route.submit_backlog()
+        await route.finish(taken)

@@ -28,6 +28,7 @@ from batch_processor.service.embedded import EmbeddedServer
 from batch_processor.service.fleet import LeaseKeeper
 from batch_processor.service.jobs import (
     ProgressSink,
+    RouteRun,
     Service,
     database_calls,
     outage_policy,
@@ -75,6 +76,7 @@ async def open_store(
             listeners=listeners,
             cache_collection=settings.cache_collection,
             workers_collection=settings.workers_collection,
+            slices_collection=settings.provider_batches_collection,
             priority_field=settings.priority_field,
             lease_seconds=settings.lease_seconds,
             source_filter=settings.source_filter,
@@ -136,7 +138,7 @@ async def run_job(
     try:
         with (
             exclusive_lock(writable_dir(settings.batch_dir, "batch_dir") / ".lock"),
-            stopper.on_signals(),
+            stopper.on_signals(settings.shutdown_grace),
         ):
             async with contextlib.AsyncExitStack() as stack:
                 if store is None:
@@ -288,14 +290,16 @@ async def _drive_mode(service: Service, schedule: CronSchedule | None) -> RunSta
     if route is None or schedule is not None:
         # Scheduled mode runs the route at each firing (see _job).
         return await _drive_jobs(service, schedule)
-    return await beside_jobs(service, route, lambda: _drive_jobs(service, schedule))
+    return await beside_jobs(service, route, functools.partial(_drive_jobs, service, schedule))
 
 
-async def _drive_jobs(service: Service, schedule: CronSchedule | None) -> RunStats:
+async def _drive_jobs(
+    service: Service, schedule: CronSchedule | None, along: RouteRun | None = None
+) -> RunStats:
     """One job in batch mode; jobs and idle waits in turn in continuous mode."""
     if schedule is not None:
         return await _run_on_schedule(service, schedule)
-    stats = await _job(service, recover=service.settings.recover)
+    stats = await _job(service, recover=service.settings.recover, along=along)
     while service.settings.mode is Mode.CONTINUOUS and not service.stopper.stopped:
         if not await _wait_for_work(service):
             break
@@ -304,12 +308,14 @@ async def _drive_jobs(service: Service, schedule: CronSchedule | None) -> RunSta
     return stats
 
 
-async def _job(service: Service, *, recover: bool) -> RunStats:
+async def _job(service: Service, along: RouteRun | None = None, *, recover: bool) -> RunStats:
     """One job, once the source collection exists (until then: a warning and no job)."""
     check = service.source_check
     if check is not None and not await database_calls(service).wait(check.ready):
+        if along is not None:
+            await along.ended()
         return RunStats()
-    return await run_one_job(service, recover=recover)
+    return await run_one_job(service, recover=recover, along=along)
 
 
 async def _run_on_schedule(service: Service, schedule: CronSchedule) -> RunStats:
@@ -340,9 +346,8 @@ async def _run_on_schedule(service: Service, schedule: CronSchedule) -> RunStats
         if route is None:
             stats = await _job(service, recover=recover)
         else:
-            stats = await beside_jobs(
-                service, route, functools.partial(_job, service, recover=recover)
-            )
+            job = functools.partial(_job, service, recover=recover)
+            stats = await beside_jobs(service, route, job)
         recover = False
         skipped = schedule.firings_between(fire, clock.now())
         if skipped:

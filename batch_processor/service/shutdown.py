@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
@@ -24,6 +27,27 @@ class Stoppable(Protocol):
 
     def stop(self, *, now: bool = False) -> None:
         """Take no new work; with ``now``, cancel the work in flight too."""
+
+
+#: Seconds past the shutdown grace after which a stopping process exits whatever it waits for.
+BACKSTOP_SECONDS = 5.0
+#: The exit status of a process ended by its backstop (as by a signal: 128 + SIGTERM).
+BACKSTOP_EXIT = 143
+
+
+def _backstop(seconds: float) -> threading.Timer:
+    """End the process in ``seconds`` from a thread (the event loop may be what is stuck)."""
+
+    def end() -> None:
+        log.error("stop took too long: exiting now; what was in flight is recovered at the "
+                  "next start", after_seconds=seconds)  # fmt: skip
+        logging.shutdown()
+        os._exit(BACKSTOP_EXIT)
+
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 class Stopper:
@@ -82,14 +106,22 @@ class Stopper:
         return False
 
     @contextlib.contextmanager
-    def on_signals(self) -> Iterator[None]:
-        """While inside, SIGTERM/SIGINT stop gracefully; a second one stops at once."""
+    def on_signals(self, grace: float) -> Iterator[None]:
+        """While inside, SIGTERM/SIGINT stop gracefully; a second one stops at once.
+
+        Each signal also arms a backstop that ends the process whatever it is waiting for:
+        ``grace`` + ``BACKSTOP_SECONDS`` after the first, one second after the second. Nothing
+        is lost by it: every claimed document is in a batch file or a retry queue on disk, or
+        comes back when its lease ends.
+        """
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
+        backstops: list[threading.Timer] = []
 
         def on_signal(signum: int) -> None:
             self.signals += 1
             now = self.signals > 1
+            backstops.append(_backstop(1.0 if now else grace + BACKSTOP_SECONDS))
             log.warning(
                 "signal received: stopping now, giving in-flight documents back"
                 if now
@@ -107,3 +139,5 @@ class Stopper:
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
+            for timer in backstops:  # the run ended in time
+                timer.cancel()

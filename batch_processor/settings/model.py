@@ -361,6 +361,11 @@ class Settings(BaseSettings):
         description="Lease of a document sent to the Batch API: past the window, renewed "
         "at each poll.",
     )
+    provider_batches_collection: str = Field(
+        default="provider_batches",
+        min_length=1,
+        description="Collection of the Batch API route's slices (any worker resumes them).",
+    )
 
     # Files and recovery
     batch_dir: Path = Field(default=Path("batch_files"), description="Batch files, checkpoints.")

@@ -14,7 +14,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from batch_processor.conversation import Conversation
@@ -137,6 +137,7 @@ class MemorySource:
         token: str,
         reclaim: bool = False,
         previous_claim: str | None = None,
+        lease: timedelta | None = None,
     ) -> set[str]:
         """Claim the free documents (and, with ``reclaim``, this worker's own old claims)."""
         self.claim_faults.check()
@@ -157,6 +158,36 @@ class MemorySource:
             state = self.states[doc_id]
             if state.status == "claimed" and state.job == job_id:
                 self.states[doc_id] = _State()
+
+    async def count_pending(self) -> int:
+        """How many documents are pending."""
+        return self.count(None)
+
+    async def claimed(self, claim: str) -> list[SourceDocument]:
+        """The documents still claimed under ``claim``, in insertion order."""
+        return [
+            self.docs[doc_id].model_copy(update={"claim": claim})
+            for doc_id in self.order
+            if self.states[doc_id].status == "claimed" and self.states[doc_id].claim == claim
+        ]
+
+    async def hold(self, claim: str, worker_id: str, lease: timedelta) -> int:
+        """Restamp the documents claimed under ``claim`` as ``worker_id``'s (no expiry here)."""
+        held = 0
+        for state in self.states.values():
+            if state.status == "claimed" and state.claim == claim:
+                state.worker = worker_id
+                held += 1
+        return held
+
+    async def release_tokens(self, claims: Sequence[str]) -> int:
+        """Give back every document claimed under one of ``claims``."""
+        released = 0
+        for doc_id, state in self.states.items():
+            if state.status == "claimed" and state.claim in claims:
+                self.states[doc_id] = _State()
+                released += 1
+        return released
 
     async def take_over(self, worker_id: str) -> Counter[str]:
         """Nothing expires in memory: leases are the MongoDB source's (see its tests)."""

@@ -8,7 +8,7 @@ given back and claimed again since) is recognised and not stored under the new c
 A result line (output or error file) is sorted into a usable chat completion, or the reason
 there is none: an error line (``batch_expired``, a 500), a status other than 200, or a line
 that is not JSON. Those documents are classified online (see
-:mod:`batch_processor.service.batch_route`).
+:mod:`batch_processor.route.answers`).
 """
 
 from __future__ import annotations
