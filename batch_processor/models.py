@@ -248,6 +248,9 @@ class SourceDocument(BaseModel):
         default=None,
         description="The claim token this worker holds the document under (its write fence).",
     )
+    replaced: tuple[str, ...] = Field(
+        default=(), description="Fields besides the text whose invalid UTF-8 was replaced."
+    )
 
 
 class ClassifiedDocument(BaseModel):
@@ -277,6 +280,9 @@ class ClassifiedDocument(BaseModel):
     claim: str | None = Field(default=None, description="The claim token: its write fence.")
     route: Literal["online", "batch"] | None = Field(
         default=None, description="How an LLM answered: one request, or the Batch API."
+    )
+    replaced: tuple[str, ...] = Field(
+        default=(), description="Fields besides the text whose invalid UTF-8 was replaced."
     )
 
     @classmethod

@@ -85,15 +85,21 @@ class DatabaseCalls:
         self.patient = dataclasses.replace(
             patient, give_up=self._stop.is_set, sleep=self._sleep_unless_stopped
         )
-        self.brief_policy = brief
+        # A brief call retries only until a stop: its caller's fallback takes over then.
+        self.brief_policy = dataclasses.replace(brief, give_up=self._stop.is_set)
         self.availability = availability
         self._count = on_retry
 
     async def wait(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run ``operation``, waiting out an outage as long as the patient policy allows.
 
-        Raises :class:`Interrupted` if a stop is requested while it waits.
+        Raises :class:`Interrupted` if a stop is requested while it waits, or at once if
+        MongoDB is down and a stop was requested before (a stop does not wait for it).
         """
+        if self._stop.is_set() and not self.availability.available:
+            raise Interrupted(
+                f"stopped while MongoDB is unavailable ({self.availability.last_error})"
+            )
         try:
             return await self._call(self.patient, operation)
         except BatchProcessorError as exc:
@@ -124,6 +130,10 @@ class DatabaseCalls:
             self._count(error)
             self.availability.failed(error)
 
-        result, _ = await policy.call(operation, on_retry=on_retry)
+        try:
+            result, _ = await policy.call(operation, on_retry=on_retry)
+        except TransientError as exc:  # the last attempt too: MongoDB is down, not just slow
+            self.availability.failed(exc)
+            raise
         self.availability.succeeded()
         return result

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from batch_processor.service.runner import run_job
 from batch_processor.testing.simulator import Simulator, SimulatorConfig
@@ -51,3 +52,36 @@ async def test_a_run_at_its_budget_ends_with_nothing_claimed(
     assert spent <= BUDGET
     summary = stats.summary()
     assert summary.get("reserved_usd") in (0, None) or summary["reserved_usd"] == 0
+
+
+async def test_a_service_at_its_budget_idles_and_says_why(db: Any, make_settings: Any) -> None:
+    """Continuous mode at its budget: one warning, no more jobs, nothing claimed, still alive."""
+    from batch_processor.service.shutdown import Stopper
+    from tests.faults.tools import poll_until
+
+    await db.conversation_set.insert_many(
+        [conversation(f"My parcel {i} is late, order {i * 7}") for i in range(120)]
+    )
+    async with Simulator(SimulatorConfig(latency=0.02, jitter=0.01)) as sim:
+        settings = make_settings(
+            classifier="llm", llm_base_url=sim.base_url, llm_model="gpt-4o-mini",
+            budget_usd=BUDGET, mode="continuous", interval=0.2, batch_size=20,
+        )  # fmt: skip
+        stopper = Stopper()
+        with structlog.testing.capture_logs() as logs:
+            service = asyncio.create_task(run_job(settings, stopper=stopper))
+            try:
+
+                async def idle() -> bool:
+                    return any(e["event"].startswith("budget reached: the service") for e in logs)
+
+                await poll_until(idle, within=60)
+                jobs = sum(e["event"] == "job started" for e in logs)
+                await asyncio.sleep(1.0)  # five intervals: a churning service would start jobs
+                assert sum(e["event"] == "job started" for e in logs) == jobs
+                assert not service.done()
+            finally:
+                stopper.stop()
+                await asyncio.wait_for(service, 30)
+    assert await db.conversation_set.count_documents({"processing.status": "claimed"}) == 0
+    assert sum(e["event"].startswith("budget reached: the service") for e in logs) == 1

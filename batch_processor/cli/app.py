@@ -12,8 +12,9 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import structlog
 
@@ -33,9 +34,40 @@ from batch_processor.service.logs import configure_logging
 from batch_processor.settings import Settings, load_settings, unknown_variables
 
 log = structlog.get_logger("batch_processor.cli.main")
+T = TypeVar("T")
 ADMIN_COMMANDS = ("status", "queue", "reclassify", "report", "export")
 COMMANDS = ("run", "demo", *ADMIN_COMMANDS)
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNFINISHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+#: Seconds the tasks left at the end of a command get to finish once cancelled.
+TEARDOWN_SECONDS = 1.0
+
+
+def run_bounded(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, except that what is left at its end gets a bounded teardown.
+
+    ``asyncio.run`` waits, without a limit, for every task left at the end to finish once
+    cancelled; a driver task stuck selecting a server that is gone (pymongo's cursor killer
+    during an outage) would hold the exit of a stopped process for its whole timeout. Here
+    they get ``TEARDOWN_SECONDS``, then the process goes on to exit.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.wait(left, timeout=TEARDOWN_SECONDS))
+            for task in left:
+                if not task.done():
+                    task._log_destroy_pending = False  # type: ignore[attr-defined]  # abandoned
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
 
 def _run_flags(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for warning in unknown:
             print(f"batch-processor: warning: {warning}", file=sys.stderr)
         try:
-            return asyncio.run(run_admin(args, settings))
+            return run_bounded(run_admin(args, settings))
         except BrokenPipeError:
             # The reader went away (``export | head``): stop quietly, as other tools do.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -123,10 +155,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     """``run`` (or its ``--dry-run``) and ``demo``; the exit code says how it ended."""
     try:
         if args.command == "demo":
-            return asyncio.run(demo(settings, count=args.count, seed=args.seed, reset=args.reset))
+            return run_bounded(demo(settings, count=args.count, seed=args.seed, reset=args.reset))
         if settings.dry_run:
-            return asyncio.run(dry_run(settings))
-        stats = asyncio.run(run(settings))
+            return run_bounded(dry_run(settings))
+        stats = run_bounded(run(settings))
     except UnfinishedJobError as exc:
         log.error("unfinished job", error=exc.message)
         return EXIT_UNFINISHED

@@ -52,12 +52,14 @@ def raw_id(raw: RawBSONDocument) -> Any:
     return bson.decode(raw.raw, codec_options=_ESCAPED)["_id"]
 
 
-def decode_source(raw: RawBSONDocument) -> SourceDocument | None:
+def decode_source(raw: RawBSONDocument, text_field: str | None = None) -> SourceDocument | None:
     """One source document from its raw BSON; one that cannot be decoded carries a problem.
 
     A string that is not valid UTF-8 (or encodes a lone surrogate) is read with its bad bytes
-    replaced by U+FFFD and the document carries a DATA problem naming each such field, so it
-    ends ``failed`` instead of failing its whole page. None if even its ``_id`` is unusable (it
+    replaced by U+FFFD. In the text (``text_field``, or anywhere when it is not given) that is
+    a DATA problem naming each such field, so the document ends ``failed`` instead of failing
+    its whole page; in another field (metadata) the document is classified and the fields are
+    listed in ``replaced`` (stored with its result). None if even its ``_id`` is unusable (it
     is logged and left pending: no query could address it).
     """
     try:
@@ -76,8 +78,16 @@ def decode_source(raw: RawBSONDocument) -> SourceDocument | None:
         _log.error("source document with a non-UTF-8 _id skipped", id=repr(raw_id)[:120])
         return None
     fields = _scrub(doc, "", bad)
-    problem = f"not valid UTF-8 in field(s) {', '.join(repr(path) for path in bad[:5])}"
+    in_text = [path for path in bad if text_field is None or _within(path, text_field)]
+    if not in_text:
+        return SourceDocument(id=encode_id(raw_id), fields=json_safe(fields), replaced=tuple(bad))
+    problem = f"not valid UTF-8 in field(s) {', '.join(repr(path) for path in in_text[:5])}"
     return SourceDocument(id=encode_id(raw_id), fields=json_safe(fields), problem=problem)
+
+
+def _within(path: str, field: str) -> bool:
+    """Whether ``path`` is ``field`` or inside it."""
+    return path == field or path.startswith(f"{field}.")
 
 
 def _scrub(value: Any, path: str, bad: list[str]) -> Any:

@@ -253,7 +253,12 @@ def _result_doc(result: ClassifiedDocument) -> Raw:
         "route": result.route,
         "repairs": list(result.repairs),
         "attempts": result.attempts,
-        "text": {"chars": result.text_chars, "truncated": result.truncated, "turns": result.turns},
+        "text": {
+            "chars": result.text_chars,
+            "truncated": result.truncated,
+            "turns": result.turns,
+            **({"invalid_utf8_replaced": list(result.replaced)} if result.replaced else {}),
+        },
         "schema_version": RESULT_SCHEMA_VERSION,
         "job_id": result.job_id,
         "claim": result.claim,

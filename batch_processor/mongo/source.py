@@ -17,11 +17,13 @@ is released to pending, and the next page read takes it.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import pymongo
 from pymongo import ASCENDING
 from pymongo import errors as mongo_errors
 from pymongo.asynchronous.collection import AsyncCollection
@@ -44,6 +46,8 @@ LEASE = f"{STATE}.lease_until"
 CLAIM = f"{STATE}.claim"
 WORKER = f"{STATE}.worker"
 CLAIMED, DONE, FAILED = "claimed", "done", "failed"
+#: Seconds a cursor's close may take (see PageCursor.close).
+CLOSE_WITHIN = 1.0
 #: Keeps each ``$in`` list short: the test server checks ``$in`` linearly per document.
 IN_CHUNK = 500
 
@@ -60,8 +64,10 @@ class MongoSource:
         priority_field: str = "priority",
         lease_seconds: float = 60.0,
         source_filter: Raw | None = None,
+        text_field: str | None = None,
     ) -> None:
         self._collection = collection
+        self._decode = functools.partial(decode_source, text_field=text_field)
         self._filter = dict(source_filter or {})
         self._projection = projection
         self._socket_timeout = socket_timeout
@@ -116,7 +122,9 @@ class MongoSource:
     def page_cursor(self, page_size: int, level: Priority | None = None) -> PageCursor:
         """Unprocessed documents (of ``level``) in ``_id`` order, a page at a time."""
         raw_source = self._collection.with_options(codec_options=RAW)
-        return PageCursor(raw_source, self._projection or None, page_size, self._pending(level))
+        return PageCursor(
+            raw_source, self._projection or None, page_size, self._pending(level), self._decode
+        )
 
     def _pending(self, level: Priority | None) -> Raw:
         """The filter of pending documents (of one priority level), within the source filter."""
@@ -228,7 +236,7 @@ class MongoSource:
         cursor = raw_source.find({STATUS: CLAIMED, CLAIM: claim}, self._projection or None)
         with translated("read claimed documents"):
             raws = await cursor.sort("_id", ASCENDING).to_list(None)
-        docs = [doc for doc in map(decode_source, raws) if doc is not None]
+        docs = [doc for doc in map(self._decode, raws) if doc is not None]
         return [doc.model_copy(update={"claim": claim}) for doc in docs]
 
     async def renew(
@@ -330,8 +338,10 @@ class PageCursor:
         projection: Raw | None,
         page_size: int,
         query: Raw | None = None,
+        decode: Callable[[Any], SourceDocument | None] = decode_source,
     ) -> None:
         self._collection = collection
+        self._decode = decode
         self._projection = projection
         self.page_size = page_size
         self._query = query or {STATUS: None}
@@ -352,7 +362,7 @@ class PageCursor:
             if not raws:
                 return []
             self.after = encode_id(raw_id(raws[-1]))
-            page = [doc for doc in map(decode_source, raws) if doc is not None]
+            page = [doc for doc in map(self._decode, raws) if doc is not None]
             if page:  # a page of only unaddressable documents is skipped, not the end
                 return page
 
@@ -364,10 +374,15 @@ class PageCursor:
         return cursor.batch_size(self.page_size)
 
     async def close(self) -> None:
-        """Close the server cursor, if one is open."""
+        """Close the server cursor, if one is open (waiting at most ``CLOSE_WITHIN`` seconds).
+
+        Closing kills the cursor on the server, which first selects it: during an outage that
+        would wait the whole server selection timeout, and a stop must not. A cursor left open
+        times out on the server by itself.
+        """
         cursor, self._cursor = self._cursor, None
         if cursor is not None:
-            with contextlib.suppress(mongo_errors.PyMongoError):
+            with contextlib.suppress(mongo_errors.PyMongoError), pymongo.timeout(CLOSE_WITHIN):
                 await cursor.close()
 
 

@@ -64,6 +64,7 @@ class MongoStore:
         lease_seconds: float = 60.0,
         source_filter: Raw | None = None,
         history_collection: str | None = None,
+        text_field: str | None = None,
     ) -> None:
         # A frozen server (SIGSTOP, a hung primary) keeps its sockets open: without a socket
         # timeout an operation on it would wait forever instead of failing and being retried.
@@ -95,6 +96,7 @@ class MongoStore:
             priority_field=priority_field,
             lease_seconds=lease_seconds,
             source_filter=source_filter,
+            text_field=text_field,
         )
         self.sink = MongoSink(self._source_collection, self._target_collection)
         self.cache = MongoResultCache(db[cache_collection])
@@ -106,7 +108,7 @@ class MongoStore:
         self.fleet = MongoFleet(db[workers_collection])
         self.slices = MongoSlices(db[slices_collection])
 
-    async def close(self, within: float = 3.0) -> None:
+    async def close(self, within: float = 1.0) -> None:
         """Close the client's connections, waiting at most ``within`` seconds.
 
         pymongo's async ``close`` joins its monitor tasks without a time limit; one stuck in a

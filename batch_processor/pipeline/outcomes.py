@@ -98,7 +98,7 @@ class Outcomes:
         route: Literal["online", "batch"] | None,
     ) -> ClassifiedDocument:
         """The result of ``output`` for ``doc`` (``route`` None: the offline model or a cache)."""
-        return ClassifiedDocument.of(
+        result = ClassifiedDocument.of(
             output,
             doc_id=doc.id,
             classifier=self.classifier,
@@ -109,6 +109,7 @@ class Outcomes:
             route=route,
             turns=text.turns,
         )
+        return result.model_copy(update={"replaced": doc.replaced}) if doc.replaced else result
 
     def failure(
         self, doc_id: str, error: BaseException, *, attempts: int, claim: str | None

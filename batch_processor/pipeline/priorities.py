@@ -2,9 +2,10 @@
 
 Each level is read through its own long cursor in ``_id`` order (oldest first). Before a page
 below the top level, one cheap indexed query asks whether a high-priority document has
-arrived; if so the high level is read again at once, so a high-priority insert overtakes a
-backlog within one page of work, or one second when pages come faster (the check is asked at
-most once per ``check_every`` seconds, which keeps a fast offline run's queries down).
+arrived; if so the high level is read again at once (the check is asked at most once per
+``check_every`` seconds, which keeps a fast offline run's queries down). A high-priority insert
+still starts after what is already claimed (the page being started, the page read ahead, the
+documents waiting for a slot): about three to five pages at the default sizes.
 
 Every ``fairness``-th page is taken from a lower level than the one that would be next, so
 lower levels get at least 1/``fairness`` of the pages even when higher ones never run out

@@ -356,9 +356,12 @@ class BatchRoute:
                 group.create_task(self._finish(record), name=f"provider-batch-{record.slice_id}")
 
     async def keep_leases(self) -> None:
-        """Renew the leases of the slices this worker holds, every third of a lease (forever)."""
+        """Renew the leases of the slices this worker holds, every third of a lease.
+
+        Until a stop, or until cancelled once the route's work is done.
+        """
         period = self.options.lease.total_seconds() / 3
-        while True:
+        while not self._stopped():
             await self._clock.sleep(period)
             if not self._held:
                 continue

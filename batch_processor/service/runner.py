@@ -71,6 +71,7 @@ async def open_store(
             source_collection=settings.source_collection,
             target_collection=settings.target_collection,
             projection=[settings.text_field, *settings.metadata_fields],
+            text_field=settings.text_field,
             server_selection_timeout=settings.server_selection_timeout,
             socket_timeout=settings.db_socket_timeout,
             listeners=listeners,
@@ -301,11 +302,31 @@ async def _drive_jobs(
         return await _run_on_schedule(service, schedule)
     stats = await _job(service, recover=service.settings.recover, along=along)
     while service.settings.mode is Mode.CONTINUOUS and not service.stopper.stopped:
+        if stats.classifier.get("budget_reached"):
+            await _idle_at_budget(service, stats)
+            break
         if not await _wait_for_work(service):
             break
         # Later jobs never recover: the first one finished whatever was left.
         stats = await _job(service, recover=False)
     return stats
+
+
+async def _idle_at_budget(service: Service, stats: RunStats) -> None:
+    """A service at its budget: say so once, then idle (alive and beating) until stopped.
+
+    Starting jobs would only claim pages to give them back; the documents stay pending for a
+    restart with a higher ``--budget-usd``.
+    """
+    log.warning(
+        "budget reached: the service takes no more documents until it is restarted with a "
+        "higher --budget-usd; the rest stay pending",
+        budget_usd=stats.classifier.get("budget_usd"),
+        cost_usd=stats.classifier.get("cost_usd"),
+    )
+    while not service.stopper.stopped:
+        service.telemetry.beat()  # idle is not stalled
+        await service.stopper.race(service.clock.sleep(service.settings.interval))
 
 
 async def _job(service: Service, along: RouteRun | None = None, *, recover: bool) -> RunStats:

@@ -35,12 +35,12 @@ BACKSTOP_SECONDS = 5.0
 BACKSTOP_EXIT = 143
 
 
-def _backstop(seconds: float) -> threading.Timer:
+def _backstop(seconds: float, loop: asyncio.AbstractEventLoop) -> threading.Timer:
     """End the process in ``seconds`` from a thread (the event loop may be what is stuck)."""
 
     def end() -> None:
         log.error("stop took too long: exiting now; what was in flight is recovered at the "
-                  "next start", after_seconds=seconds)  # fmt: skip
+                  "next start", after_seconds=seconds, waiting_in=_waits(loop))  # fmt: skip
         logging.shutdown()
         os._exit(BACKSTOP_EXIT)
 
@@ -48,6 +48,28 @@ def _backstop(seconds: float) -> threading.Timer:
     timer.daemon = True
     timer.start()
     return timer
+
+
+def _waits(loop: asyncio.AbstractEventLoop) -> list[str]:
+    """Where each of the loop's tasks waits, innermost await last.
+
+    Best effort: read from another thread while the loop may run.
+    """
+    found = []
+    try:
+        for task in list(asyncio.all_tasks(loop))[:30]:
+            chain: list[str] = []
+            coro: Any = task.get_coro()
+            while coro is not None and len(chain) < 12:
+                frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                if frame is not None:
+                    name = frame.f_code.co_filename.rsplit("/", 1)[-1]
+                    chain.append(f"{frame.f_code.co_name} ({name}:{frame.f_lineno})")
+                coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+            found.append(f"{task.get_name()}: " + " > ".join(chain))
+    except RuntimeError:  # the set changed while read
+        pass
+    return found
 
 
 class Stopper:
@@ -96,10 +118,11 @@ class Stopper:
             done, _ = await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (work, stop):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                task.cancel()
+            # Wait for both to end without swallowing a cancellation of the caller: awaiting
+            # a cancelled task inside ``suppress(CancelledError)`` would also swallow ours,
+            # and a loop around race() would then never end (seen: a lease keeper).
+            await asyncio.wait({work, stop})
         if work in done:
             work.result()  # re-raise its error, if any
             return True
@@ -121,7 +144,7 @@ class Stopper:
         def on_signal(signum: int) -> None:
             self.signals += 1
             now = self.signals > 1
-            backstops.append(_backstop(1.0 if now else grace + BACKSTOP_SECONDS))
+            backstops.append(_backstop(1.0 if now else grace + BACKSTOP_SECONDS, loop))
             log.warning(
                 "signal received: stopping now, giving in-flight documents back"
                 if now

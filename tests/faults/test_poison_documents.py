@@ -25,7 +25,7 @@ def good_docs(count: int) -> list[dict[str, Any]]:
 async def test_invalid_utf8_fails_only_its_document_naming_the_field(
     db: Any, mongo_uri: str, make_settings: Any
 ) -> None:
-    """Invalid UTF-8 and lone surrogates (text or metadata) fail their document, not the page."""
+    """Invalid UTF-8 in the text fails its document (not the page); in metadata it is flagged."""
     poison = {
         "text": conversation(f"broken {INVALID_UTF8.decode()} bytes"),
         "surrogate": conversation(f"lone {LONE_SURROGATE.decode()} surrogate"),
@@ -40,17 +40,19 @@ async def test_invalid_utf8_fails_only_its_document_naming_the_field(
     async with CorruptingProxy(port or 27017) as proxy:
         stats = await run_job(make_settings(mongodb_uri=proxy.uri, batch_size=10))
 
-    assert stats.succeeded == GOOD and stats.failed == {"DATA": 3}
+    assert stats.succeeded == GOOD + 1 and stats.failed == {"DATA": 2}
     failed = {
         doc["kind"]: doc["processing"]
         async for doc in db.conversation_set.find({"processing.status": "failed"})
     }
-    assert set(failed) == set(poison)
+    assert set(failed) == {"text", "surrogate"}
     assert all(mark["category"] == "DATA" for mark in failed.values())
     assert re.search(r"UTF-8.*'messages\.0\.content'", failed["text"]["error"])
     assert re.search(r"UTF-8.*'messages\.0\.content'", failed["surrogate"]["error"])
-    assert re.search(r"UTF-8.*'subject'", failed["metadata"]["error"])
-    assert await db.sentimental_analysis.count_documents({}) == GOOD
+    flagged = await db.conversation_set.find_one({"kind": "metadata"})
+    result = await db.sentimental_analysis.find_one({"_id": flagged["_id"]})
+    assert result["text"]["invalid_utf8_replaced"] == ["subject"]  # classified, and flagged
+    assert await db.sentimental_analysis.count_documents({}) == GOOD + 1
 
 
 ODD_VALUES: dict[str, Any] = {
