@@ -3,16 +3,21 @@
 Each trial seeds a fresh database, then repeatedly starts ``batch-processor --recover`` and
 kills it with SIGKILL after a random delay, until one run finishes on its own. It then checks
 that every good document is done with exactly one result, and every bad one failed with DATA.
-Run on demand (not in CI):
+With ``--llm`` the workers classify through the LLM simulator (200 ± 50 ms) and each trial
+is killed 1 to 3 times (at random moments up to 8 s), then the report gives the LLM requests
+per stored result: what the kills cost in requests asked twice. Run on demand (not in CI):
 
     .venv/bin/python bench/kill_recover_soak.py --trials 10 --count 1500
+    .venv/bin/python bench/kill_recover_soak.py --trials 10 --count 600 --llm
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import random
 import signal
 import subprocess
@@ -25,10 +30,11 @@ from pymongo import AsyncMongoClient
 
 from batch_processor.service.embedded import EmbeddedServer
 from batch_processor.testing.samples import sample_conversations
+from batch_processor.testing.simulator import Simulator, SimulatorConfig
 
 
 async def trial(
-    uri: str, number: int, count: int, rng: random.Random, work: Path
+    uri: str, number: int, count: int, rng: random.Random, work: Path, llm: str | None = None
 ) -> dict[str, Any]:
     """One database, killed until a run completes; returns the kills and the verdict."""
     database = f"soak_{number}"
@@ -58,13 +64,22 @@ async def trial(
         "--no-progress",
         "--recover",
     ]
+    env = dict(os.environ)
+    if llm is not None:
+        args += ["--classifier", "llm", "--llm-base-url", llm, "--no-dedupe"]
+        env["BATCH_LLM_API_KEY"] = "sk-soak"
+    most = rng.randint(1, 3) if llm is not None else None
     kills = 0
     while True:
         process = await asyncio.create_subprocess_exec(
-            *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            *args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            await asyncio.wait_for(process.wait(), rng.uniform(0.3, 2.5))
+            if most is not None and kills >= most:
+                await process.wait()
+            else:
+                delay = rng.uniform(1.0, 8.0) if llm is not None else rng.uniform(0.3, 2.5)
+                await asyncio.wait_for(process.wait(), delay)
         except TimeoutError:
             process.send_signal(signal.SIGKILL)
             await process.wait()
@@ -96,23 +111,38 @@ async def trial(
     }
 
 
-async def main(trials: int, count: int, seed: int) -> dict[str, Any]:
-    """Run the trials against one embedded server."""
+async def main(trials: int, count: int, seed: int, llm: bool) -> dict[str, Any]:
+    """Run the trials against one embedded server (and the LLM simulator with ``llm``)."""
     rng = random.Random(seed)
-    with tempfile.TemporaryDirectory(prefix="bp-soak-") as tmp:
+    outcomes = []
+    async with contextlib.AsyncExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bp-soak-"))
         server = EmbeddedServer(Path(tmp) / "server")
         uri = await server.start()
-        try:
-            outcomes = [await trial(uri, n, count, rng, Path(tmp)) for n in range(trials)]
-        finally:
-            await server.stop()
-    return {
+        stack.push_async_callback(server.stop)
+        for n in range(trials):
+            base_url = None
+            if llm:
+                config = SimulatorConfig(latency=0.2, jitter=0.05, rpm=60_000)
+                sim = await stack.enter_async_context(Simulator(config))
+                base_url = sim.base_url
+            outcome = await trial(uri, n, count, rng, Path(tmp), base_url)
+            if llm:
+                requests = sim.stats["requests"]
+                outcome["llm_requests"] = requests
+                outcome["requests_per_result"] = round(requests / max(outcome["results"], 1), 3)
+            outcomes.append(outcome)
+    report: dict[str, Any] = {
         "trials": trials,
         "documents_per_trial": count,
         "total_kills": sum(o["kills"] for o in outcomes),
         "all_exactly_once": all(o["exactly_once"] for o in outcomes),
-        "outcomes": outcomes,
     }
+    if llm:
+        per = [o["requests_per_result"] for o in outcomes]
+        report["requests_per_result_mean"] = round(sum(per) / len(per), 3)
+        report["requests_per_result_max"] = max(per)
+    return report | {"outcomes": outcomes}
 
 
 if __name__ == "__main__":
@@ -120,5 +150,6 @@ if __name__ == "__main__":
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--count", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--llm", action="store_true", help="classify through the simulator")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.trials, args.count, args.seed)), indent=2))
+    print(json.dumps(asyncio.run(main(args.trials, args.count, args.seed, args.llm)), indent=2))

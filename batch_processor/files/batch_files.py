@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from batch_processor.errors import ResourceError
 from batch_processor.files.atomic import atomic_write, ensure_dir, read_lines, remove_durable
+from batch_processor.files.journal import ResultJournal
 from batch_processor.models import SourceDocument, utcnow
 
 SUFFIX = ".jsonl"
@@ -102,6 +103,7 @@ class BatchFiles:
 
     def __init__(self, directory: Path) -> None:
         self.directory = ensure_dir(directory)
+        self.journal = ResultJournal(self.directory)
 
     async def save(
         self, job_id: str, sequence: int, docs: list[SourceDocument], *, claim: str | None = None
@@ -179,8 +181,9 @@ class BatchFiles:
         return sorted(path.name for path in self.directory.glob(f"*{SUFFIX}"))
 
     def delete(self, name: str) -> None:
-        """Remove a finished batch file."""
+        """Remove a finished batch file, and its result journal."""
         remove_durable(self.directory / name)
+        self.journal.discard(name)
 
     def set_aside(self, name: str) -> Path:
         """Rename an unreadable batch file so that it is kept for a person to look at."""

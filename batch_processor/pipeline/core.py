@@ -107,6 +107,7 @@ class Pipeline:
                 roles=options.roles,
             ),
             concurrent=options.concurrent,
+            keep=books.tracker.keep,
             telemetry=telemetry,
         )
         self._drainer = tasks.drainer = QueueDrainer(

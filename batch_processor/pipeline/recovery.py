@@ -120,17 +120,24 @@ class Recovery:
             if doc.id in claimed and doc.id not in stored
         ]
         self._stats.already_stored += len(stored)
+        kept = self._files.journal.load(name)
+        known = [doc for doc in todo if doc.id in kept]
         log.info(
             "recovering batch file",
             batch=name,
             documents=len(ids),
             already_stored=len(stored),
-            to_classify=len(todo),
+            classified_before=len(known),  # kept beside the file: stored, not asked again
+            to_classify=len(todo) - len(known),
             taken_elsewhere=len(ids) - len(claimed),
         )
         await self._admission.acquire(len(todo))
         self._books.tracker.add(name, [doc.id for doc in todo])
-        await self._tasks.start_all(todo)
+        for doc in known:
+            self._tasks.store_known(
+                doc, kept[doc.id], functools.partial(self._books.settle, doc.id)
+            )
+        await self._tasks.start_all([doc for doc in todo if doc.id not in kept])
 
     async def release_given_back(self) -> None:
         """Release the claims of documents given back unprocessed, so any worker takes them."""

@@ -53,6 +53,7 @@ class DocumentTasks:
         settle: Callable[[str, Ended], None],
         outcomes: Outcomes,
         concurrent: int,
+        keep: Callable[[ClassifiedDocument], None] = lambda _result: None,
         telemetry: RunMetrics | None = None,
     ) -> None:
         self.group: asyncio.TaskGroup | None = None  # set while the run is active
@@ -64,6 +65,7 @@ class DocumentTasks:
         self._stats = stats
         self._settle = settle
         self._outcomes = outcomes
+        self._keep = keep
         self._telemetry = telemetry
         self._slots = asyncio.Semaphore(concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -106,6 +108,11 @@ class DocumentTasks:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def store_known(self, doc: SourceDocument, result: ClassifiedDocument, settle: Settle) -> None:
+        """Hand a result kept from before a crash to the writer, under ``doc``'s new claim."""
+        known = result.model_copy(update={"claim": doc.claim, "job_id": self._outcomes.job_id})
+        self._writer.add(known, _once(settle))
+
     def cancel_all(self) -> None:
         """Cancel every document task; each gives its document back."""
         if self._tasks:
@@ -141,6 +148,8 @@ class DocumentTasks:
                     self._queue(outcome)
                     settle(Ended.QUEUED_CLASSIFY)
             else:
+                if isinstance(outcome, ClassifiedDocument) and _paid(outcome):
+                    self._keep(outcome)
                 # Synchronous: once it returns the writer holds the outcome, and nothing
                 # between here and the end of the task can be interrupted.
                 self._writer.add(outcome, settle)
@@ -199,6 +208,11 @@ class DocumentTasks:
         if isinstance(text, ExtractedText):
             self._stats.count_unknown_roles(text.conversation.unknown_roles)
         return text
+
+
+def _paid(result: ClassifiedDocument) -> bool:
+    """Whether asking for ``result`` again would cost a request (not offline, not cached)."""
+    return result.model is not None and not result.cached
 
 
 def _logged(failed: FailedDocument) -> FailedDocument:

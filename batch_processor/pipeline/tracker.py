@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from batch_processor.files.batch_files import BatchFiles
+from batch_processor.models import ClassifiedDocument
 
 
 @dataclass(slots=True)
@@ -62,6 +63,16 @@ class BatchTracker:
         batch.outcomes[outcome] = batch.outcomes.get(outcome, 0) + 1
         if not batch.pending:
             self._finish(batch)
+
+    def keep(self, result: ClassifiedDocument) -> None:
+        """Keep a result that cost a request beside its batch file until it is stored.
+
+        So that a crash before the result is stored does not ask for it again (see
+        :mod:`batch_processor.files.journal`); a result the batch no longer waits for is not kept.
+        """
+        name = self._batch_of.get(result.doc_id)
+        if name is not None:
+            self._files.journal.append(name, result)
 
     def doc_ids(self) -> list[str]:
         """The documents of the batches in flight that have not ended."""

@@ -7,7 +7,8 @@ online route. A slice of at most ``batch_route_max_requests`` documents and
 ``batch_route_max_mb`` of requests is one provider batch, recorded in MongoDB at each step
 so that any worker can finish it.
 
-- :mod:`.lifecycle`: the steps, resuming, taking over, leases (:class:`BatchRoute`);
+- :mod:`.lifecycle`: the steps and the leases (:class:`BatchRoute`);
+- :mod:`.takeover`: which unfinished slices a worker goes on with (its own, dead workers');
 - :mod:`.building`: claiming and sorting a slice's documents, the request lines;
 - :mod:`.answers`: storing what the batch answered, classifying the rest online;
 - :mod:`.orphans`: provider batches and files no slice holds;

@@ -17,11 +17,9 @@ before the next begins, so any worker can resume a slice at the step recorded:
 8. **clean up** the provider's files (``finished``).
 
 A slice has an owner under a lease of ``lease_seconds``, renewed every third of it while the
-owner works on it. A worker takes over a slice whose owner's lease ran out (or which its own
-previous process left) and goes on from the recorded step: the route's documents keep their
-long lease meanwhile, so the fleet's takeover of documents leaves them alone. Provider
-batches and files named for this database's slices that no unfinished slice holds (an
-orphan: a crash between a provider call and its record) are cancelled and deleted.
+owner works on it; another worker takes it over once that lease runs out
+(:mod:`batch_processor.route.takeover`). Provider batches and files of this database's slices
+that no slice holds are cancelled and deleted (:mod:`batch_processor.route.orphans`).
 """
 
 from __future__ import annotations
@@ -49,6 +47,7 @@ from batch_processor.route.building import SliceBuilder
 from batch_processor.route.options import RouteOptions, RouteStats
 from batch_processor.route.orphans import Orphans
 from batch_processor.route.ports import Provider, SliceRecords
+from batch_processor.route.takeover import Takeover
 from batch_processor.settings import Route
 from batch_processor.slice_record import SliceRecord, Stage
 
@@ -99,9 +98,12 @@ class BatchRoute:
         )
         self._held: dict[str, SliceRecord] = {}  # the slices this worker works on, by id
         self._reserved: dict[str, int] = {}  # worst-case nano-dollars held until stored
-        self._watched: list[SliceRecord] = []  # other live workers' slices, seen at start
         self._installation = ""
         self._orphans = Orphans(provider, slices, self._call)
+        self._takeover = Takeover(
+            options=options, source=source, slices=slices, files=files, stats=stats,
+            worker_id=worker_id, db=db, clock=clock, stopped=stopped,
+        )  # fmt: skip
 
     @property
     def budget_reached(self) -> bool:
@@ -111,99 +113,19 @@ class BatchRoute:
     # -- resuming and taking over -----------------------------------------------------------
 
     async def resume(self) -> list[SliceRecord]:
-        """The slices this worker goes on with: its own, and those whose owner's lease ran out.
-
-        Slices written by an earlier version on this disk are recorded in MongoDB first;
-        orphan provider batches and files are cleaned up after.
-        """
+        """The slices this worker goes on with (see :meth:`Takeover.resume`); orphans cleaned."""
         await self._db.wait(self._slices.ensure_indexes)
         self._installation = await self._db.wait(self._slices.installation)
-        await self._adopt_legacy()
-        records = await self._db.wait(self._slices.unfinished)
-        ready = []
-        now = self._clock.now()
-        for record in records:
-            if record.owner != self.worker_id and not record.expired(now):
-                self._watched.append(record)
-                continue
-            taken = await self._take(record)
-            if taken is not None:
-                ready.append(taken)
-        await self._clean_cache(records)
+        ready = await self._takeover.resume()
+        self._held.update({record.slice_id: record for record in ready})
         await self.clean_orphans()
         return ready
 
     async def watched(self) -> list[SliceRecord]:
-        """Other workers' slices seen at start, taken once their lease ran out unrenewed.
-
-        Waits (at most one lease) for each to be renewed or to lapse, so a worker that
-        starts beside a dead one's slice finishes it instead of leaving it for a later run.
-        """
-        ready = []
-        for seen in self._watched:
-            wait = (seen.lease_until - self._clock.now()).total_seconds() + 1.0
-            if wait > 0 and not self._stopped():
-                log.info("waiting for another worker's provider batch", slice=seen.slice_id,
-                         owner=seen.owner, seconds=round(wait, 1))  # fmt: skip
-                await self._clock.sleep(wait)
-            if self._stopped():
-                break
-            found = await self._db.wait(functools.partial(self._slices.get, [seen.slice_id]))
-            now = found.get(seen.slice_id)
-            if now is not None and now.unfinished and now.expired(self._clock.now()):
-                taken = await self._take(now)
-                if taken is not None:
-                    ready.append(taken)
-        self._watched = []
+        """Other workers' slices seen at start, once their lease ran out unrenewed."""
+        ready = await self._takeover.watched()
+        self._held.update({record.slice_id: record for record in ready})
         return ready
-
-    async def _take(self, record: SliceRecord) -> SliceRecord | None:
-        """Take ``record`` over (a claiming slice is released instead); None if not ours."""
-        taken = await self._db.wait(
-            lambda: self._slices.take(record, self.worker_id, self.options.lease)
-        )
-        if taken is None:
-            return None
-        if record.owner != self.worker_id:
-            self.stats.slices_taken_over += 1
-            log.warning("taking over a provider batch", slice=record.slice_id,
-                        owner=record.owner, stage=record.stage.value)  # fmt: skip
-            hold = functools.partial(
-                self._source.hold, taken.claim, self.worker_id, self.options.doc_lease
-            )
-            await self._db.wait(hold)
-        if taken.stage is Stage.CLAIMING:
-            # Killed while claiming: nothing was sent; give the claims back.
-            released = await self._db.wait(lambda: self._source.release_tokens([taken.claim]))
-            await self._db.wait(lambda: self._slices.remove(taken))
-            self._files.remove(taken.slice_id)
-            log.info("unfinished slice released", slice=taken.slice_id, released=released)
-            return None
-        log.info("resuming a provider batch", slice=taken.slice_id, stage=taken.stage.value,
-                 batch_id=taken.batch_id, documents=taken.documents)  # fmt: skip
-        self._held[taken.slice_id] = taken
-        return taken
-
-    async def _adopt_legacy(self) -> None:
-        """Record in MongoDB the slices an earlier version kept on this disk only."""
-        for state in self._files.legacy_states():
-            try:
-                record = SliceRecord.model_validate(
-                    {**state, "owner": self.worker_id,
-                     "cost_nanos": round(float(state.get("cost_usd", 0.0)) * 1e9)}
-                )  # fmt: skip
-            except ValueError:
-                continue
-            if await self._db.wait(functools.partial(self._slices.adopt, record)):
-                log.info("provider batch recorded in MongoDB", slice=record.slice_id)
-            self._files.forget_legacy_state(record.slice_id)
-
-    async def _clean_cache(self, records: Sequence[SliceRecord]) -> None:
-        """Remove cached files of slices that are finished or were never recorded."""
-        unfinished = {record.slice_id for record in records}
-        for slice_id in self._files.cached():
-            if slice_id not in unfinished:
-                self._files.remove(slice_id)
 
     # -- deciding and submitting ------------------------------------------------------------
 

@@ -78,3 +78,44 @@ async def test_immediate_stop_leaves_nothing_claimed_and_needs_no_recover(
     assert restart.returncode == 0, stderr.decode()[-2000:]  # no --recover asked for
     assert await db.conversation_set.count_documents({"processing.status": "done"}) == 600
     assert await db.sentimental_analysis.count_documents({}) == 600
+
+
+async def test_results_classified_before_a_kill_are_not_asked_again(
+    db: Any, mongo_uri: str, db_name: str, tmp_path: Path
+) -> None:
+    """SIGKILL with 40 answers not yet stored: the recovery stores them without asking again."""
+    import os
+
+    from batch_processor.testing.simulator import Simulator, SimulatorConfig
+
+    await db.conversation_set.insert_many([conversation(f"refund {i} please") for i in range(60)])
+    async with Simulator(SimulatorConfig(latency=0.05, jitter=0.0)) as provider:
+        flags = ("--classifier", "llm", "--llm-base-url", provider.base_url, "--no-dedupe",
+                 "--concurrent", "4")  # fmt: skip
+        env = {**os.environ, "BATCH_LLM_API_KEY": "sk-test", "BATCH_HTTP": "false"}
+        # Results wait in the writer (a long flush interval) when the worker is killed.
+        slow_writes = ("--flush-size", "1000", "--flush-interval", "60")
+        first = await asyncio.create_subprocess_exec(
+            *worker_cli(mongo_uri, db_name, tmp_path / "b", *flags, *slow_writes),
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+        async def answered() -> bool:
+            return provider.stats["requests"] >= 40
+
+        await poll_until(answered, within=60)
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        asked_before = provider.stats["requests"]
+        again = await asyncio.create_subprocess_exec(
+            *worker_cli(mongo_uri, db_name, tmp_path / "b", *flags, "--recover"),
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        _, stderr = await asyncio.wait_for(again.communicate(), 60)
+        asked = provider.stats["requests"]
+
+    assert again.returncode == 0, stderr.decode()[-2000:]
+    assert await db.sentimental_analysis.count_documents({}) == 60
+    # Each document is asked for once, plus at most the four in flight at the kill (without
+    # the kept answers: 100 requests for 60 documents).
+    assert asked_before >= 40 and asked <= 64
