@@ -54,6 +54,9 @@ async def test_a_taxonomy_change_reclassifies_old_results_keeping_one_each(
 
     done = reclassify(mongo_uri, db_name, *outdated)
     assert (done["requeued"], done["kept_in_history"]) == (30, 30)
+    again = reclassify(mongo_uri, db_name, *outdated)  # run twice before the documents run
+    assert (again["requeued"], again["kept_in_history"], again["skipped_in_flight"]) == (0, 0, 0)
+    assert (again["already_pending"], again["already_in_history"]) == (30, 30)
     results = db.sentimental_analysis
     assert await results.count_documents({}) == 30  # the old results are still readable
 

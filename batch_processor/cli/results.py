@@ -127,6 +127,9 @@ async def reclassify(args: argparse.Namespace, settings: Settings) -> dict[str, 
         "kept_in_history": done.kept_in_history,
         "skipped_in_flight": done.skipped_in_flight,
     }
+    if done.already_pending or done.already_in_history:  # reclassify run again before a run
+        summary["already_pending"] = done.already_pending
+        summary["already_in_history"] = done.already_in_history
     if settings.dry_run:
         summary["dry_run"] = "nothing was changed"
     elif done.requeued:

@@ -77,8 +77,10 @@ class Requeued:
 
     selected: int = 0
     requeued: int = 0
-    kept_in_history: int = 0
-    skipped_in_flight: int = 0  # selected, but claimed or requeued meanwhile: left alone
+    kept_in_history: int = 0  # copies made now
+    already_in_history: int = 0  # copied by an earlier run (reclassify run again)
+    already_pending: int = 0  # requeued by an earlier run, not classified yet
+    skipped_in_flight: int = 0  # selected, but claimed meanwhile: left alone
 
 
 class Reclassification:
@@ -104,11 +106,22 @@ class Reclassification:
             if dry_run:
                 continue
             if not selection.failed:
-                done.kept_in_history += await self._keep_history(chunk)
-            requeued = await self._make_pending([raw["_id"] for raw in chunk], selection)
+                copied, before = await self._keep_history(chunk)
+                done.kept_in_history += copied
+                done.already_in_history += before
+            ids = [raw["_id"] for raw in chunk]
+            requeued = await self._make_pending(ids, selection)
             done.requeued += requeued
-            done.skipped_in_flight += len(chunk) - requeued
+            if requeued < len(chunk):
+                pending = await self._count_pending(ids)
+                done.already_pending += pending
+                done.skipped_in_flight += len(chunk) - requeued - pending
         return done
+
+    async def _count_pending(self, ids: Sequence[Any]) -> int:
+        """How many of ``ids`` are pending already."""
+        with translated("count pending documents"):
+            return await self._source.count_documents({"_id": {"$in": list(ids)}, STATUS: None})
 
     async def _selected(self, selection: Selection) -> AsyncIterator[list[Raw]]:
         """The selected documents, a chunk at a time: results (done) or sources (failed)."""
@@ -159,11 +172,11 @@ class Reclassification:
             matching = {raw["_id"] async for raw in cursor}
         return [raw for raw in results if raw["_id"] in matching]
 
-    async def _keep_history(self, results: Sequence[Raw]) -> int:
-        """Copy results to the history collection (a copy made before is a duplicate: kept)."""
+    async def _keep_history(self, results: Sequence[Raw]) -> tuple[int, int]:
+        """Copy results to the history collection; (copies made, copies there before)."""
         entries = [_history_entry(raw) for raw in results if "classification" in raw]
         if not entries:
-            return 0
+            return 0, 0
         try:
             with translated("keep result history"):
                 await self._history.insert_many(entries, ordered=False)
@@ -171,7 +184,8 @@ class Reclassification:
             errors = bulk_write_errors(exc, "keep result history")
             if any(code != DUPLICATE_KEY for code, _ in errors.values()):
                 raise
-        return len(entries)
+            return len(entries) - len(errors), len(errors)  # a duplicate: copied before
+        return len(entries), 0
 
     async def _make_pending(self, ids: Sequence[Any], selection: Selection) -> int:
         """Make these sources pending while they are still done (failed); return how many."""
