@@ -69,6 +69,10 @@ class Availability:
             log.warning(f"{self.name} available again", unavailable_seconds=round(away, 1))
 
 
+#: Seconds a MongoDB call still running at a stop gets before it is abandoned.
+STOP_PATIENCE = 1.0
+
+
 class DatabaseCalls:
     """MongoDB operations with retries, reporting to one :class:`Availability`."""
 
@@ -101,11 +105,33 @@ class DatabaseCalls:
                 f"stopped while MongoDB is unavailable ({self.availability.last_error})"
             )
         try:
-            return await self._call(self.patient, operation)
+            return await self._call(self.patient, lambda: self._unless_stopped(operation))
         except BatchProcessorError as exc:
             if self._stop.is_set():
                 raise Interrupted(f"stopped while waiting for MongoDB ({describe(exc)})") from exc
             raise
+
+    async def _unless_stopped(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """``operation``, abandoned ``STOP_PATIENCE`` seconds after a stop if still running.
+
+        The driver may wait inside one call for a whole server selection timeout (a server
+        gone mid-call, closing its cursor); a stop must not. An abandoned claim that reached
+        the server leaves its documents to their lease.
+        """
+        work = asyncio.ensure_future(operation())
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                await asyncio.wait({work}, timeout=STOP_PATIENCE)
+        finally:
+            stop.cancel()
+            if not work.done():
+                work.cancel()
+                await asyncio.wait({work, stop})
+        if work.cancelled():
+            raise TransientError("abandoned: a stop was asked for")
+        return work.result()
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -27,7 +27,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from batch_processor.service.embedded import EmbeddedServer
+from batch_processor.runtime.embedded import EmbeddedServer
 from batch_processor.testing.samples import sample_conversations
 from bench.harness import SimulatorProcess, daemon_command
 

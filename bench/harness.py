@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from batch_processor.service.embedded import free_port
+from batch_processor.runtime.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Monitoring and handshakes, which no contender chooses to send.

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from batch_processor.service import health
-from batch_processor.service.telemetry import Telemetry
+from batch_processor.runtime import health
+from batch_processor.runtime.telemetry import Telemetry
 
 PROBES = 50
 SCENARIOS = ("200 slowloris", "1000 idle", "200 garbage", "20 x 1 MB header", "1000 /metrics")

@@ -28,7 +28,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from batch_processor.service.embedded import EmbeddedServer
+from batch_processor.runtime.embedded import EmbeddedServer
 from batch_processor.testing.samples import sample_conversations
 from batch_processor.testing.simulator import Simulator, SimulatorConfig
 

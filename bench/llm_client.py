@@ -16,8 +16,8 @@ import asyncio
 import json
 import time
 
+from batch_processor.runtime.logs import configure_logging
 from batch_processor.service.classifier_setup import build_classifier
-from batch_processor.service.logs import configure_logging
 from batch_processor.settings import load_settings
 
 

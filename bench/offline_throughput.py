@@ -26,8 +26,8 @@ from pymongo.monitoring import (
     CommandSucceededEvent,
 )
 
-from batch_processor.service.embedded import EmbeddedServer
-from batch_processor.service.logs import configure_logging
+from batch_processor.runtime.embedded import EmbeddedServer
+from batch_processor.runtime.logs import configure_logging
 from batch_processor.service.runner import run_job
 from batch_processor.settings import load_settings
 from batch_processor.testing.samples import sample_conversations

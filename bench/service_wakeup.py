@@ -18,10 +18,10 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from batch_processor.service.embedded import EmbeddedServer
-from batch_processor.service.logs import configure_logging
+from batch_processor.runtime.embedded import EmbeddedServer
+from batch_processor.runtime.logs import configure_logging
+from batch_processor.runtime.shutdown import Stopper
 from batch_processor.service.runner import run_job
-from batch_processor.service.shutdown import Stopper
 from batch_processor.settings import load_settings
 from bench.offline_throughput import CommandCounter
 

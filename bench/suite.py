@@ -46,7 +46,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from batch_processor.service.embedded import EmbeddedServer, free_port
+from batch_processor.runtime.embedded import EmbeddedServer, free_port
 from batch_processor.testing.samples import sample_conversations
 from bench.harness import (
     ROOT,

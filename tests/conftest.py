@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from batch_processor.service.embedded import EmbeddedServer
+from batch_processor.runtime.embedded import EmbeddedServer
 from batch_processor.settings import Settings, load_settings
 
 TEST_URI_ENV = "BATCH_TEST_MONGODB_URI"

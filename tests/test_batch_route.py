@@ -297,7 +297,7 @@ async def test_a_service_sends_its_backlog_to_batches_and_new_documents_online(
     db: Any, make_settings: Any
 ) -> None:
     """Continuous, auto: the backlog at start in a batch, then an insert classified online."""
-    from batch_processor.service.shutdown import Stopper
+    from batch_processor.runtime.shutdown import Stopper
     from tests.faults.tools import poll_until
 
     await db.conversation_set.insert_many([conversation(f"old {i}") for i in range(30)])

@@ -56,7 +56,7 @@ async def test_a_run_at_its_budget_ends_with_nothing_claimed(
 
 async def test_a_service_at_its_budget_idles_and_says_why(db: Any, make_settings: Any) -> None:
     """Continuous mode at its budget: one warning, no more jobs, nothing claimed, still alive."""
-    from batch_processor.service.shutdown import Stopper
+    from batch_processor.runtime.shutdown import Stopper
     from tests.faults.tools import poll_until
 
     await db.conversation_set.insert_many(

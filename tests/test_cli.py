@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_processor.service.embedded import free_port
+from batch_processor.runtime.embedded import free_port
 
 from .conftest import worker_command
 

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from batch_processor.service.health import HealthServer
-from batch_processor.service.telemetry import Telemetry
+from batch_processor.runtime.health import HealthServer
+from batch_processor.runtime.telemetry import Telemetry
 
 from .faults.tools import poll_until
 

@@ -9,15 +9,26 @@ PACKAGE = Path(__file__).parent.parent / "batch_processor"
 
 #: Subpackage -> the subpackages it may import ("core" is every top-level module).
 ALLOWED = {
-    "cli": {"service", "pipeline", "mongo", "files", "testing", "settings", "core"},
-    "service": {"route", "pipeline", "mongo", "files", "llm", "classifiers", "settings", "core"},
+    "cli": {"service", "runtime", "pipeline", "mongo", "files", "testing", "settings", "core"},
+    "service": {
+        "runtime",
+        "route",
+        "pipeline",
+        "mongo",
+        "files",
+        "llm",
+        "classifiers",
+        "settings",
+        "core",
+    },
+    "runtime": {"pipeline", "mongo", "files", "core"},
     "route": {"pipeline", "files", "llm", "classifiers", "settings", "core"},
     "pipeline": {"files", "classifiers", "core"},
     "mongo": {"core"},
     "files": {"core"},
     "llm": {"classifiers", "core"},
     "classifiers": {"core"},
-    "testing": {"route", "llm", "core"},
+    "testing": {"route", "llm", "classifiers", "core"},
     "settings": {"core"},
     "core": {"core"},
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from batch_processor.classifiers import load_taxonomy
 from batch_processor.conversation import Conversation
 from batch_processor.errors import ConfigurationError, RateLimitError, TransientError
-from batch_processor.llm.client import LLMClassifier, LLMOptions
+from batch_processor.llm.client import LLMClassifier
 from batch_processor.llm.cost import SpendLedger
 from batch_processor.llm.errors import parse_duration, retry_after_from_headers
 from batch_processor.llm.governor import Governor
@@ -19,9 +20,14 @@ from batch_processor.llm.messages import shorten
 from batch_processor.llm.reply import validate_reply
 from batch_processor.models import utcnow
 from batch_processor.retry import RetryPolicy
+from batch_processor.service.classifier_setup import llm_options
+from batch_processor.settings import Settings
 from batch_processor.testing.simulator import Simulator, SimulatorConfig
 
 from .test_governor import FakeClock
+
+#: The LLM options of the default settings.
+LLM_DEFAULTS = llm_options(Settings.model_construct())
 
 
 @pytest.mark.parametrize(
@@ -110,7 +116,9 @@ async def test_long_retry_after_is_waited_in_full_on_injected_time() -> None:
     async with Simulator(SimulatorConfig(latency=0.0, jitter=0.0)) as sim:
         sim.script = ["429:90"]
         classifier = LLMClassifier(
-            options=LLMOptions(model="m", base_url=sim.base_url),
+            options=replace(
+                llm_options(Settings.model_construct()), model="m", base_url=sim.base_url
+            ),
             taxonomy=load_taxonomy(),
             governor=Governor(concurrency=4, clock=clock.time, sleep=clock.sleep),
             ledger=SpendLedger(),
@@ -129,7 +137,12 @@ async def test_overload_and_a_refused_key_are_told_apart() -> None:
     async with Simulator(SimulatorConfig(latency=0.0, jitter=0.0, api_key="right")) as sim:
         governor = Governor(concurrency=8)
         classifier = LLMClassifier(
-            options=LLMOptions(model="m", base_url=sim.base_url, api_key="right"),
+            options=replace(
+                llm_options(Settings.model_construct()),
+                model="m",
+                base_url=sim.base_url,
+                api_key="right",
+            ),
             taxonomy=load_taxonomy(),
             governor=governor,
             ledger=SpendLedger(),
@@ -141,7 +154,12 @@ async def test_overload_and_a_refused_key_are_told_apart() -> None:
         assert governor.window == 4
         await classifier.aclose()
         wrong = LLMClassifier(
-            options=LLMOptions(model="m", base_url=sim.base_url, api_key="wrong"),
+            options=replace(
+                llm_options(Settings.model_construct()),
+                model="m",
+                base_url=sim.base_url,
+                api_key="wrong",
+            ),
             taxonomy=load_taxonomy(),
             governor=Governor(concurrency=8),
             ledger=SpendLedger(),

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from batch_processor.service.logs import (
+from batch_processor.runtime.logs import (
     MASK,
     configure_logging,
     plain_ids,

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from batch_processor.classifiers.base import Classifier
 from batch_processor.conversation import Conversation
 from batch_processor.models import ClassifierOutput
 from batch_processor.service.runner import run_job
@@ -14,7 +15,7 @@ from batch_processor.testing.fakes import neutral_classification
 from .conftest import conversation
 
 
-class SlowClassifier:
+class SlowClassifier(Classifier):
     """Takes ``seconds`` per call and records the texts in call order; may insert a document."""
 
     name = "slow"

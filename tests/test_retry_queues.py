@@ -13,16 +13,17 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from batch_processor.classifiers import OfflineClassifier
+from batch_processor.classifiers.base import Classifier
 from batch_processor.conversation import Conversation
 from batch_processor.errors import TransientError
 from batch_processor.models import ClassifierOutput
-from batch_processor.service.embedded import EmbeddedServer
+from batch_processor.runtime.embedded import EmbeddedServer
 from batch_processor.service.runner import run_job
 
 from .conftest import PYMONGO_CLOSE_WHILE_DOWN, conversation
 
 
-class GatedClassifier:
+class GatedClassifier(Classifier):
     """The offline classifier, held until the test opens the gate (fake for pipeline tests)."""
 
     name = "gated"
@@ -53,7 +54,7 @@ class GatedClassifier:
         """Nothing to release."""
 
 
-class FailingClassifier:
+class FailingClassifier(Classifier):
     """A classifier whose provider is always unavailable (a retryable error)."""
 
     name = "failing"

@@ -16,12 +16,13 @@ import pytest
 import structlog.testing
 
 from batch_processor.classifiers import OfflineClassifier
+from batch_processor.classifiers.base import Classifier
 from batch_processor.conversation import Conversation
 from batch_processor.errors import ConfigurationError
 from batch_processor.models import ClassifierOutput
+from batch_processor.runtime.schedule import CronSchedule
+from batch_processor.runtime.shutdown import Stopper
 from batch_processor.service.runner import run_job
-from batch_processor.service.schedule import CronSchedule
-from batch_processor.service.shutdown import Stopper
 from batch_processor.testing.simulator import Simulator, SimulatorConfig
 
 from .conftest import conversation, worker_command
@@ -195,7 +196,7 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-class SlowClassifier:
+class SlowClassifier(Classifier):
     """The offline classifier, each call taking seven fake minutes (fake for the cron test)."""
 
     name = "slow"

@@ -13,9 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from batch_processor.errors import ConfigurationError
-from batch_processor.service.embedded import free_port
+from batch_processor.runtime.embedded import free_port
+from batch_processor.runtime.shutdown import Stopper
 from batch_processor.service.runner import run_job
-from batch_processor.service.shutdown import Stopper
 
 from .conftest import conversation, worker_command
 from .test_service import wait_until

@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from batch_processor.cli import main
-from batch_processor.service.embedded import free_port
+from batch_processor.runtime.embedded import free_port
 
 
 def with_simulator(args: list[str]) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from batch_processor.conversation import Conversation
@@ -12,6 +12,9 @@ from batch_processor.models import ClassifierOutput
 @runtime_checkable
 class Classifier(Protocol):
     """Anything that classifies one conversation: every label describes the customer.
+
+    Four features are optional: an implementation that subclasses this protocol inherits
+    their defaults (no cache scope, nothing to prefetch, warm up or check).
 
     ``classify`` raises :mod:`batch_processor.errors` types: retryable ones (TRANSIENT,
     RATE_LIMIT, RESOURCE) are retried by the pipeline, CONFIGURATION stops the run, and DATA or
@@ -38,3 +41,20 @@ class Classifier(Protocol):
     async def aclose(self) -> None:
         """Release connections or other resources."""
         ...
+
+    @property
+    def cache_scope(self) -> str | None:
+        """What a cached answer depends on besides the text; None: not worth caching."""
+        return None
+
+    async def prefetch(self, texts: Sequence[Conversation | str]) -> None:
+        """Prepare for a page's texts (the dedupe cache looks them all up in one query)."""
+        return None
+
+    async def warm_up(self) -> None:
+        """Load what the first classification needs, while the first page is claimed."""
+        return None
+
+    async def check_endpoint(self, within: float = 10.0) -> str | None:
+        """Check a remote endpoint once before the first claim; a warning to log, if any."""
+        return None

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from batch_processor.classifiers.base import Classifier
 from batch_processor.classifiers.cues import Cues, PhraseMatcher, load_cues
 from batch_processor.classifiers.language import load_identifier
 from batch_processor.classifiers.sentiment_model import LABELS, Prediction, SentimentModel
@@ -62,7 +63,7 @@ _COURTESY = re.compile(
 )
 
 
-class OfflineClassifier:
+class OfflineClassifier(Classifier):
     """Deterministic classification with a trained sentiment model, py3langid and cues."""
 
     name = "offline"

@@ -30,7 +30,7 @@ from batch_processor.errors import (
     UnfinishedJobError,
     describe,
 )
-from batch_processor.service.logs import configure_logging
+from batch_processor.runtime.logs import configure_logging
 from batch_processor.settings import Settings, load_settings, unknown_variables
 
 log = structlog.get_logger("batch_processor.cli.main")

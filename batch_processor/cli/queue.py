@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from batch_processor.files.atomic import exclusive_lock
+from batch_processor.files.layout import Layout
 from batch_processor.files.retry_queues import RetryQueues
-from batch_processor.models import ClassifyRetry, DeadLetter, StoreRetry, utcnow
+from batch_processor.models import ClassifyRetry, DeadLetter, StoreRetry
 
 QueueName = Literal["classify", "store", "dead"]
 
@@ -108,26 +109,9 @@ def show_entry(batch_dir: Path, key: str) -> dict[str, Any] | None:
 
 
 def requeue(batch_dir: Path, *, category: str | None = None, keys: list[str] | None = None) -> int:
-    """Move dead-letter entries back to their retry queue, attempts reset; return how many.
-
-    The next run drains them first; a document stored then is marked done again.
-    """
-    with exclusive_lock(batch_dir / ".lock"):
-        queues = RetryQueues(batch_dir)
-        keep, moved = [], 0
-        for entry in queues.dead_letter.entries():
-            if not _selected(entry, category, keys):
-                keep.append(entry)
-                continue
-            if entry.queue == "classify":
-                item = ClassifyRetry.model_validate(entry.item)
-                queues.classify.add(item.model_copy(update={"attempts": 1, "queued_at": utcnow()}))
-            else:
-                retry = StoreRetry.model_validate(entry.item)
-                queues.store.add(retry.model_copy(update={"attempts": 1, "queued_at": utcnow()}))
-            moved += 1
-        queues.dead_letter.keep_only(keep)
-        return moved
+    """Move dead-letter entries (all, by category or by key) back to their retry queue."""
+    with exclusive_lock(Layout(batch_dir).lock):
+        return RetryQueues(batch_dir).requeue_dead(lambda e: _selected(e, category, keys))
 
 
 def purge(
@@ -139,21 +123,16 @@ def purge(
     releases their claims and they are classified again. Purged dead-letter entries leave their
     documents failed.
     """
-    with exclusive_lock(batch_dir / ".lock"):
+    with exclusive_lock(Layout(batch_dir).lock):
         queues = RetryQueues(batch_dir)
         if queue == "dead":
-            entries = list(queues.dead_letter.entries())
-            keep = [e for e in entries if not _selected(e, category, keys)]
-            queues.dead_letter.keep_only(keep)
-            return len(entries) - len(keep)
-        retry_queue = queues.classify if queue == "classify" else queues.store
-        removed = 0
-        for key in retry_queue.pending_keys():
-            item = retry_queue.get(key)
-            if (keys is None or key in keys) and (category is None or item.category == category):
-                retry_queue.remove(key)
-                removed += 1
-        return removed
+            return queues.purge_dead(lambda e: _selected(e, category, keys))
+        return queues.purge(
+            queue,
+            lambda key, item: (
+                (keys is None or key in keys) and (category is None or item.category == category)
+            ),
+        )
 
 
 def _selected(entry: DeadLetter, category: str | None, keys: list[str] | None) -> bool:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from batch_processor.mongo.store import MongoStore
 from batch_processor.pipeline.stats import RunStats
-from batch_processor.service.progress import RichProgress, wanted
+from batch_processor.runtime.progress import RichProgress, wanted
 from batch_processor.service.runner import run_job
 from batch_processor.settings import Mode, Settings
 

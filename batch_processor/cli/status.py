@@ -10,6 +10,7 @@ from typing import Any
 from batch_processor.files.atomic import lock_holder
 from batch_processor.files.batch_files import BatchFiles
 from batch_processor.files.checkpoints import CheckpointStore
+from batch_processor.files.layout import Layout
 from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.models import utcnow
 from batch_processor.mongo.store import MongoStore
@@ -45,7 +46,7 @@ def job_status(batch_dir: Path, now: datetime | None = None) -> dict[str, Any]:
     dead_letter = len(queues.dead_letter)
     report: dict[str, Any] = {
         "batch_dir": str(batch_dir),
-        "in_flight_batch_files": len(BatchFiles(batch_dir / "batches").names()),
+        "in_flight_batch_files": len(BatchFiles(Layout(batch_dir).batches).names()),
         "queued_classify": len(queues.classify),
         "queued_store": len(queues.store),
         "queued_store_documents": queues.store_documents(),
@@ -54,7 +55,7 @@ def job_status(batch_dir: Path, now: datetime | None = None) -> dict[str, Any]:
         "checkpoint": loaded.source,
         "checkpoint_problems": list(loaded.problems),
     }
-    holder = lock_holder(batch_dir / ".lock")
+    holder = lock_holder(Layout(batch_dir).lock)
     if holder is not None:
         report["worker_process"] = f"pid {holder.pid}, " + ("alive" if holder.alive else "dead")
     checkpoint = loaded.checkpoint

@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -192,3 +192,46 @@ class RetryQueues:
                 continue
             total += len(entry.results) + len(entry.failures)
         return total
+
+    def requeue_dead(self, selected: Callable[[DeadLetter], bool]) -> int:
+        """Move the ``selected`` dead-letter entries back to their queue, attempts reset.
+
+        The next run drains them first; a document stored then is marked done again. Returns
+        how many entries moved. The caller holds the batch directory's lock.
+        """
+        keep, moved = [], 0
+        for entry in self.dead_letter.entries():
+            if not selected(entry):
+                keep.append(entry)
+                continue
+            fresh = {"attempts": 1, "queued_at": utcnow()}
+            if entry.queue == "classify":
+                self.classify.add(ClassifyRetry.model_validate(entry.item).model_copy(update=fresh))
+            else:
+                self.store.add(StoreRetry.model_validate(entry.item).model_copy(update=fresh))
+            moved += 1
+        self.dead_letter.keep_only(keep)
+        return moved
+
+    def purge_dead(self, selected: Callable[[DeadLetter], bool]) -> int:
+        """Delete the ``selected`` dead-letter entries (their documents stay failed)."""
+        entries = list(self.dead_letter.entries())
+        keep = [entry for entry in entries if not selected(entry)]
+        self.dead_letter.keep_only(keep)
+        return len(entries) - len(keep)
+
+    def purge(
+        self, queue: Literal["classify", "store"], selected: Callable[[str, Any], bool]
+    ) -> int:
+        """Delete the ``selected`` entries (by key and item) of a retry queue; how many.
+
+        Their documents are given back: the worker's next start releases their claims and
+        they are classified again.
+        """
+        retry_queue: RetryQueue[Any] = self.classify if queue == "classify" else self.store
+        removed = 0
+        for key in retry_queue.pending_keys():
+            if selected(key, retry_queue.get(key)):
+                retry_queue.remove(key)
+                removed += 1
+        return removed

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from batch_processor.classifiers.base import Classifier
 from batch_processor.classifiers.taxonomy import Taxonomy
 from batch_processor.conversation import Conversation
 from batch_processor.errors import (
@@ -73,20 +74,20 @@ _STEP_DOWN = {
 
 @dataclass(frozen=True, slots=True)
 class LLMOptions:
-    """The endpoint and request settings (see the ``llm_*`` settings)."""
+    """The endpoint and request settings (see the ``llm_*`` settings for their defaults)."""
 
     model: str
-    api_key: str | None = None
-    base_url: str | None = None
-    timeout: float = 60.0
-    output: OutputMode = OutputMode.AUTO
-    reasks: int = 1
-    max_output_tokens: int = 400
-    temperature: float | None = 0.0
-    max_connections: int = 64  # the HTTP pool: --concurrent, so every request has a connection
+    api_key: str | None
+    base_url: str | None
+    timeout: float
+    output: OutputMode
+    reasks: int
+    max_output_tokens: int
+    temperature: float | None
+    max_connections: int  # the HTTP pool: --concurrent, so every request has a connection
 
 
-class LLMClassifier:
+class LLMClassifier(Classifier):
     """Classifies with a chat-completions model; see the module docstring."""
 
     name = "llm"

@@ -67,7 +67,7 @@ def content_key(conversation: Conversation | str, scope: str) -> str:
     return hashlib.sha256(f"{scope}\x00{normalise(conversation)}".encode()).hexdigest()
 
 
-class CachedClassifier:
+class CachedClassifier(Classifier):
     """A classifier that answers repeated texts from a shared cache (see the module doc)."""
 
     def __init__(

@@ -61,10 +61,10 @@ class MongoSource:
         projection: Raw,
         socket_timeout: float,
         *,
-        priority_field: str = "priority",
-        lease_seconds: float = 60.0,
-        source_filter: Raw | None = None,
-        text_field: str | None = None,
+        priority_field: str,
+        lease_seconds: float,
+        source_filter: Raw | None,
+        text_field: str | None,
     ) -> None:
         self._collection = collection
         self._decode = functools.partial(decode_source, text_field=text_field)

@@ -44,7 +44,10 @@ class SourcePresence:
 
 
 class MongoStore:
-    """One database: the source to page and claim, the sink for results, the dedupe cache."""
+    """One database: the source to page and claim, the sink for results, the dedupe cache.
+
+    Every value comes from the settings of the same name (their defaults live there alone).
+    """
 
     def __init__(
         self,
@@ -54,17 +57,17 @@ class MongoStore:
         source_collection: str,
         target_collection: str,
         projection: Sequence[str],
-        server_selection_timeout: float = 10.0,
-        socket_timeout: float = 60.0,
+        server_selection_timeout: float,
+        socket_timeout: float,
+        cache_collection: str,
+        workers_collection: str,
+        slices_collection: str,
+        priority_field: str,
+        lease_seconds: float,
+        source_filter: Raw | None,
+        history_collection: str | None,
+        text_field: str,
         listeners: Sequence[CommandListener] = (),
-        cache_collection: str = "classification_cache",
-        workers_collection: str = "batch_workers",
-        slices_collection: str = "provider_batches",
-        priority_field: str = "priority",
-        lease_seconds: float = 60.0,
-        source_filter: Raw | None = None,
-        history_collection: str | None = None,
-        text_field: str | None = None,
     ) -> None:
         # A frozen server (SIGSTOP, a hung primary) keeps its sockets open: without a socket
         # timeout an operation on it would wait forever instead of failing and being retried.

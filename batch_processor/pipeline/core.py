@@ -15,6 +15,7 @@ At most ``max_in_flight`` documents are claimed and unfinished at any time
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from batch_processor.classifiers import Classifier
@@ -28,6 +29,7 @@ from batch_processor.pipeline.admission import Admission
 from batch_processor.pipeline.bookkeeping import Bookkeeper
 from batch_processor.pipeline.control import RunControl
 from batch_processor.pipeline.drain import QueueDrainer
+from batch_processor.pipeline.inbox import RetryInbox
 from batch_processor.pipeline.memory import PageSizer
 from batch_processor.pipeline.options import PipelineOptions
 from batch_processor.pipeline.outcomes import Outcomes, reason
@@ -92,6 +94,7 @@ class Pipeline:
             on_progress=on_progress,
             telemetry=telemetry,
         )
+        inbox = RetryInbox(queues, stats)
         self._tasks = tasks = DocumentTasks(
             control=control,
             classifier=classifier,
@@ -106,11 +109,12 @@ class Pipeline:
                 max_text_chars=options.max_text_chars,
                 roles=options.roles,
             ),
+            inbox=inbox,
             concurrent=options.concurrent,
             keep=books.tracker.keep,
             telemetry=telemetry,
         )
-        self._drainer = tasks.drainer = QueueDrainer(
+        self._drainer = QueueDrainer(
             queues=queues,
             writer=writer,
             stats=stats,
@@ -118,6 +122,7 @@ class Pipeline:
             max_attempts=options.queue_max_attempts,
             start=tasks.start,
             admission=admission,
+            inbox=inbox,
         )
         sizer = PageSizer(
             batch_size=options.batch_size, max_rss_mb=options.max_rss_mb, admission=admission
@@ -155,7 +160,7 @@ class Pipeline:
     def held_ids(self) -> list[str]:
         """The documents this run holds claims on: in flight, and waiting in the classify queue.
 
-        Their leases are renewed while the run lasts (see ``service.fleet``).
+        Their leases are renewed while the run lasts (see ``runtime.fleet``).
         """
         return [*self._books.tracker.doc_ids(), *self._drainer.queued_doc_ids()]
 
@@ -176,17 +181,18 @@ class Pipeline:
         """
         self._books.save_checkpoint(JobStatus.RUNNING)
         try:
-            async with asyncio.TaskGroup() as group:
-                self._tasks.group = group
-                group.create_task(self._writer.run(), name="result-writer")
-                await self._work(group, recover=recover)
+            # Documents start in the group until it has ended (the stack exits after it).
+            with contextlib.ExitStack() as stack:
+                async with asyncio.TaskGroup() as group:
+                    stack.enter_context(self._tasks.running(group))
+                    group.create_task(self._writer.run(), name="result-writer")
+                    await self._work(group, recover=recover)
         except BaseException as exc:
             if not isinstance(exc, asyncio.CancelledError):
                 self._control.fail(first_error(exc))
             elif self.error is None:
                 raise
         finally:
-            self._tasks.group = None
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
             await self._recovery.release_given_back()

@@ -16,16 +16,16 @@ from typing import Protocol, TypeVar
 import structlog
 from pydantic import BaseModel
 
-from batch_processor.errors import ConfigurationError, ErrorCategory, categorize, describe
+from batch_processor.errors import ConfigurationError, categorize, describe
 from batch_processor.files.retry_queues import RetryQueue, RetryQueues
 from batch_processor.models import (
     ClassifyRetry,
-    DeadLetter,
     FailedDocument,
     SourceDocument,
     StoreRetry,
 )
 from batch_processor.pipeline.admission import Admission
+from batch_processor.pipeline.inbox import RetryInbox
 from batch_processor.pipeline.outcomes import Ended
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.pipeline.writer import ResultWriter, Settle
@@ -60,8 +60,10 @@ class QueueDrainer:
         max_attempts: int,
         start: StartDocument,
         admission: Admission,
+        inbox: RetryInbox,
     ) -> None:
         self._queues = queues
+        self._inbox = inbox
         self._writer = writer
         self._stats = stats
         self._job_id = job_id
@@ -69,16 +71,6 @@ class QueueDrainer:
         self._start = start
         self._admission = admission
         self._in_progress: set[str] = set()
-
-    def queue_classify(self, item: ClassifyRetry) -> None:
-        """Put a document whose classification failed after its retries in the classify queue."""
-        self._queues.classify.add(item)
-        log.warning(
-            "classification failed, document queued",
-            doc_id=item.doc.id,
-            error=item.error,
-            category=str(item.category),
-        )
 
     def queued_doc_ids(self) -> list[str]:
         """Ids of documents waiting in either queue (their claims must not be released)."""
@@ -151,7 +143,7 @@ class QueueDrainer:
         claims = {r.doc_id: r.claim for r in entry.results} | {
             f.doc_id: f.claim for f in entry.failures
         }
-        self._dead_letter("store", list(claims), error, category, attempts, entry)
+        self._inbox.dead_letter("store", list(claims), error, category, attempts, entry)
         # The results are safe in the dead letter; marking the sources failed needs MongoDB,
         # which just failed, so it is tried but not required.
         failures = [
@@ -170,15 +162,6 @@ class QueueDrainer:
         except Exception as mark_error:  # noqa: BLE001 - best effort, see above
             log.warning("could not mark dead-lettered documents failed", error=describe(mark_error))
         self._queues.store.remove(key)
-
-    def dead_letter_document(self, doc: SourceDocument, error: BaseException) -> None:
-        """Record a document the classifier refused for good (DATA, PERMANENT), for a person.
-
-        The dead letter keeps the document as a classify item, so it can be requeued once the
-        cause is fixed; the caller marks the source failed.
-        """
-        item = ClassifyRetry(doc=doc, error=describe(error), category=categorize(error))
-        self._dead_letter("classify", [doc.id], item.error, item.category, 1, item)
 
     def _classified(self, key: str, outcome: Ended) -> None:
         self._admission.release()
@@ -209,7 +192,9 @@ class QueueDrainer:
             self._admission.release()
             self._in_progress.discard(key)
             return
-        self._dead_letter("classify", [item.doc.id], retry.error, retry.category, attempts, item)
+        self._inbox.dead_letter(
+            "classify", [item.doc.id], retry.error, retry.category, attempts, item
+        )
         failure = FailedDocument(
             doc_id=item.doc.id,
             error=f"dead-lettered after {attempts} classify rounds: {retry.error}",
@@ -219,35 +204,6 @@ class QueueDrainer:
             claim=item.doc.claim,
         )
         self._writer.add(failure, functools.partial(self._classified, key))
-
-    def _dead_letter(
-        self,
-        queue: str,
-        doc_ids: list[str],
-        error: str,
-        category: ErrorCategory,
-        attempts: int,
-        item: BaseModel,
-    ) -> None:
-        self._queues.dead_letter.append(
-            DeadLetter(
-                queue="store" if queue == "store" else "classify",
-                doc_ids=doc_ids,
-                error=error,
-                category=category,
-                attempts=attempts,
-                item=item.model_dump(mode="json"),
-            )
-        )
-        self._stats.dead_lettered += len(doc_ids)
-        log.error(
-            "moved to dead letter",
-            queue=queue,
-            documents=len(doc_ids),
-            attempts=attempts,
-            error=error,
-            category=str(category),
-        )
 
     def _read(self, queue: RetryQueue[Item], key: str) -> Item | None:
         try:

@@ -4,30 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from batch_processor.conversation import DEFAULT_AGENT_ROLES, DEFAULT_CUSTOMER_ROLES, Roles
+from batch_processor.conversation import Roles
 
 
 @dataclass(frozen=True, slots=True)
 class PipelineOptions:
-    """The pipeline's knobs, as plain values (see Settings for their meaning)."""
+    """The pipeline's knobs, as plain values (see Settings for their meaning and defaults)."""
 
-    batch_size: int = 100
-    concurrent: int = 8
-    text_field: str = "messages"
-    max_text_chars: int = 20_000
-    customer_roles: tuple[str, ...] = DEFAULT_CUSTOMER_ROLES
-    agent_roles: tuple[str, ...] = DEFAULT_AGENT_ROLES
-    checkpoint_interval: int = 50
-    flush_size: int = 100
-    flush_interval: float = 5.0
-    queue_max_attempts: int = 3
-    queue_drain_interval: float = 60.0
-    priority_field: str = "priority"
-    priority_fairness: int = 10
-    max_rss_mb: float | None = None
-    shutdown_grace: float = 30.0
-    max_in_flight: int | None = None  # None: two pages plus the concurrency
-    limit: int | None = None  # documents a job claims at most (None: all pending)
+    batch_size: int
+    concurrent: int
+    text_field: str
+    max_text_chars: int
+    customer_roles: tuple[str, ...]
+    agent_roles: tuple[str, ...]
+    checkpoint_interval: int
+    flush_size: int
+    flush_interval: float
+    queue_max_attempts: int
+    queue_drain_interval: float
+    priority_field: str
+    priority_fairness: int
+    max_rss_mb: float | None
+    shutdown_grace: float
+    max_in_flight: int | None  # None: two pages plus the concurrency
+    limit: int | None  # documents a job claims at most (None: all pending)
 
     @property
     def roles(self) -> Roles:

@@ -128,7 +128,7 @@ class Sink(Protocol):
 
 
 class RunMetrics(Protocol):
-    """What the pipeline reports as it goes (``service.telemetry.Telemetry`` exports it)."""
+    """What the pipeline reports as it goes (``runtime.telemetry.Telemetry`` exports it)."""
 
     def classified(self, seconds: float) -> None:
         """One classification took ``seconds`` (retries included)."""

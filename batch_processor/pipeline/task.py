@@ -8,9 +8,10 @@ unprocessed: the run stopped). Whatever happens, including cancellation, it is s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Literal
 
 import structlog
@@ -25,7 +26,7 @@ from batch_processor.errors import (
 )
 from batch_processor.models import ClassifiedDocument, ClassifyRetry, FailedDocument, SourceDocument
 from batch_processor.pipeline.control import RunControl
-from batch_processor.pipeline.drain import QueueDrainer
+from batch_processor.pipeline.inbox import RetryInbox
 from batch_processor.pipeline.outcomes import Ended, Outcomes
 from batch_processor.pipeline.ports import RunMetrics
 from batch_processor.pipeline.stats import RunStats
@@ -52,12 +53,12 @@ class DocumentTasks:
         stats: RunStats,
         settle: Callable[[str, Ended], None],
         outcomes: Outcomes,
+        inbox: RetryInbox,
         concurrent: int,
         keep: Callable[[ClassifiedDocument], None] = lambda _result: None,
         telemetry: RunMetrics | None = None,
     ) -> None:
-        self.group: asyncio.TaskGroup | None = None  # set while the run is active
-        self.drainer: QueueDrainer | None = None  # set once the drainer exists
+        self._group: asyncio.TaskGroup | None = None  # while the run is active (running())
         self._control = control
         self._classifier = classifier
         self._policy = classify_policy
@@ -65,21 +66,31 @@ class DocumentTasks:
         self._stats = stats
         self._settle = settle
         self._outcomes = outcomes
+        self._inbox = inbox
         self._keep = keep
         self._telemetry = telemetry
         self._slots = asyncio.Semaphore(concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @contextlib.contextmanager
+    def running(self, group: asyncio.TaskGroup) -> Iterator[None]:
+        """While inside, documents start as tasks of ``group`` (the run's task group)."""
+        self._group = group
+        try:
+            yield
+        finally:
+            self._group = None
+
     async def start_all(self, docs: Sequence[SourceDocument]) -> None:
         """Start each document in turn; once the run stops, give the rest back unprocessed.
 
-        The page's texts are read first and handed to the classifier's ``prefetch``, if it has
-        one (the dedupe cache looks the whole page up in one query).
+        The page's texts are read first and handed to the classifier's ``prefetch`` (the dedupe
+        cache looks the whole page up in one query).
         """
         texts = [self._read_text(doc) for doc in docs]
-        prefetch = getattr(self._classifier, "prefetch", None)
-        if prefetch is not None:
-            await prefetch([t.conversation for t in texts if isinstance(t, ExtractedText)])
+        await self._classifier.prefetch(
+            [t.conversation for t in texts if isinstance(t, ExtractedText)]
+        )
         for index, (doc, text) in enumerate(zip(docs, texts, strict=True)):
             if self._control.stopping:
                 for rest in docs[index:]:
@@ -98,9 +109,9 @@ class DocumentTasks:
         """Start one document's task once a slot is free (``text``: already read)."""
         await self._slots.acquire()
         try:
-            if self.group is None:
+            if self._group is None:
                 raise RuntimeError("the run is not active")
-            task = self.group.create_task(self._handle(doc, settle, on_exhausted, text))
+            task = self._group.create_task(self._handle(doc, settle, on_exhausted, text))
         except RuntimeError:  # the group is shutting down: the document is given back
             self._slots.release()
             settle(Ended.RELEASED)
@@ -187,8 +198,7 @@ class DocumentTasks:
         except Exception as exc:  # noqa: BLE001 - any classifier failure is sorted, never fatal
             if is_retryable(exc):
                 return ClassifyRetry(doc=doc, error=describe(exc), category=categorize(exc))
-            if self.drainer is not None:
-                self.drainer.dead_letter_document(doc, exc)
+            self._inbox.dead_letter_document(doc, exc)
             failure = self._outcomes.failure(doc.id, exc, attempts=1, claim=doc.claim)
             return _logged(failure)
         if self._telemetry is not None:
@@ -198,9 +208,7 @@ class DocumentTasks:
                                      route=route)  # fmt: skip
 
     def _queue(self, item: ClassifyRetry) -> None:
-        if self.drainer is None:
-            raise RuntimeError("no retry queue to hold the document")
-        self.drainer.queue_classify(item)
+        self._inbox.queue_classify(item)
 
     def _read_text(self, doc: SourceDocument) -> ExtractedText | FailedDocument:
         """The text to classify, or the DATA failure that says why there is none."""

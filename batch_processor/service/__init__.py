@@ -1,1 +1,10 @@
-"""service."""
+"""Composition: building a run's parts from the settings, and the modes that drive them.
+
+- :mod:`.runner`: ``run_job``, the three modes (batch, continuous, scheduled), the store;
+- :mod:`.jobs`: one job from the settings (the pipeline, its retry policies, its summary);
+- :mod:`.routing`: the one place that decides the route and composes the Batch API route;
+- :mod:`.classifier_setup`: which classifier a run gets; :mod:`.preflight`: checks before the
+  first claim; :mod:`.preview`: the dry run's counts and cost estimate.
+
+The process runtime (signals, health, metrics, logs, the fleet) is :mod:`batch_processor.runtime`.
+"""

@@ -7,12 +7,17 @@ LLM classifier is chosen, so an offline run never loads it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from batch_processor.classifiers import AVAILABLE, Classifier, Taxonomy, load_taxonomy
 from batch_processor.classifiers.cues import Cues, cues_file_for, load_cues
 from batch_processor.errors import ConfigurationError
 from batch_processor.llm.cost import SpendLedger, price_for
 from batch_processor.llm.governor import Governor
 from batch_processor.settings import Settings
+
+if TYPE_CHECKING:
+    from batch_processor.llm.client import LLMOptions
 
 
 def build_classifier(settings: Settings) -> Classifier:
@@ -69,7 +74,6 @@ def _cues_beside(settings: Settings, taxonomy: Taxonomy) -> Cues | None:
 def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:
     from batch_processor.llm.client import (  # loads openai only when chosen
         LLMClassifier,
-        LLMOptions,
     )
 
     price = price_for(settings.llm_model, settings.llm_prices)
@@ -78,18 +82,7 @@ def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:
             f"invalid setting budget_usd (--budget-usd / BATCH_BUDGET_USD): no price is known "
             f"for model {settings.llm_model!r}; add it to llm_prices"
         )
-    api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
-    options = LLMOptions(
-        model=settings.llm_model,
-        api_key=api_key,
-        base_url=settings.llm_base_url,
-        timeout=settings.llm_timeout,
-        output=settings.llm_output,
-        reasks=settings.llm_reasks,
-        max_output_tokens=settings.llm_max_output_tokens,
-        temperature=settings.llm_temperature,
-        max_connections=settings.concurrent,
-    )
+    options = llm_options(settings)
     governor = Governor(
         concurrency=settings.concurrent,
         minimum=settings.min_concurrent,
@@ -102,4 +95,22 @@ def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:
         taxonomy=taxonomy,
         governor=governor,
         ledger=SpendLedger(price=price, budget_usd=settings.budget_usd),
+    )
+
+
+def llm_options(settings: Settings) -> LLMOptions:
+    """The LLM classifier's options, from the settings of the same meaning."""
+    from batch_processor.llm.client import LLMOptions  # loads the LLM client only when chosen
+
+    api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    return LLMOptions(
+        model=settings.llm_model,
+        api_key=api_key,
+        base_url=settings.llm_base_url,
+        timeout=settings.llm_timeout,
+        output=settings.llm_output,
+        reasks=settings.llm_reasks,
+        max_output_tokens=settings.llm_max_output_tokens,
+        temperature=settings.llm_temperature,
+        max_connections=settings.concurrent,
     )

@@ -20,12 +20,13 @@ from typing import Protocol
 import structlog
 
 from batch_processor.classifiers import Classifier
-from batch_processor.clock import Clock, SystemClock
+from batch_processor.clock import Clock
 from batch_processor.errors import BatchProcessorError, UnfinishedJobError, describe
 from batch_processor.files.atomic import atomic_write, ensure_dir, sweep_temp_files
 from batch_processor.files.batch_files import BatchFiles
 from batch_processor.files.checkpoints import CheckpointStore
 from batch_processor.files.identity import worker_identity
+from batch_processor.files.layout import Layout
 from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.llm.dedupe import CachedClassifier
 from batch_processor.models import JobStatus
@@ -36,10 +37,10 @@ from batch_processor.pipeline.options import PipelineOptions
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.retry import RetryPolicy
 from batch_processor.route.options import RouteStats
-from batch_processor.service.fleet import LeaseKeeper
+from batch_processor.runtime.fleet import LeaseKeeper
+from batch_processor.runtime.shutdown import Stopper
+from batch_processor.runtime.telemetry import Telemetry
 from batch_processor.service.preflight import SourceCheck
-from batch_processor.service.shutdown import Stopper
-from batch_processor.service.telemetry import Telemetry
 from batch_processor.settings import Mode, Settings
 
 log = structlog.get_logger("batch_processor.service.jobs")
@@ -99,20 +100,20 @@ def database_calls(service: Service, stats: RunStats | None = None) -> DatabaseC
     )
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Service:
-    """What every job of one process shares."""
+    """What every job of one process shares (built complete by ``run_job``)."""
 
     settings: Settings
     classifier: Classifier
     store: MongoStore
     stopper: Stopper
     telemetry: Telemetry
-    progress: ProgressSink | None = None
+    progress: ProgressSink | None
+    fleet: LeaseKeeper  # renewals, takeovers and heartbeats beside the jobs
+    source_check: SourceCheck  # jobs wait for the source collection
+    clock: Clock
     mongodb: Availability = field(default_factory=lambda: Availability("MongoDB"))
-    clock: Clock = field(default_factory=SystemClock)
-    fleet: LeaseKeeper | None = None
-    source_check: SourceCheck | None = None  # set by run_job: jobs wait for the source
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +140,7 @@ async def run_one_job(
     progress, telemetry = service.progress, service.telemetry
     batch_dir = ensure_dir(settings.batch_dir)
     swept = sweep_temp_files(batch_dir)
-    files = BatchFiles(batch_dir / "batches")
+    files = BatchFiles(Layout(batch_dir).batches)
     checkpoints = CheckpointStore(batch_dir)
     queues = RetryQueues(batch_dir)
     if swept:
@@ -187,8 +188,7 @@ async def run_one_job(
     summary = (cached or classifier).summary
     telemetry.job_started(pipeline.stats, classifier_summary=summary, queue_sizes=queues.sizes)
     service.stopper.attach(pipeline)
-    if service.fleet is not None:
-        service.fleet.attach(pipeline, worker_id=worker_id, job_id=job_id)
+    service.fleet.attach(pipeline, worker_id=worker_id, job_id=job_id)
     try:
         await pipeline.run(recover=recover)
     finally:
@@ -210,7 +210,7 @@ async def run_one_job(
             log.error("run failed", error=describe(error), **outcome)
         else:
             log.info("run finished", **outcome)
-        _write_report(batch_dir / "reports" / f"{job_id}.json", job_id, stats, settings, error)
+        _write_report(Layout(batch_dir).report(job_id), job_id, stats, settings, error)
     return stats
 
 
@@ -259,8 +259,8 @@ def with_dedupe(
     settings: Settings, classifier: Classifier, store: MongoStore
 ) -> CachedClassifier | None:
     """The classifier behind the dedupe cache, when dedupe is on and the classifier has a scope."""
-    scope = getattr(classifier, "cache_scope", None)
-    if not settings.dedupe or not isinstance(scope, str):
+    scope = classifier.cache_scope
+    if not settings.dedupe or scope is None:
         return None  # the offline classifier is cheaper than a cache lookup
     return CachedClassifier(classifier, store.cache, scope=scope)
 

@@ -60,11 +60,8 @@ class SourceCheck:
 
 async def check_endpoint(classifier: Classifier, settings: Settings) -> None:
     """Ask the LLM endpoint once whether it answers (see the module docstring)."""
-    check = getattr(classifier, "check_endpoint", None)
-    if check is None:
-        return
     try:
-        warning = await check()
+        warning = await classifier.check_endpoint()
     except TransientError as exc:
         if settings.mode is Mode.BATCH:
             raise ConfigurationError(f"{exc.message} (--llm-base-url)") from None

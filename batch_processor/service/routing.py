@@ -35,6 +35,7 @@ from batch_processor.llm.client import LLMClassifier
 from batch_processor.pipeline.outcomes import Outcomes
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.route import AnswerReader, BatchRoute, RouteOptions, RouteStats, SliceBuilder
+from batch_processor.runtime.shutdown import Stopper
 from batch_processor.service.jobs import (
     RouteRun,
     Service,
@@ -43,7 +44,6 @@ from batch_processor.service.jobs import (
     retry_policy,
 )
 from batch_processor.service.jobs import with_dedupe as dedupe_for
-from batch_processor.service.shutdown import Stopper
 from batch_processor.settings import Mode, Route
 from batch_processor.slice_record import SliceRecord
 

@@ -18,14 +18,19 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 import structlog
 
 from batch_processor.classifiers import Classifier
-from batch_processor.clock import Clock
+from batch_processor.clock import Clock, SystemClock
 from batch_processor.errors import BatchProcessorError, Interrupted, describe, first_error
 from batch_processor.files.atomic import exclusive_lock, writable_dir
+from batch_processor.files.layout import Layout
 from batch_processor.mongo.store import CommandListener, MongoStore
 from batch_processor.pipeline.stats import RunStats
+from batch_processor.runtime.embedded import EmbeddedServer
+from batch_processor.runtime.fleet import LeaseKeeper
+from batch_processor.runtime.notify import ProgressLine, SystemdNotifier, report_progress
+from batch_processor.runtime.schedule import CronSchedule
+from batch_processor.runtime.shutdown import Stopper
+from batch_processor.runtime.telemetry import Telemetry, watch_loop_lag
 from batch_processor.service.classifier_setup import build_classifier
-from batch_processor.service.embedded import EmbeddedServer
-from batch_processor.service.fleet import LeaseKeeper
 from batch_processor.service.jobs import (
     ProgressSink,
     RouteRun,
@@ -34,12 +39,8 @@ from batch_processor.service.jobs import (
     outage_policy,
     run_one_job,
 )
-from batch_processor.service.notify import ProgressLine, SystemdNotifier, report_progress
 from batch_processor.service.preflight import SourceCheck, check_endpoint
 from batch_processor.service.routing import beside_jobs, build_route
-from batch_processor.service.schedule import CronSchedule
-from batch_processor.service.shutdown import Stopper
-from batch_processor.service.telemetry import Telemetry, watch_loop_lag
 from batch_processor.settings import Mode, Settings
 
 log = structlog.get_logger("batch_processor.service.runner")
@@ -55,7 +56,7 @@ async def open_store(
     """
     embedded: EmbeddedServer | None = None
     if settings.mongodb_uri is None:
-        embedded = EmbeddedServer(settings.batch_dir / "embedded", port=settings.embedded_port)
+        embedded = EmbeddedServer(Layout(settings.batch_dir).embedded, port=settings.embedded_port)
         log.info(
             "no MongoDB URI configured: using the embedded SecantusDB server",
             data_dir=str(embedded.data_dir),
@@ -138,7 +139,7 @@ async def run_job(
     telemetry = telemetry or Telemetry()
     try:
         with (
-            exclusive_lock(writable_dir(settings.batch_dir, "batch_dir") / ".lock"),
+            exclusive_lock(Layout(writable_dir(settings.batch_dir, "batch_dir")).lock),
             stopper.on_signals(settings.shutdown_grace),
         ):
             async with contextlib.AsyncExitStack() as stack:
@@ -146,16 +147,22 @@ async def run_job(
                     store = await stack.enter_async_context(
                         open_store(settings, listeners=listeners)
                     )
-                service = Service(settings, classifier, store, stopper, telemetry, progress)
-                service.fleet = LeaseKeeper(
-                    store,
-                    interval=min(settings.lease_seconds / 3, settings.interval),
-                    mode=settings.mode.value,
+                service = Service(
+                    settings=settings,
+                    classifier=classifier,
+                    store=store,
+                    stopper=stopper,
                     telemetry=telemetry,
+                    progress=progress,
+                    fleet=LeaseKeeper(
+                        store,
+                        interval=min(settings.lease_seconds / 3, settings.interval),
+                        mode=settings.mode.value,
+                        telemetry=telemetry,
+                    ),
+                    source_check=SourceCheck(store),
+                    clock=clock or SystemClock(),
                 )
-                if clock is not None:
-                    service.clock = clock
-                service.source_check = SourceCheck(store)
                 await check_endpoint(classifier, settings)
                 await stack.enter_async_context(_process_services(service))
                 return await _drive(service, schedule)
@@ -175,7 +182,7 @@ async def _process_services(service: Service) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         serve_http = settings.http if settings.http is not None else settings.mode is not Mode.BATCH
         if serve_http:
-            from batch_processor.service.health import HealthServer  # loads prometheus-client
+            from batch_processor.runtime.health import HealthServer  # loads prometheus-client
 
             server = HealthServer(
                 telemetry,
@@ -189,14 +196,12 @@ async def _process_services(service: Service) -> AsyncIterator[None]:
         try:
             async with asyncio.TaskGroup() as monitors:
                 tasks = [monitors.create_task(watch_loop_lag(telemetry), name="loop-lag")]
-                if service.fleet is not None:
-                    keeper = service.fleet.run()
-                    tasks.append(monitors.create_task(keeper, name="lease-keeper"))
-                warm_up = getattr(service.classifier, "warm_up", None)
-                if warm_up is not None:
-                    # The classifier loads its libraries while the first page is claimed; a
-                    # failure to load ends the run like any monitor's.
-                    tasks.append(monitors.create_task(warm_up(), name="classifier-warm-up"))
+                keeper = service.fleet.run()
+                tasks.append(monitors.create_task(keeper, name="lease-keeper"))
+                # The classifier loads its libraries while the first page is claimed; a
+                # failure to load ends the run like any monitor's.
+                warm_up = service.classifier.warm_up()
+                tasks.append(monitors.create_task(warm_up, name="classifier-warm-up"))
                 if notifier.enabled:
                     progress = _progress_line(service)
                     mode = settings.mode.value
@@ -332,7 +337,7 @@ async def _idle_at_budget(service: Service, stats: RunStats) -> None:
 async def _job(service: Service, along: RouteRun | None = None, *, recover: bool) -> RunStats:
     """One job, once the source collection exists (until then: a warning and no job)."""
     check = service.source_check
-    if check is not None and not await database_calls(service).wait(check.ready):
+    if not await database_calls(service).wait(check.ready):
         if along is not None:
             await along.ended()
         return RunStats()
@@ -403,7 +408,7 @@ async def _wait_for_work(service: Service) -> bool:
         while not stopper.stopped:
             service.telemetry.beat()  # idle is not stalled
             try:
-                if check is not None and not check.passed:
+                if not check.passed:
                     # Until the source collection exists, no job runs; once it does, one
                     # starts (its lease keeper then watches other workers' claims too).
                     pending = await db.wait(check.ready)
@@ -418,7 +423,7 @@ async def _wait_for_work(service: Service) -> bool:
                     waiter.wait() if waiter is not None else service.clock.sleep(settings.interval)
                 )
                 # A takeover of a dead worker's leases (the lease keeper) wakes us too.
-                released = service.fleet.released if service.fleet else asyncio.Event()
+                released = service.fleet.released
                 if not await stopper.race(_first_of(idle, released.wait())):
                     return False
                 if released.is_set():

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from batch_processor.classifiers.base import Classifier
 from batch_processor.conversation import Conversation
 from batch_processor.errors import BatchProcessorError
 from batch_processor.models import (
@@ -296,7 +297,7 @@ def neutral_classification(category: str = "general_inquiry") -> Classification:
 
 
 @dataclass(slots=True)
-class ScriptedClassifier:
+class ScriptedClassifier(Classifier):
     """A classifier whose answer (or error) for a text is decided by ``answer``."""
 
     answer: Callable[[str], Classification | BaseException] = field(

@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from batch_processor.classifiers.base import Classifier
 from batch_processor.conversation import Conversation
 from batch_processor.errors import BudgetExhaustedError, InvalidReplyError, LostLeaseError
 from batch_processor.llm.batch_api import ProviderBatch
@@ -226,7 +227,7 @@ def _jsonl(lines: list[dict[str, Any]]) -> bytes:
 
 
 @dataclass
-class BatchLLM:
+class BatchLLM(Classifier):
     """The LLM's Batch API side and online classify, priced at ``price`` nano-dollars a request."""
 
     price: int = 1_000

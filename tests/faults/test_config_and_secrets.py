@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from batch_processor.classifiers.base import Classifier
 from batch_processor.conversation import Conversation
 from batch_processor.errors import PermanentError, describe
 from batch_processor.models import ClassifierOutput
@@ -83,7 +84,7 @@ def test_describe_masks_url_credentials_and_keys() -> None:
     assert "example.invalid" in text
 
 
-class LeakyClassifier:
+class LeakyClassifier(Classifier):
     """A classifier whose errors quote a URL with credentials (as some SDKs do)."""
 
     name = "leaky"

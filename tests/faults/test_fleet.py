@@ -18,8 +18,8 @@ import pytest
 from batch_processor.errors import LostLeaseError
 from batch_processor.models import ClassifiedDocument, claim_token
 from batch_processor.mongo.codec import encode_id
+from batch_processor.runtime.shutdown import Stopper
 from batch_processor.service.runner import open_store, run_job
-from batch_processor.service.shutdown import Stopper
 from batch_processor.testing.fakes import neutral_classification
 from batch_processor.testing.simulator import Simulator, SimulatorConfig
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from batch_processor.service.embedded import EmbeddedServer, free_port
+from batch_processor.runtime.embedded import EmbeddedServer, free_port
 
 #: Same-length ASCII markers a test writes, and the bytes the proxy puts in their place.
 INVALID_UTF8 = b"~~INVALID~~"

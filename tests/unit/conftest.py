@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,9 @@ from batch_processor.files.checkpoints import CheckpointStore
 from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.outage import Availability, DatabaseCalls
 from batch_processor.pipeline.core import Pipeline
-from batch_processor.pipeline.options import PipelineOptions
 from batch_processor.retry import RetryPolicy
+from batch_processor.service.jobs import pipeline_options
+from batch_processor.settings import Settings
 from batch_processor.testing.fakes import (
     InstantSleep,
     MemorySink,
@@ -23,6 +24,9 @@ from batch_processor.testing.fakes import (
     ScriptedClassifier,
     documents,
 )
+
+#: The pipeline options of the default settings.
+DEFAULTS = pipeline_options(Settings.model_construct())
 
 
 @dataclass
@@ -56,7 +60,9 @@ class Rig:
             queues=self.queues,
             job_id=job_id,
             worker_id="worker-a",
-            options=PipelineOptions(**{**defaults, **options}),
+            options=replace(
+                pipeline_options(Settings.model_construct()), **{**defaults, **options}
+            ),
             classify_policy=policy,
             db=db,
             sleep=_never,  # the periodic queue drain does not fire within a unit test

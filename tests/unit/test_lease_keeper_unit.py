@@ -12,8 +12,8 @@ import pytest
 
 from batch_processor.errors import TransientError
 from batch_processor.mongo.store import MongoStore
-from batch_processor.service.fleet import LeaseKeeper
-from batch_processor.service.telemetry import Telemetry
+from batch_processor.runtime.fleet import LeaseKeeper
+from batch_processor.runtime.telemetry import Telemetry
 
 
 class Job:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from batch_processor.service.shutdown import Stopper
+from batch_processor.runtime.shutdown import Stopper
 
 
 async def test_a_loop_around_race_ends_when_cancelled_at_any_moment() -> None:

@@ -1,4 +1,4 @@
-"""The Prometheus view of :class:`~batch_processor.service.telemetry.Telemetry`.
+"""The Prometheus view of :class:`~batch_processor.runtime.telemetry.Telemetry`.
 
 Imported only when ``/metrics`` is served: prometheus-client costs a sixth of a second to
 import, which a batch run without the HTTP endpoint does not pay. Every family is built at
@@ -18,7 +18,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from batch_processor.service.telemetry import LATENCY_BUCKETS, Telemetry
+from batch_processor.runtime.telemetry import LATENCY_BUCKETS, Telemetry
 
 PREFIX = "batch_processor"
 

@@ -24,13 +24,13 @@ import structlog
 from batch_processor.pipeline.memory import rss_mb
 from batch_processor.pipeline.stats import RunStats
 
-log = structlog.get_logger("batch_processor.service.telemetry")
+log = structlog.get_logger("batch_processor.runtime.telemetry")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 @dataclass(slots=True)
 class LeaseCounters:
-    """What the lease keeper did (see ``service.fleet``), for ``/metrics`` and the heartbeat."""
+    """What the lease keeper did (see ``runtime.fleet``), for ``/metrics`` and the heartbeat."""
 
     held: int = 0
     renewed: int = 0

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 
-log = structlog.get_logger("batch_processor.service.notify")
+log = structlog.get_logger("batch_processor.runtime.notify")
 
 
 class SystemdNotifier:

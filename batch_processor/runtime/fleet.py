@@ -28,9 +28,9 @@ import structlog
 from batch_processor.errors import BatchProcessorError, describe
 from batch_processor.models import utcnow
 from batch_processor.mongo.store import MongoStore
-from batch_processor.service.telemetry import LeaseCounters, Telemetry
+from batch_processor.runtime.telemetry import LeaseCounters, Telemetry
 
-log = structlog.get_logger("batch_processor.service.fleet")
+log = structlog.get_logger("batch_processor.runtime.fleet")
 
 
 def cancel_requested() -> bool:

@@ -43,10 +43,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from batch_processor.errors import ConfigurationError
-from batch_processor.service.metrics import registry_for
-from batch_processor.service.telemetry import Telemetry
+from batch_processor.runtime.metrics import registry_for
+from batch_processor.runtime.telemetry import Telemetry
 
-log = structlog.get_logger("batch_processor.service.health")
+log = structlog.get_logger("batch_processor.runtime.health")
 MAX_FIELD = 8 * 1024  # bytes of a request line or a header field (a GET needs a few hundred)
 #: All connections together may number this many times ``max_connections`` at the most.
 HARD_LIMIT_FACTOR = 8
@@ -57,7 +57,7 @@ METRICS_FRESH_FOR = 1.0
 ReadyCheck = Callable[[], Awaitable[list[str]]]
 #: aiohttp logs every malformed request with its traceback: from a hostile client that would
 #: be a log line per garbage connection. They are answered 400 and closed, never logged.
-_QUIET = logging.getLogger("batch_processor.service.health.http")
+_QUIET = logging.getLogger("batch_processor.runtime.health.http")
 _QUIET.propagate = False
 _QUIET.addHandler(logging.NullHandler())
 

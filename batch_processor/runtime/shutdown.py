@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import structlog
 
-log = structlog.get_logger("batch_processor.service.shutdown")
+log = structlog.get_logger("batch_processor.runtime.shutdown")
 
 
 class Stoppable(Protocol):
