@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from batch_processor.conversation import Conversation, Roles
+from batch_processor.documents.text import extract_text
 from batch_processor.models import SourceDocument
-from batch_processor.pipeline.text import extract_text
 
 GREETINGS = (
     "Hi, thanks for contacting us! How can I help you today?",

@@ -30,10 +30,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from batch_processor.documents.text import extract_text
 from batch_processor.errors import DataError
 from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.models import SourceDocument
-from batch_processor.pipeline.text import extract_text
 from batch_processor.testing.samples import sample_conversations
 from batch_processor.testing.simulator import Simulator, SimulatorConfig
 from tests.faults.tools import (

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from batch_processor.conversation import Conversation, Roles, Speaker
+from batch_processor.documents.text import extract_text
 from batch_processor.errors import DataError
 from batch_processor.models import SourceDocument
-from batch_processor.pipeline.text import extract_text
 
 
 def text_of(fields: dict[str, Any], field: str = "messages", limit: int = 1000) -> str:

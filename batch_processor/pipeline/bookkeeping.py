@@ -12,15 +12,14 @@ from datetime import datetime
 
 import structlog
 
+from batch_processor.documents.outcomes import Ended
 from batch_processor.errors import BatchProcessorError, describe
 from batch_processor.files.batch_files import BatchFiles
 from batch_processor.files.checkpoints import CheckpointStore
 from batch_processor.models import Checkpoint, JobStatus, utcnow
-from batch_processor.pipeline.admission import Admission
+from batch_processor.pipeline.control import Admission
 from batch_processor.pipeline.memory import rss_mb
-from batch_processor.pipeline.outcomes import Ended
-from batch_processor.pipeline.ports import RunMetrics
-from batch_processor.pipeline.stats import RunStats
+from batch_processor.pipeline.stats import RunMetrics, RunStats
 from batch_processor.pipeline.tracker import BatchTracker, FinishedBatch
 
 log = structlog.get_logger("batch_processor.pipeline")

@@ -19,24 +19,22 @@ import contextlib
 from collections.abc import Callable
 
 from batch_processor.classifiers import Classifier
+from batch_processor.documents.outcomes import Outcomes, reason
+from batch_processor.documents.ports import Sink, Source
 from batch_processor.errors import Interrupted, first_error
 from batch_processor.files.batch_files import BatchFiles
 from batch_processor.files.checkpoints import CheckpointStore
 from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.models import JobStatus
 from batch_processor.outage import DatabaseCalls
-from batch_processor.pipeline.admission import Admission
 from batch_processor.pipeline.bookkeeping import Bookkeeper
-from batch_processor.pipeline.control import RunControl
-from batch_processor.pipeline.drain import QueueDrainer
-from batch_processor.pipeline.inbox import RetryInbox
+from batch_processor.pipeline.control import Admission, RunControl
+from batch_processor.pipeline.drain import QueueDrainer, RetryInbox
 from batch_processor.pipeline.memory import PageSizer
 from batch_processor.pipeline.options import PipelineOptions
-from batch_processor.pipeline.outcomes import Outcomes, reason
-from batch_processor.pipeline.ports import RunMetrics, Sink, Source
 from batch_processor.pipeline.producer import PageProducer
 from batch_processor.pipeline.recovery import Recovery
-from batch_processor.pipeline.stats import RunStats
+from batch_processor.pipeline.stats import RunMetrics, RunStats
 from batch_processor.pipeline.task import DocumentTasks
 from batch_processor.pipeline.writer import ResultWriter
 from batch_processor.retry import RetryPolicy, Sleep

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import psutil
 import structlog
 
-from batch_processor.pipeline.admission import Admission
+from batch_processor.pipeline.control import Admission
 
 log = structlog.get_logger("batch_processor.pipeline.memory")
 _PROCESS = psutil.Process()

@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 import structlog
 
+from batch_processor.documents.ports import PageReader, Source
+from batch_processor.documents.text import field_value
 from batch_processor.models import SourceDocument
-from batch_processor.pipeline.ports import PageReader, Source
-from batch_processor.pipeline.text import field_value
 from batch_processor.priority import ORDER, Priority, parse_priority
 
 log = structlog.get_logger("batch_processor.pipeline")

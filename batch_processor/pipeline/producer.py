@@ -13,15 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from batch_processor.documents.ports import Source
 from batch_processor.errors import BatchProcessorError
 from batch_processor.files.batch_files import BatchFiles
 from batch_processor.models import SourceDocument, claim_token
 from batch_processor.outage import DatabaseCalls
-from batch_processor.pipeline.admission import Admission
 from batch_processor.pipeline.bookkeeping import Bookkeeper
-from batch_processor.pipeline.control import RunControl
+from batch_processor.pipeline.control import Admission, RunControl
 from batch_processor.pipeline.memory import PageSizer
-from batch_processor.pipeline.ports import Source
 from batch_processor.pipeline.priorities import PriorityPass
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.pipeline.task import DocumentTasks

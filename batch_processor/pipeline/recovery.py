@@ -14,14 +14,14 @@ import functools
 
 import structlog
 
+from batch_processor.documents.ports import Sink, Source
 from batch_processor.errors import BatchProcessorError, ConfigurationError, describe
 from batch_processor.files.batch_files import BatchFile, BatchFiles, CorruptBatchFileError
 from batch_processor.models import claim_token
 from batch_processor.outage import DatabaseCalls
-from batch_processor.pipeline.admission import Admission
 from batch_processor.pipeline.bookkeeping import Bookkeeper
+from batch_processor.pipeline.control import Admission
 from batch_processor.pipeline.drain import QueueDrainer
-from batch_processor.pipeline.ports import Sink, Source
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.pipeline.task import DocumentTasks
 

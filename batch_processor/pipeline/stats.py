@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from batch_processor.errors import ErrorCategory, categorize
 
@@ -160,3 +160,15 @@ class RunStats:
             **self.classifier,
             **({"batch_route": self.route} if self.route is not None else {}),
         }
+
+
+class RunMetrics(Protocol):
+    """What the pipeline reports as it goes (``runtime.telemetry.Telemetry`` exports it)."""
+
+    def classified(self, seconds: float) -> None:
+        """One classification took ``seconds`` (retries included)."""
+        ...
+
+    def batch_stored(self) -> None:
+        """A batch file ended with at least one stored result."""
+        ...

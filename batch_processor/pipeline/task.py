@@ -17,6 +17,8 @@ from typing import Literal
 import structlog
 
 from batch_processor.classifiers import Classifier
+from batch_processor.documents.outcomes import Ended, Outcomes
+from batch_processor.documents.text import ExtractedText
 from batch_processor.errors import (
     BudgetExhaustedError,
     ConfigurationError,
@@ -26,11 +28,8 @@ from batch_processor.errors import (
 )
 from batch_processor.models import ClassifiedDocument, ClassifyRetry, FailedDocument, SourceDocument
 from batch_processor.pipeline.control import RunControl
-from batch_processor.pipeline.inbox import RetryInbox
-from batch_processor.pipeline.outcomes import Ended, Outcomes
-from batch_processor.pipeline.ports import RunMetrics
-from batch_processor.pipeline.stats import RunStats
-from batch_processor.pipeline.text import ExtractedText
+from batch_processor.pipeline.drain import RetryInbox
+from batch_processor.pipeline.stats import RunMetrics, RunStats
 from batch_processor.pipeline.writer import ResultWriter, Settle
 from batch_processor.retry import RetryPolicy, announce_retries
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 import structlog
 
+from batch_processor.documents.outcomes import Ended, store_outcomes
+from batch_processor.documents.ports import Sink
 from batch_processor.errors import ConfigurationError, categorize, describe
 from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.models import ClassifiedDocument, FailedDocument, StoreRetry
 from batch_processor.outage import DatabaseCalls
-from batch_processor.pipeline.outcomes import Ended, store_outcomes
-from batch_processor.pipeline.ports import Sink
 from batch_processor.pipeline.stats import RunStats
 
 Outcome = ClassifiedDocument | FailedDocument

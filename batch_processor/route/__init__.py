@@ -10,12 +10,13 @@ so that any worker can finish it.
 - :mod:`.lifecycle`: the steps and the leases (:class:`BatchRoute`);
 - :mod:`.takeover`: which unfinished slices a worker goes on with (its own, dead workers');
 - :mod:`.building`: claiming and sorting a slice's documents, the request lines;
+- :mod:`.polling`: waiting for a batch to end, fetching its result files;
 - :mod:`.answers`: storing what the batch answered, classifying the rest online;
 - :mod:`.orphans`: provider batches and files no slice holds;
 - :mod:`.lines`: the request and result line formats; :mod:`.options`; :mod:`.ports`.
 
 Documents and results go through the same outcome path as the online route
-(:mod:`batch_processor.pipeline.outcomes`).
+(:mod:`batch_processor.documents.outcomes`).
 """
 
 from batch_processor.route.answers import AnswerReader

@@ -4,7 +4,7 @@ The documents are those still claimed under the slice's token (so a store that a
 short resumes with exactly the rest). Each result line is matched to its document by its
 ``custom_id`` (source id and claim token: a line of an older claim is ignored), validated and
 repaired like an online reply, and stored in bulk through the shared outcome path
-(:mod:`batch_processor.pipeline.outcomes`). A document whose line failed, expired, or holds no
+(:mod:`batch_processor.documents.outcomes`). A document whose line failed, expired, or holds no
 valid classification is classified **online** at once, with the online route's retries: such
 lines are few, and a new batch would make them wait another window.
 """
@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import structlog
 
 from batch_processor.classifiers import Classifier
+from batch_processor.documents.outcomes import Outcomes, store_outcomes
+from batch_processor.documents.ports import Sink, Source
+from batch_processor.documents.text import ExtractedText
 from batch_processor.errors import BatchProcessorError, BudgetExhaustedError, describe
 from batch_processor.failpoints import crash_at
 from batch_processor.models import (
@@ -27,9 +30,6 @@ from batch_processor.models import (
     SourceDocument,
 )
 from batch_processor.outage import DatabaseCalls
-from batch_processor.pipeline.outcomes import Outcomes, store_outcomes
-from batch_processor.pipeline.ports import Sink, Source
-from batch_processor.pipeline.text import ExtractedText
 from batch_processor.retry import RetryPolicy
 from batch_processor.route.lines import read_result_line
 from batch_processor.route.options import RouteStats

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from batch_processor.documents.outcomes import Outcomes
+from batch_processor.documents.ports import Source
+from batch_processor.documents.text import ExtractedText
 from batch_processor.models import ClassifiedDocument, FailedDocument, SourceDocument
 from batch_processor.outage import DatabaseCalls
-from batch_processor.pipeline.outcomes import Outcomes
-from batch_processor.pipeline.ports import Source
-from batch_processor.pipeline.text import ExtractedText
 from batch_processor.priority import Priority
 from batch_processor.route.lines import request_line
 from batch_processor.route.options import RouteOptions

@@ -33,19 +33,19 @@ from typing import TypeVar
 import structlog
 
 from batch_processor.clock import Clock
+from batch_processor.documents.ports import Source
 from batch_processor.errors import BatchProcessorError, LostLeaseError, describe, is_retryable
 from batch_processor.failpoints import crash_at
 from batch_processor.files.provider_batches import SliceFiles
-from batch_processor.llm.batch_api import ProviderBatch
 from batch_processor.models import claim_token
 from batch_processor.outage import DatabaseCalls
-from batch_processor.pipeline.ports import Source
 from batch_processor.priority import Priority
 from batch_processor.retry import RetryPolicy
 from batch_processor.route.answers import AnswerReader
 from batch_processor.route.building import SliceBuilder
 from batch_processor.route.options import RouteOptions, RouteStats
 from batch_processor.route.orphans import Orphans
+from batch_processor.route.polling import Polling
 from batch_processor.route.ports import Provider, SliceRecords
 from batch_processor.route.takeover import Takeover
 from batch_processor.settings import Route
@@ -100,6 +100,10 @@ class BatchRoute:
         self._reserved: dict[str, int] = {}  # worst-case nano-dollars held until stored
         self._installation = ""
         self._orphans = Orphans(provider, slices, self._call)
+        self._polling = Polling(
+            options=options, source=source, provider=provider, files=files, worker_id=worker_id,
+            db=db, clock=clock, stopped=stopped, call=self._call,
+        )  # fmt: skip
         self._takeover = Takeover(
             options=options, source=source, slices=slices, files=files, stats=stats,
             worker_id=worker_id, db=db, clock=clock, stopped=stopped,
@@ -278,25 +282,8 @@ class BatchRoute:
                 group.create_task(self._finish(record), name=f"provider-batch-{record.slice_id}")
 
     async def keep_leases(self) -> None:
-        """Renew the leases of the slices this worker holds, every third of a lease.
-
-        Until a stop, or until cancelled once the route's work is done.
-        """
-        period = self.options.lease.total_seconds() / 3
-        while not self._stopped():
-            await self._clock.sleep(period)
-            if not self._held:
-                continue
-            renew = functools.partial(
-                self._slices.renew, self.worker_id, list(self._held), self.options.lease
-            )
-            try:
-                lost = await renew()
-            except BatchProcessorError as exc:  # an outage: the next round tries again
-                log.warning("provider batch leases not renewed", error=describe(exc))
-                continue
-            for slice_id in lost:
-                log.warning("another worker took this provider batch over", slice=slice_id)
+        """Renew the leases of the slices this worker holds (see :meth:`Takeover.keep_leases`)."""
+        await self._takeover.keep_leases(lambda: list(self._held))
 
     async def _finish(self, record: SliceRecord) -> None:
         """Steps 3 to 8 from wherever the slice stands (counted in flight meanwhile)."""
@@ -314,7 +301,7 @@ class BatchRoute:
         await self._submit(self._held[slice_id])
         record = self._held[slice_id]
         if record.stage is Stage.SUBMITTED:
-            batch = await self._poll(record)
+            batch = await self._polling.wait(record, self._save)
             if batch is None:
                 return  # stopped: the slice resumes at the next start
             if batch.errors:
@@ -325,7 +312,7 @@ class BatchRoute:
                                       error_file_id=batch.error_file_id)  # fmt: skip
             crash_at("after_download")
         if record.stage is Stage.DOWNLOADED:
-            lines = await self._results(record)
+            lines = await self._polling.results(record)
             answered = await self._answers.store(
                 record.claim, lines, self._reserved.pop(slice_id, 0)
             )
@@ -346,43 +333,6 @@ class BatchRoute:
             log.info("provider batch finished", slice=slice_id, batch_id=record.batch_id,
                      stored=record.stored, online=record.online, failed=record.failed,
                      cost_usd=round(record.cost_usd, 6))  # fmt: skip
-
-    async def _poll(self, record: SliceRecord) -> ProviderBatch | None:
-        """Wait for the batch to end, renewing the leases; None if the process stops first."""
-        wait = self.options.poll_seconds
-        batch_id = str(record.batch_id)
-        polled = False
-        while True:
-            batch = await self._call(lambda: self._provider.retrieve(batch_id))
-            if batch.status != record.batch_status:
-                record = await self._save(record, batch_status=batch.status)
-                log.info("provider batch", batch_id=batch_id, status=batch.status, **batch.counts)
-            if batch.ended:
-                return batch
-            if polled:
-                crash_at("polling")
-            polled = True
-            hold = functools.partial(
-                self._source.hold, record.claim, self.worker_id, self.options.doc_lease
-            )
-            await self._db.wait(hold)
-            await self._clock.sleep(wait)
-            if self._stopped():
-                return None
-            wait = min(wait * 1.5, self.options.poll_max_seconds)
-
-    async def _results(self, record: SliceRecord) -> list[bytes]:
-        """The batch's result lines: cached on disk, or downloaded (and cached) now."""
-        if not self._files.has_results(record.slice_id):
-            output = await self._download(record.output_file_id)
-            errors = await self._download(record.error_file_id)
-            await asyncio.to_thread(self._files.keep_results, record.slice_id, output, errors)
-        return await asyncio.to_thread(lambda: list(self._files.results(record.slice_id)))
-
-    async def _download(self, file_id: str | None) -> bytes:
-        if file_id is None:
-            return b""
-        return await self._call(lambda: self._provider.content(file_id))
 
     async def _save(self, record: SliceRecord, **changes: object) -> SliceRecord:
         """Record ``changes`` before going on (fenced by the owner)."""

@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from batch_processor.clock import Clock
+from batch_processor.documents.ports import Source
+from batch_processor.errors import BatchProcessorError, describe
 from batch_processor.files.provider_batches import SliceFiles
 from batch_processor.outage import DatabaseCalls
-from batch_processor.pipeline.ports import Source
 from batch_processor.route.options import RouteOptions, RouteStats
 from batch_processor.route.ports import SliceRecords
 from batch_processor.slice_record import NANOS_PER_USD, SliceRecord, Stage
@@ -143,3 +144,23 @@ class Takeover:
         for slice_id in self._files.cached():
             if slice_id not in unfinished:
                 self._files.remove(slice_id)
+
+    async def keep_leases(self, held: Callable[[], list[str]]) -> None:
+        """Renew the leases of the ``held`` slices every third of a lease.
+
+        Until a stop, or until cancelled once the route's work is done. A slice another worker
+        took over meanwhile (this one was presumed dead) is logged; its next write is refused.
+        """
+        period = self.options.lease.total_seconds() / 3
+        while not self._stopped():
+            await self._clock.sleep(period)
+            ids = held()
+            if not ids:
+                continue
+            try:
+                lost = await self._slices.renew(self.worker_id, ids, self.options.lease)
+            except BatchProcessorError as exc:  # an outage: the next round tries again
+                log.warning("provider batch leases not renewed", error=describe(exc))
+                continue
+            for slice_id in lost:
+                log.warning("another worker took this provider batch over", slice=slice_id)

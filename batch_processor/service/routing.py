@@ -26,13 +26,13 @@ from datetime import datetime
 
 import structlog
 
+from batch_processor.documents.outcomes import Outcomes
 from batch_processor.errors import ConfigurationError
 from batch_processor.files.atomic import ensure_dir
 from batch_processor.files.identity import worker_identity
 from batch_processor.files.provider_batches import SliceFiles
 from batch_processor.llm.batch_api import ProviderBatches
 from batch_processor.llm.client import LLMClassifier
-from batch_processor.pipeline.outcomes import Outcomes
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.route import AnswerReader, BatchRoute, RouteOptions, RouteStats, SliceBuilder
 from batch_processor.runtime.shutdown import Stopper

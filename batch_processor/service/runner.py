@@ -1,9 +1,9 @@
 """The runner: settings in, a connected store and a classifier, then the mode's loop of jobs.
 
-It starts the embedded server when no MongoDB URI is configured, and drives :mod:`.jobs` in the
-configured mode: once (batch), after each wake-up (continuous), or at each cron firing
-(scheduled). Around the jobs it runs the process's services: the stop switch on signals, the
-health and metrics endpoint, and the systemd notify protocol with its watchdog.
+It starts the embedded server when no MongoDB URI is configured, builds the :class:`Service`
+complete, and hands it to :mod:`.modes` (once, after each wake-up, or at each cron firing).
+Around the jobs it runs the process's services: the stop switch on signals, the health and
+metrics endpoint, and the systemd notify protocol with its watchdog.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import contextlib
 import functools
 import io
 import os
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import structlog
 
 from batch_processor.classifiers import Classifier
 from batch_processor.clock import Clock, SystemClock
-from batch_processor.errors import BatchProcessorError, Interrupted, describe, first_error
+from batch_processor.errors import BatchProcessorError, describe, first_error
 from batch_processor.files.atomic import exclusive_lock, writable_dir
 from batch_processor.files.layout import Layout
 from batch_processor.mongo.store import CommandListener, MongoStore
@@ -33,14 +33,11 @@ from batch_processor.runtime.telemetry import Telemetry, watch_loop_lag
 from batch_processor.service.classifier_setup import build_classifier
 from batch_processor.service.jobs import (
     ProgressSink,
-    RouteRun,
     Service,
-    database_calls,
     outage_policy,
-    run_one_job,
 )
+from batch_processor.service.modes import drive
 from batch_processor.service.preflight import SourceCheck, check_endpoint
-from batch_processor.service.routing import beside_jobs, build_route
 from batch_processor.settings import Mode, Settings
 
 log = structlog.get_logger("batch_processor.service.runner")
@@ -165,7 +162,7 @@ async def run_job(
                 )
                 await check_endpoint(classifier, settings)
                 await stack.enter_async_context(_process_services(service))
-                return await _drive(service, schedule)
+                return await drive(service, schedule)
     finally:
         await classifier.aclose()
 
@@ -279,170 +276,3 @@ async def _readiness(service: Service) -> list[str]:
     if not service.telemetry.ready:
         problems.append("not started yet, or stopping")
     return problems
-
-
-async def _drive(service: Service, schedule: CronSchedule | None) -> RunStats:
-    """Run the mode's loop; a stop while waiting for MongoDB ends it cleanly."""
-    try:
-        return await _drive_mode(service, schedule)
-    except Interrupted as exc:
-        log.warning("stopped while MongoDB was unavailable", error=exc.message)
-        return RunStats()
-
-
-async def _drive_mode(service: Service, schedule: CronSchedule | None) -> RunStats:
-    """The mode's jobs, with the Batch API route beside them when it is configured."""
-    route = build_route(service)
-    if route is None or schedule is not None:
-        # Scheduled mode runs the route at each firing (see _job).
-        return await _drive_jobs(service, schedule)
-    return await beside_jobs(service, route, functools.partial(_drive_jobs, service, schedule))
-
-
-async def _drive_jobs(
-    service: Service, schedule: CronSchedule | None, along: RouteRun | None = None
-) -> RunStats:
-    """One job in batch mode; jobs and idle waits in turn in continuous mode."""
-    if schedule is not None:
-        return await _run_on_schedule(service, schedule)
-    stats = await _job(service, recover=service.settings.recover, along=along)
-    while service.settings.mode is Mode.CONTINUOUS and not service.stopper.stopped:
-        if stats.classifier.get("budget_reached"):
-            await _idle_at_budget(service, stats)
-            break
-        if not await _wait_for_work(service):
-            break
-        # Later jobs never recover: the first one finished whatever was left.
-        stats = await _job(service, recover=False)
-    return stats
-
-
-async def _idle_at_budget(service: Service, stats: RunStats) -> None:
-    """A service at its budget: say so once, then idle (alive and beating) until stopped.
-
-    Starting jobs would only claim pages to give them back; the documents stay pending for a
-    restart with a higher ``--budget-usd``.
-    """
-    log.warning(
-        "budget reached: the service takes no more documents until it is restarted with a "
-        "higher --budget-usd; the rest stay pending",
-        budget_usd=stats.classifier.get("budget_usd"),
-        cost_usd=stats.classifier.get("cost_usd"),
-    )
-    while not service.stopper.stopped:
-        service.telemetry.beat()  # idle is not stalled
-        await service.stopper.race(service.clock.sleep(service.settings.interval))
-
-
-async def _job(service: Service, along: RouteRun | None = None, *, recover: bool) -> RunStats:
-    """One job, once the source collection exists (until then: a warning and no job)."""
-    check = service.source_check
-    if not await database_calls(service).wait(check.ready):
-        if along is not None:
-            await along.ended()
-        return RunStats()
-    return await run_one_job(service, recover=recover, along=along)
-
-
-async def _run_on_schedule(service: Service, schedule: CronSchedule) -> RunStats:
-    """One job per firing of the cron schedule; runs never overlap (missed firings are logged)."""
-    settings, stopper, clock = service.settings, service.stopper, service.clock
-    stats = RunStats()
-    recover = settings.recover
-    if settings.run_now:
-        stats = await _job(service, recover=recover)
-        recover = False
-    while not stopper.stopped:
-        fire = schedule.next_after(clock.now())
-        log.info(
-            "next scheduled run",
-            at=fire.isoformat(),
-            cron=schedule.expression,
-            fields=schedule.meaning,
-            timezone=settings.timezone,
-        )
-        service.telemetry.beat()
-        if not await stopper.race(clock.sleep(max(0.0, (fire - clock.now()).total_seconds()))):
-            break
-        late = (clock.now() - fire).total_seconds()
-        if late > settings.misfire_grace:
-            log.warning("scheduled run skipped: woke too late", at=fire.isoformat(), late=late)
-            continue
-        route = build_route(service)
-        if route is None:
-            stats = await _job(service, recover=recover)
-        else:
-            job = functools.partial(_job, service, recover=recover)
-            stats = await beside_jobs(service, route, job)
-        recover = False
-        skipped = schedule.firings_between(fire, clock.now())
-        if skipped:
-            log.warning("firings skipped: the previous run was still going", skipped=skipped)
-    return stats
-
-
-async def _wait_for_work(service: Service) -> bool:
-    """Wait until a source document is pending; False if stopped first.
-
-    An idle worker sends one indexed query per ``interval`` (the safety net) and, with change
-    streams, one ``getMore`` that the server holds until an insert or the interval's end. The
-    lease keeper wakes it when it takes over a dead worker's documents.
-    """
-    settings, store, stopper = service.settings, service.store, service.stopper
-    log.info(
-        "waiting for new documents",
-        interval=settings.interval,
-        change_streams=settings.change_streams,
-    )
-    db = database_calls(service)
-    async with contextlib.AsyncExitStack() as stack:
-        waiter = None
-        if settings.change_streams:
-            try:
-                waiter = await stack.enter_async_context(
-                    store.source.insert_events(settings.interval)
-                )
-            except BatchProcessorError as exc:
-                log.info("change streams unavailable: polling only", error=describe(exc))
-        check = service.source_check
-        while not stopper.stopped:
-            service.telemetry.beat()  # idle is not stalled
-            try:
-                if not check.passed:
-                    # Until the source collection exists, no job runs; once it does, one
-                    # starts (its lease keeper then watches other workers' claims too).
-                    pending = await db.wait(check.ready)
-                else:
-                    pending = await db.wait(store.source.has_pending)  # outages waited out
-            except Interrupted:
-                return False
-            if pending:
-                return True
-            try:
-                idle = (
-                    waiter.wait() if waiter is not None else service.clock.sleep(settings.interval)
-                )
-                # A takeover of a dead worker's leases (the lease keeper) wakes us too.
-                released = service.fleet.released
-                if not await stopper.race(_first_of(idle, released.wait())):
-                    return False
-                if released.is_set():
-                    released.clear()
-                    return True
-            except BatchProcessorError as exc:
-                log.warning("change stream lost: polling only", error=describe(exc))
-                waiter = None
-    return False
-
-
-async def _first_of(*awaitables: Awaitable[object]) -> None:
-    """Wait until the first of ``awaitables`` completes (re-raising its error); cancel the rest."""
-    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,7 +1,7 @@
 """In-memory fakes of the pipeline's seams, for fast unit tests with no server and no sleeping.
 
 :class:`MemorySource` and :class:`MemorySink` implement the
-:mod:`~batch_processor.pipeline.ports` protocols with the same claim semantics as MongoDB (a
+:mod:`~batch_processor.documents.ports` protocols with the same claim semantics as MongoDB (a
 document is claimed by one claim token; a worker's own old claims can be reclaimed), and can be
 told to fail: each holds a list of errors to raise on its next calls, so a test scripts an outage
 call by call. :class:`ScriptedClassifier` answers from a function of the text, and

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from batch_processor.models import SourceDocument
-from batch_processor.pipeline.admission import Admission
+from batch_processor.pipeline.control import Admission
 from batch_processor.pipeline.memory import PageSizer
 from batch_processor.pipeline.priorities import PriorityPass
 from batch_processor.testing.fakes import MemorySource

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from batch_processor.conversation import Roles
+from batch_processor.documents.outcomes import Outcomes
 from batch_processor.files.provider_batches import SliceFiles
 from batch_processor.models import SourceDocument, utcnow
 from batch_processor.outage import Availability, DatabaseCalls
-from batch_processor.pipeline.outcomes import Outcomes
 from batch_processor.retry import RetryPolicy
 from batch_processor.route import AnswerReader, BatchRoute, RouteOptions, RouteStats, SliceBuilder
 from batch_processor.settings import Route
@@ -233,3 +233,18 @@ async def test_an_orphan_batch_of_this_installation_is_cancelled_and_deleted(
     assert w.provider.made[theirs.id].status == "in_progress"
     assert [name for name, _ in w.provider.kept.values()] == ["y.jsonl"]
     assert route.stats.orphans_cleaned == 1
+
+
+async def test_the_owner_renews_its_slices_leases_while_it_works(tmp_path: Path) -> None:
+    """keep_leases renews a held slice's lease every third of it, until a stop."""
+    w = world(5)
+    stops = Clock(on_sleep=lambda: setattr(w, "stopped", True))
+    route = w.route(tmp_path, clock=stops)
+    await route.submit_backlog()
+    (record,) = w.slices.records.values()
+    record.lease_until = utcnow()  # about to lapse
+
+    await route.keep_leases()
+
+    assert stops.slept == [20.0]  # a third of the 60 s lease
+    assert record.lease_until - utcnow() > timedelta(seconds=50)

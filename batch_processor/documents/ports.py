@@ -125,15 +125,3 @@ class Sink(Protocol):
     ) -> set[str]:
         """Mark done the documents whose result is stored (under ``since_claim`` or later)."""
         ...
-
-
-class RunMetrics(Protocol):
-    """What the pipeline reports as it goes (``runtime.telemetry.Telemetry`` exports it)."""
-
-    def classified(self, seconds: float) -> None:
-        """One classification took ``seconds`` (retries included)."""
-        ...
-
-    def batch_stored(self) -> None:
-        """A batch file ended with at least one stored result."""
-        ...

@@ -14,6 +14,8 @@ from enum import StrEnum
 from typing import Literal, Protocol, TypeVar
 
 from batch_processor.conversation import Roles
+from batch_processor.documents.ports import Sink
+from batch_processor.documents.text import ExtractedText, extract_text
 from batch_processor.errors import (
     BatchProcessorError,
     DataError,
@@ -27,8 +29,6 @@ from batch_processor.models import (
     FailedDocument,
     SourceDocument,
 )
-from batch_processor.pipeline.ports import Sink
-from batch_processor.pipeline.text import ExtractedText, extract_text
 from batch_processor.redaction import redact_text
 
 T = TypeVar("T")
