@@ -20,7 +20,7 @@ from batch_processor.errors import BatchProcessorError, Interrupted, describe
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.runtime.schedule import CronSchedule
 from batch_processor.service.jobs import RouteRun, Service, database_calls, run_one_job
-from batch_processor.service.routing import beside_jobs, build_route
+from batch_processor.service.routing import routed
 from batch_processor.settings import Mode
 
 log = structlog.get_logger("batch_processor.service.modes")
@@ -37,19 +37,13 @@ async def drive(service: Service, schedule: CronSchedule | None) -> RunStats:
 
 async def _drive_mode(service: Service, schedule: CronSchedule | None) -> RunStats:
     """The mode's jobs, with the Batch API route beside them when it is configured."""
-    route = build_route(service)
-    if route is None or schedule is not None:
-        # Scheduled mode runs the route at each firing (see _job).
-        return await _drive_jobs(service, schedule)
-    return await beside_jobs(service, route, functools.partial(_drive_jobs, service, schedule))
-
-
-async def _drive_jobs(
-    service: Service, schedule: CronSchedule | None, along: RouteRun | None = None
-) -> RunStats:
-    """One job in batch mode; jobs and idle waits in turn in continuous mode."""
-    if schedule is not None:
+    if schedule is not None:  # the route runs beside each firing's job (_run_on_schedule)
         return await _run_on_schedule(service, schedule)
+    return await routed(service, functools.partial(_drive_jobs, service))
+
+
+async def _drive_jobs(service: Service, along: RouteRun | None = None) -> RunStats:
+    """One job in batch mode; jobs and idle waits in turn in continuous mode."""
     stats = await _job(service, recover=service.settings.recover, along=along)
     while service.settings.mode is Mode.CONTINUOUS and not service.stopper.stopped:
         if stats.classifier.get("budget_reached"):
@@ -94,8 +88,8 @@ async def _run_on_schedule(service: Service, schedule: CronSchedule) -> RunStats
     settings, stopper, clock = service.settings, service.stopper, service.clock
     stats = RunStats()
     recover = settings.recover
-    if settings.run_now:
-        stats = await _job(service, recover=recover)
+    if settings.run_now:  # a firing now, as any other
+        stats = await routed(service, functools.partial(_job, service, recover=recover))
         recover = False
     while not stopper.stopped:
         fire = schedule.next_after(clock.now())
@@ -113,12 +107,7 @@ async def _run_on_schedule(service: Service, schedule: CronSchedule) -> RunStats
         if late > settings.misfire_grace:
             log.warning("scheduled run skipped: woke too late", at=fire.isoformat(), late=late)
             continue
-        route = build_route(service)
-        if route is None:
-            stats = await _job(service, recover=recover)
-        else:
-            job = functools.partial(_job, service, recover=recover)
-            stats = await beside_jobs(service, route, job)
+        stats = await routed(service, functools.partial(_job, service, recover=recover))
         recover = False
         skipped = schedule.firings_between(fire, clock.now())
         if skipped:

@@ -118,6 +118,20 @@ def build_route(service: Service) -> BatchRoute | None:
     return route
 
 
+async def routed(
+    service: Service, jobs: Callable[[RouteRun | None], Awaitable[RunStats]]
+) -> RunStats:
+    """Run ``jobs`` with the route the settings ask for: the one place that decides it.
+
+    With the online route alone, ``jobs`` runs by itself; otherwise beside the Batch API route
+    (:func:`beside_jobs`).
+    """
+    route = build_route(service)
+    if route is None:
+        return await jobs(None)
+    return await beside_jobs(service, route, jobs)
+
+
 async def beside_jobs(
     service: Service,
     route: BatchRoute,
