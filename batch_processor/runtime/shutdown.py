@@ -61,11 +61,19 @@ def _waits(loop: asyncio.AbstractEventLoop) -> list[str]:
             chain: list[str] = []
             coro: Any = task.get_coro()
             while coro is not None and len(chain) < 12:
-                frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                frame = (
+                    getattr(coro, "cr_frame", None)
+                    or getattr(coro, "gi_frame", None)
+                    or getattr(coro, "ag_frame", None)
+                )
                 if frame is not None:
                     name = frame.f_code.co_filename.rsplit("/", 1)[-1]
                     chain.append(f"{frame.f_code.co_name} ({name}:{frame.f_lineno})")
-                coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+                coro = (
+                    getattr(coro, "cr_await", None)
+                    or getattr(coro, "gi_yieldfrom", None)
+                    or getattr(coro, "ag_await", None)
+                )
             found.append(f"{task.get_name()}: " + " > ".join(chain))
     except RuntimeError:  # the set changed while read
         pass
