@@ -89,10 +89,12 @@ class MongoSlices:
         if not slice_ids:
             return set()
         with translated("renew provider batch leases"):
-            await self._collection.update_many(
+            result = await self._collection.update_many(
                 {"_id": {"$in": list(slice_ids)}, "owner": owner},
                 {"$set": {"lease_until": utcnow() + lease}},
             )
+            if result.matched_count == len(slice_ids):
+                return set()  # all still ours: no need to ask which
             held = self._collection.find({"_id": {"$in": list(slice_ids)}, "owner": owner})
             mine = {str(raw["_id"]) async for raw in held}
         return set(slice_ids) - mine

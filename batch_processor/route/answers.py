@@ -131,13 +131,12 @@ class AnswerReader:
         stored_online, failed = await self._classify_online(online, claim)
         if self._cache is not None:
             await self._cache.flush()
-        counted = [r for r in results if r.usage is not None]
         return Answered(
             stored=stored,
             online=stored_online,
             failed=failed,
-            input_tokens=sum(r.usage.input_tokens for r in counted if r.usage),
-            output_tokens=sum(r.usage.output_tokens for r in counted if r.usage),
+            input_tokens=sum(r.usage.input_tokens for r in results if r.usage),
+            output_tokens=sum(r.usage.output_tokens for r in results if r.usage),
             cost_nanos=sum(round(r.cost_usd * NANOS_PER_USD) for r in results),
         )
 

@@ -62,6 +62,7 @@ class Takeover:
         """
         await self._adopt_legacy()
         records = await self._db.wait(self._slices.unfinished)
+        self._watched = []  # what this look found; an earlier look's list is stale
         ready = []
         now = self._clock.now()
         for record in records:
@@ -71,7 +72,7 @@ class Takeover:
             taken = await self.take(record)
             if taken is not None:
                 ready.append(taken)
-        await self._clean_cache(records)
+        self._clean_cache(records)
         return ready
 
     async def watched(self) -> list[SliceRecord]:
@@ -138,7 +139,7 @@ class Takeover:
                 log.info("provider batch recorded in MongoDB", slice=record.slice_id)
             self._files.forget_legacy_state(record.slice_id)
 
-    async def _clean_cache(self, records: Sequence[SliceRecord]) -> None:
+    def _clean_cache(self, records: Sequence[SliceRecord]) -> None:
         """Remove cached files of slices that are finished or were never recorded."""
         unfinished = {record.slice_id for record in records}
         for slice_id in self._files.cached():

@@ -57,7 +57,7 @@ class Telemetry:
         self.loop_lag = 0.0  # the event loop's largest delay in the last sampling window (s)
         self.loop_lag_max = 0.0
         self.leases = LeaseCounters()
-        #: The Batch API route's counters (see service.batch_route), when the route runs.
+        #: The Batch API route's counters (see batch_processor.route), when the route runs.
         self.route_summary: Callable[[], dict[str, Any]] | None = None
 
     # -- what jobs report -----------------------------------------------------------------

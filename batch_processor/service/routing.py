@@ -35,7 +35,6 @@ from batch_processor.llm.batch_api import ProviderBatches
 from batch_processor.llm.client import LLMClassifier
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.route import AnswerReader, BatchRoute, RouteOptions, RouteStats, SliceBuilder
-from batch_processor.runtime.shutdown import Stopper
 from batch_processor.service.jobs import (
     RouteRun,
     Service,
@@ -148,7 +147,7 @@ async def beside_jobs(
         slices = await route.resume()
         if await route.backlog_wanted():
             slices += await route.submit_backlog()
-        work = group.create_task(_keep_going(service.stopper, route, slices, forever),
+        work = group.create_task(_keep_going(service, route, slices, forever),
                                  name="batch-route")  # fmt: skip
         work.add_done_callback(lambda _: keeper.cancel())
         stats = await jobs(None if forever else RouteRun(work, route.stats))
@@ -157,14 +156,15 @@ async def beside_jobs(
 
 
 async def _keep_going(
-    stopper: Stopper, route: BatchRoute, slices: list[SliceRecord], forever: bool
+    service: Service, route: BatchRoute, slices: list[SliceRecord], forever: bool
 ) -> None:
     """Finish ``slices`` (and other workers' abandoned ones); in a service, check again."""
     await route.finish(slices)
     await route.finish(await route.watched())
     await route.clean_orphans()
+    stopper = service.stopper
     while forever and not stopper.stopped:
-        if not await stopper.race(asyncio.sleep(RECHECK_SECONDS)):
+        if not await stopper.race(service.clock.sleep(RECHECK_SECONDS)):
             return
         taken = await route.resume()
         if await route.backlog_wanted():
