@@ -13,16 +13,19 @@ that have a fallback (the store retry queue). A stop request ends a ``wait`` tha
 out an outage: no further attempt, the backoff sleep cut short, and :class:`Interrupted`
 raised, which the loops treat as a clean stop (a service stopped during an outage exits 0 at
 once instead of being killed by its supervisor).
+
+:func:`abandonable` keeps a cancelled MongoDB call from holding its caller: pymongo answers
+a cancellation during server selection only once it gets its topology lock back, which
+another task may hold for a whole connect timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -86,6 +89,7 @@ class DatabaseCalls:
         stop: asyncio.Event | None = None,
     ) -> None:
         self._stop = stop or asyncio.Event()
+        self._sleep = patient.sleep  # injected: the backoff and the patience after a stop
         self.patient = dataclasses.replace(
             patient, give_up=self._stop.is_set, sleep=self._sleep_unless_stopped
         )
@@ -123,26 +127,27 @@ class DatabaseCalls:
         try:
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
-                await asyncio.wait({work}, timeout=STOP_PATIENCE)
+                await _first(asyncio.shield(work), self._sleep(STOP_PATIENCE))
         finally:
             stop.cancel()
             if not work.done():
-                work.cancel()
-                await asyncio.wait({work, stop})
-        if work.cancelled():
+                _abandon(work)
+        if not work.done() or work.cancelled():
             raise TransientError("abandoned: a stop was asked for")
         return work.result()
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+        """The injected sleep, cut short by a stop."""
+        await _first(self._sleep(seconds), self._stop.wait())
 
     async def brief(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run ``operation`` with a few attempts (the caller has a fallback).
 
         Once a stop is asked for, it is not retried, and while MongoDB is down it is not even
         tried: the caller's fallback (the store queue on disk, a lease left to expire) takes
-        it at once, so a stop during an outage ends within its grace.
+        it at once, so a stop during an outage ends within its grace. One already on the wire
+        is let finish (a healthy but slow write is stored, not queued): it ends within the
+        driver's timeouts, inside the grace.
         """
         if self._stop.is_set():
             if not self.availability.available:
@@ -163,3 +168,50 @@ class DatabaseCalls:
             raise
         self.availability.succeeded()
         return result
+
+
+async def _first(*awaitables: Awaitable[object]) -> None:
+    """Wait until the first of ``awaitables`` is done; the others are cancelled and awaited."""
+    tasks = [asyncio.ensure_future(each) for each in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+        for task in tasks:  # retrieved: the caller reads the outcome it needs elsewhere
+            if not task.cancelled():
+                task.exception()
+
+
+#: Calls cancelled and not waited for (kept referenced until they end, so that their outcome
+#: is retrieved; the process exits without waiting for them).
+_abandoned: set[asyncio.Future[Any]] = set()
+
+
+async def abandonable(operation: Awaitable[T]) -> T:
+    """Await ``operation``; when cancelled, cancel it and go on without waiting for it.
+
+    For a MongoDB call made outside :class:`DatabaseCalls` (the lease keeper's): cancelled at
+    a stop, it may not end until the driver's topology lock is free again (seconds); the
+    caller's cancellation goes on at once all the same.
+    """
+    work = asyncio.ensure_future(operation)
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        _abandon(work)
+        raise
+
+
+def _abandon(work: asyncio.Future[Any]) -> None:
+    """Cancel ``work`` and leave it behind; its outcome is retrieved when it ends."""
+    work.cancel()
+    _abandoned.add(work)
+    work.add_done_callback(_forget)
+
+
+def _forget(work: asyncio.Future[Any]) -> None:
+    _abandoned.discard(work)
+    if not work.cancelled():
+        work.exception()

@@ -123,15 +123,24 @@ class RetryPolicy:
             reraise=True,
         )
 
+        last_error = failed
+
         async def attempt() -> T:
             # tenacity awaits only coroutine *functions*; ``operation`` may be a lambda. Its
             # first attempt is the one that already failed: stop, wait and the retry hook
-            # see it as they see every other.
-            nonlocal first_error
+            # see it as they see every other. A give-up that came during the backoff (a stop
+            # cut the sleep short) ends it here, without one more attempt.
+            nonlocal first_error, last_error
             if first_error is not None:
                 error, first_error = first_error, None
                 raise error
-            return await operation()
+            if self.give_up():
+                raise last_error
+            try:
+                return await operation()
+            except BaseException as exc:
+                last_error = exc
+                raise
 
         result: T = await retrying(attempt)
         return result, int(retrying.statistics.get("attempt_number", 1))

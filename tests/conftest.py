@@ -29,10 +29,13 @@ def _collect_garbage_after_each_test() -> Iterator[None]:
     """Collect garbage at each test's end, so a leaked socket fails the test that leaked it.
 
     Without this, an unclosed socket is reported whenever the collector happens to run,
-    which is in some later, unrelated test: a flake instead of a finding.
+    which is in some later, unrelated test: a flake instead of a finding. What survives is
+    frozen (``gc.freeze``), so the next test's collection looks only at the objects made
+    since: a full collection of the loaded libraries took 0.2 s per test.
     """
     yield
     gc.collect()
+    gc.freeze()
 
 
 #: pymongo 4.20 leaks the socket of a connection cancelled while it is being created

@@ -54,7 +54,7 @@ class Pipeline:
         batch_files: BatchFiles,
         checkpoints: CheckpointStore,
         queues: RetryQueues,
-        job_id: str,
+        outcomes: Outcomes,
         worker_id: str,
         options: PipelineOptions,
         classify_policy: RetryPolicy,
@@ -64,7 +64,7 @@ class Pipeline:
         on_progress: Callable[[RunStats], None] | None = None,
         telemetry: RunMetrics | None = None,
     ) -> None:
-        self.job_id = job_id
+        self.job_id = job_id = outcomes.job_id
         self.worker_id = worker_id
         self.stats = stats = stats or RunStats()
         self._options = options
@@ -100,13 +100,7 @@ class Pipeline:
             writer=writer,
             stats=stats,
             settle=books.settle,
-            outcomes=Outcomes(
-                job_id=job_id,
-                classifier=(classifier.name, classifier.version),
-                text_field=options.text_field,
-                max_text_chars=options.max_text_chars,
-                roles=options.roles,
-            ),
+            outcomes=outcomes,
             inbox=inbox,
             concurrent=options.concurrent,
             keep=books.tracker.keep,

@@ -20,7 +20,7 @@ from typing import Literal, Protocol, TypeVar
 import structlog
 from pydantic import BaseModel
 
-from batch_processor.documents.outcomes import Ended
+from batch_processor.documents.outcomes import Ended, reason
 from batch_processor.errors import ConfigurationError, ErrorCategory, categorize, describe
 from batch_processor.files.retry_queues import RetryQueue, RetryQueues
 from batch_processor.models import (
@@ -74,7 +74,7 @@ class RetryInbox:
         The dead letter keeps the document as a classify item, so it can be requeued once the
         cause is fixed; the caller marks the source failed.
         """
-        item = ClassifyRetry(doc=doc, error=describe(error), category=categorize(error))
+        item = ClassifyRetry(doc=doc, error=reason(error), category=categorize(error))
         self.dead_letter("classify", [doc.id], item.error, item.category, 1, item)
 
     def dead_letter(
@@ -184,7 +184,7 @@ class QueueDrainer:
 
     async def _store_failed(self, key: str, entry: StoreRetry, exc: BaseException) -> None:
         attempts = entry.attempts + 1
-        error, category = describe(exc), categorize(exc)
+        error, category = reason(exc), categorize(exc)
         if attempts <= self._max_attempts:
             self._queues.store.replace(
                 key,

@@ -17,13 +17,12 @@ from typing import Literal
 import structlog
 
 from batch_processor.classifiers import Classifier
-from batch_processor.documents.outcomes import Ended, Outcomes
+from batch_processor.documents.outcomes import Ended, Outcomes, reason
 from batch_processor.documents.text import ExtractedText
 from batch_processor.errors import (
     BudgetExhaustedError,
     ConfigurationError,
     categorize,
-    describe,
     is_retryable,
 )
 from batch_processor.models import ClassifiedDocument, ClassifyRetry, FailedDocument, SourceDocument
@@ -196,7 +195,7 @@ class DocumentTasks:
             return Ended.RELEASED
         except Exception as exc:  # noqa: BLE001 - any classifier failure is sorted, never fatal
             if is_retryable(exc):
-                return ClassifyRetry(doc=doc, error=describe(exc), category=categorize(exc))
+                return ClassifyRetry(doc=doc, error=reason(exc), category=categorize(exc))
             self._inbox.dead_letter_document(doc, exc)
             failure = self._outcomes.failure(doc.id, exc, attempts=1, claim=doc.claim)
             return _logged(failure)

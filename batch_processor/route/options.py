@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from batch_processor.conversation import Roles
 from batch_processor.settings import Route, Settings
 
 
@@ -24,9 +23,6 @@ class RouteOptions:
     poll_max_seconds: float
     doc_lease: timedelta  # a document sent to the provider: past the window
     lease: timedelta  # a slice's owner: as long as a document's in the online route
-    text_field: str
-    max_text_chars: int
-    roles: Roles
     concurrent: int
     online_high_priority: bool
 
@@ -44,9 +40,6 @@ class RouteOptions:
                                  settings.batch_route_poll_max_seconds),
             doc_lease=timedelta(seconds=settings.batch_route_lease_seconds),
             lease=timedelta(seconds=settings.lease_seconds),
-            text_field=settings.text_field,
-            max_text_chars=settings.max_text_chars,
-            roles=settings.roles,
             concurrent=settings.concurrent,
             online_high_priority=settings.llm_route is Route.AUTO,
         )  # fmt: skip

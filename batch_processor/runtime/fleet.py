@@ -28,6 +28,7 @@ import structlog
 from batch_processor.errors import BatchProcessorError, describe
 from batch_processor.models import utcnow
 from batch_processor.mongo.store import MongoStore
+from batch_processor.outage import abandonable
 from batch_processor.runtime.telemetry import LeaseCounters, Telemetry
 
 log = structlog.get_logger("batch_processor.runtime.fleet")
@@ -117,10 +118,10 @@ class LeaseKeeper:
             return
         # Fewer may match than are held: some were just marked done. One taken over meanwhile
         # is not renewed either; its writes are fenced off and counted as lost_lease.
-        self.counters.renewed += await self._store.source.renew(held, worker_id)
+        self.counters.renewed += await abandonable(self._store.source.renew(held, worker_id))
 
     async def _take_over(self, worker_id: str) -> None:
-        taken: Counter[str] = await self._store.source.take_over(worker_id)
+        taken: Counter[str] = await abandonable(self._store.source.take_over(worker_id))
         if not taken:
             return
         total = sum(taken.values())
@@ -132,7 +133,7 @@ class LeaseKeeper:
 
     async def _beat(self, worker_id: str) -> None:
         totals, _ = self._telemetry.totals()
-        await self._store.fleet.beat(
+        beat = self._store.fleet.beat(
             worker_id,
             {
                 "host": socket.gethostname(),
@@ -150,3 +151,4 @@ class LeaseKeeper:
                 "rss_mb": round(self._telemetry.sample_rss(), 1),
             },
         )
+        await abandonable(beat)

@@ -114,7 +114,7 @@ class _Collector(Collector):
         )
 
     def _route_metrics(self) -> Iterator[Metric]:
-        summary = self._t.route_summary() if self._t.route_summary is not None else {}
+        summary = self._t.route_summary()
         documents = CounterMetricFamily(
             f"{PREFIX}_batch_route_documents",
             "Documents the Batch API route ended, by how: stored from a batch, classified "

@@ -57,8 +57,7 @@ class Telemetry:
         self.loop_lag = 0.0  # the event loop's largest delay in the last sampling window (s)
         self.loop_lag_max = 0.0
         self.leases = LeaseCounters()
-        #: The Batch API route's counters (see batch_processor.route), when the route runs.
-        self.route_summary: Callable[[], dict[str, Any]] | None = None
+        self._route_summary: Callable[[], dict[str, Any]] | None = None
 
     # -- what jobs report -----------------------------------------------------------------
 
@@ -74,6 +73,10 @@ class Telemetry:
         self._classifier_summary = classifier_summary
         self._queue_sizes = queue_sizes
         self.beat()
+
+    def route_started(self, summary: Callable[[], dict[str, Any]]) -> None:
+        """The Batch API route runs in this process; ``summary`` reads its counters live."""
+        self._route_summary = summary
 
     def job_ended(self, stats: RunStats) -> None:
         """A job ended: add its counts to the process totals."""
@@ -113,6 +116,10 @@ class Telemetry:
     def classifier_summary(self) -> dict[str, Any]:
         """The current job's classifier summary (tokens, cost, governor), or ``{}``."""
         return self._classifier_summary()
+
+    def route_summary(self) -> dict[str, Any]:
+        """The Batch API route's counters (see batch_processor.route), or ``{}``."""
+        return self._route_summary() if self._route_summary is not None else {}
 
     def queue_sizes(self) -> dict[str, int] | None:
         """The retry-queue and dead-letter sizes (from memory), or None before the first job."""

@@ -17,7 +17,7 @@ from batch_processor.llm.governor import Governor
 from batch_processor.settings import Settings
 
 if TYPE_CHECKING:
-    from batch_processor.llm.client import LLMOptions
+    from batch_processor.llm.endpoint import LLMOptions
 
 
 def build_classifier(settings: Settings) -> Classifier:
@@ -100,7 +100,7 @@ def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:
 
 def llm_options(settings: Settings) -> LLMOptions:
     """The LLM classifier's options, from the settings of the same meaning."""
-    from batch_processor.llm.client import LLMOptions  # loads the LLM client only when chosen
+    from batch_processor.llm.endpoint import LLMOptions  # loads the LLM client only when chosen
 
     api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     return LLMOptions(

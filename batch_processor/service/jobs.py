@@ -21,6 +21,7 @@ import structlog
 
 from batch_processor.classifiers import Classifier
 from batch_processor.clock import Clock
+from batch_processor.documents.outcomes import Outcomes
 from batch_processor.errors import BatchProcessorError, UnfinishedJobError, describe
 from batch_processor.files.atomic import atomic_write, ensure_dir, sweep_temp_files
 from batch_processor.files.batch_files import BatchFiles
@@ -169,6 +170,7 @@ async def run_one_job(
         todo = min(pending, settings.limit) if settings.limit is not None else pending
         _safely(progress.start, todo + files.count_documents())
     cached = with_dedupe(settings, classifier, store)
+    options = pipeline_options(settings)
     pipeline = Pipeline(
         source=store.source,
         sink=store.sink,
@@ -176,9 +178,9 @@ async def run_one_job(
         batch_files=files,
         checkpoints=checkpoints,
         queues=queues,
-        job_id=job_id,
+        outcomes=job_outcomes(options, job_id, cached or classifier),
         worker_id=worker_id,
-        options=pipeline_options(settings),
+        options=options,
         classify_policy=retry_policy(settings, rate_limits_apart=True),
         db=db,
         stats=stats,
@@ -269,6 +271,17 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
     """The pipeline's options: the settings of the same names (a test keeps the names in step)."""
     return PipelineOptions(
         **{field.name: getattr(settings, field.name) for field in fields(PipelineOptions)}
+    )
+
+
+def job_outcomes(options: PipelineOptions, job_id: str, classifier: Classifier) -> Outcomes:
+    """How one job reads its documents and records their ends: for both routes, built here."""
+    return Outcomes(
+        job_id=job_id,
+        classifier=(classifier.name, classifier.version),
+        text_field=options.text_field,
+        max_text_chars=options.max_text_chars,
+        roles=options.roles,
     )
 
 

@@ -26,7 +26,6 @@ from datetime import datetime
 
 import structlog
 
-from batch_processor.documents.outcomes import Outcomes
 from batch_processor.errors import ConfigurationError
 from batch_processor.files.atomic import ensure_dir
 from batch_processor.files.identity import worker_identity
@@ -39,7 +38,9 @@ from batch_processor.service.jobs import (
     RouteRun,
     Service,
     database_calls,
+    job_outcomes,
     new_job_id,
+    pipeline_options,
     retry_policy,
 )
 from batch_processor.service.jobs import with_dedupe as dedupe_for
@@ -83,13 +84,7 @@ def build_route(service: Service) -> BatchRoute | None:
     store, stopper = service.store, service.stopper
     cache = dedupe_for(settings, classifier, store)
     db = database_calls(service)
-    outcomes = Outcomes(
-        job_id=job_id,
-        classifier=(classifier.name, classifier.version),
-        text_field=settings.text_field,
-        max_text_chars=settings.max_text_chars,
-        roles=settings.roles,
-    )
+    outcomes = job_outcomes(pipeline_options(settings), job_id, classifier)
     stats = RouteStats()
     route = BatchRoute(
         options=options,
@@ -113,7 +108,7 @@ def build_route(service: Service) -> BatchRoute | None:
         clock=_StopAwareClock(service),
         stopped=lambda: stopper.stopped,
     )  # fmt: skip
-    service.telemetry.route_summary = stats.summary
+    service.telemetry.route_started(stats.summary)
     return route
 
 

@@ -196,3 +196,33 @@ async def quiet_worker(command: list[str]) -> AsyncIterator[asyncio.subprocess.P
         if worker.returncode is None:
             worker.kill()
             await worker.wait()
+
+
+class WatchedLog:
+    """A worker's stderr, read as it comes, so a test can wait for a log line."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stderr is not None, "start the worker with stderr=PIPE"
+        self.lines: list[str] = []
+        self._new = asyncio.Event()
+        self._reading = asyncio.ensure_future(self._read(process.stderr))
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        async for line in stream:
+            self.lines.append(line.decode(errors="replace"))
+            self._new.set()
+        self._new.set()
+
+    async def seen(self, text: str, within: float = 60) -> None:
+        """Wait until a line containing ``text`` has been logged; fail after ``within`` s."""
+        async with asyncio.timeout(within):
+            while not any(text in line for line in self.lines):
+                if self._reading.done():
+                    raise AssertionError(f"the worker ended without logging {text!r}")
+                self._new.clear()
+                await self._new.wait()
+
+    async def text(self) -> str:
+        """Everything the worker logged (waits for its stderr to close)."""
+        await self._reading
+        return "".join(self.lines)

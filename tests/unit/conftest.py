@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.outage import Availability, DatabaseCalls
 from batch_processor.pipeline.core import Pipeline
 from batch_processor.retry import RetryPolicy
-from batch_processor.service.jobs import pipeline_options
+from batch_processor.service.jobs import job_outcomes, pipeline_options
 from batch_processor.settings import Settings
 from batch_processor.testing.fakes import (
     InstantSleep,
@@ -51,6 +52,7 @@ class Rig:
         policy = RetryPolicy(max_attempts=3, base_delay=0.5, sleep=self.sleep)
         patient = RetryPolicy(max_attempts=None, give_up_after=None, sleep=self.sleep)
         db = DatabaseCalls(patient=patient, brief=policy, availability=Availability("mongodb"))
+        chosen = replace(pipeline_options(Settings.model_construct()), **{**defaults, **options})
         return Pipeline(
             source=self.source,
             sink=self.sink,
@@ -58,11 +60,9 @@ class Rig:
             batch_files=self.files,
             checkpoints=self.checkpoints,
             queues=self.queues,
-            job_id=job_id,
+            outcomes=job_outcomes(chosen, job_id, self.classifier),
             worker_id="worker-a",
-            options=replace(
-                pipeline_options(Settings.model_construct()), **{**defaults, **options}
-            ),
+            options=chosen,
             classify_policy=policy,
             db=db,
             sleep=_never,  # the periodic queue drain does not fire within a unit test
@@ -72,6 +72,23 @@ class Rig:
 async def _never(_seconds: float) -> None:
     """A sleep that lasts until it is cancelled."""
     await asyncio.Event().wait()
+
+
+@pytest.fixture(autouse=True)
+def _no_real_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test that really sleeps fails: time is injected (``InstantSleep``, fake clocks)."""
+    yielding = asyncio.sleep
+
+    async def guarded(delay: float, result: Any = None) -> Any:
+        if delay > 0:
+            raise AssertionError(f"a unit test slept {delay} s: inject the sleep instead")
+        return await yielding(0, result)
+
+    def guarded_sync(delay: float) -> None:
+        raise AssertionError(f"a unit test slept {delay} s (time.sleep)")
+
+    monkeypatch.setattr(asyncio, "sleep", guarded)
+    monkeypatch.setattr(time, "sleep", guarded_sync)
 
 
 @pytest.fixture

@@ -60,6 +60,10 @@ async def test_classifier_errors_are_sorted_by_category(rig: Rig) -> None:
     assert len(rig.sink.results) == 23
     assert len(rig.sleep.delays) == 2  # the two transient retries waited (on the fake sleep)
     assert len(rig.queues.dead_letter) == 2  # both failures are kept for a person to look at
+    # One reason rule: the dead letter says what the document's failure record says.
+    kept = {entry.doc_ids[0]: entry.error for entry in rig.queues.dead_letter.entries()}
+    marked = {doc: state.error for doc, state in rig.source.states.items() if state.error}
+    assert kept == marked and sorted(kept.values()) == ["model refused", "unreadable"]
 
 
 async def test_retries_exhausted_put_the_document_in_the_classify_queue(rig: Rig) -> None:

@@ -9,18 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from batch_processor.conversation import Roles
-from batch_processor.documents.outcomes import Outcomes
 from batch_processor.files.provider_batches import SliceFiles
 from batch_processor.models import SourceDocument, utcnow
 from batch_processor.outage import Availability, DatabaseCalls
 from batch_processor.retry import RetryPolicy
 from batch_processor.route import AnswerReader, BatchRoute, RouteOptions, RouteStats, SliceBuilder
+from batch_processor.service.jobs import job_outcomes
 from batch_processor.settings import Route
 from batch_processor.slice_record import Stage
 from batch_processor.testing.fakes import InstantSleep, MemorySink, MemorySource, documents
 from batch_processor.testing.route_fakes import BatchLLM, MemoryProvider, MemorySlices
-from tests.unit.conftest import Rig
+from tests.unit.conftest import DEFAULTS, Rig
 
 
 class Killed(BaseException):
@@ -66,14 +65,13 @@ class World:
             "route": Route.BATCH, "min_docs": 1, "max_requests": 50_000, "max_bytes": 10**8,
             "window": "24h", "poll_seconds": 1.0, "poll_max_seconds": 1.0,
             "doc_lease": timedelta(hours=25), "lease": timedelta(seconds=60),
-            "text_field": "messages", "max_text_chars": 4000, "roles": Roles.of((), ()),
             "concurrent": 4, "online_high_priority": False,
         }  # fmt: skip
         opts = RouteOptions(**(values | options))  # type: ignore[arg-type]
         sleep = InstantSleep()
         policy = RetryPolicy(max_attempts=3, base_delay=0.5, sleep=sleep)
         db = DatabaseCalls(patient=policy, brief=policy, availability=Availability("mongodb"))
-        outcomes = Outcomes("job-r", ("fake-llm", "1"), "messages", 4000, Roles.of((), ()))
+        outcomes = job_outcomes(DEFAULTS, "job-r", self.llm)
         stats = RouteStats()
         sink = MemorySink(self.source)
         return BatchRoute(

@@ -226,3 +226,23 @@ def near_miss(reply: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         else:
             reply[name] = value
     return reply
+
+
+def cached_prefix(body: dict[str, Any], seen: set[int], minimum: int) -> int:
+    """Prompt tokens served from the provider's prompt cache, as OpenAI counts them.
+
+    A prefix of at least ``minimum`` tokens seen before (``seen``, which this adds to) is
+    cached in steps of 128 tokens; here the prefix is the system message (the instructions
+    and taxonomy), which every request of one taxonomy shares.
+    """
+    messages = body.get("messages") or []
+    system = next((m for m in messages if isinstance(m, dict) and m.get("role") == "system"), None)
+    if system is None:
+        return 0
+    tokens = prompt_tokens({"messages": [system]})
+    key = hash(str(system.get("content")))
+    known = key in seen
+    seen.add(key)
+    if not known or minimum <= 0 or tokens < minimum:
+        return 0
+    return tokens - tokens % 128

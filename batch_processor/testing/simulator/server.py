@@ -276,7 +276,7 @@ class Simulator:
             content = json.dumps(reply)
         self.stats["ok"] += 1
         completion_tokens = max(1, len(content) // 4)
-        cached = self._cached_prefix(body)
+        cached = replies.cached_prefix(body, self._prefixes, self.config.cache_min_tokens)
         return {
             "id": f"chatcmpl-sim{self.stats['requests']}",
             "object": "chat.completion",
@@ -297,28 +297,6 @@ class Simulator:
                 "prompt_tokens_details": {"cached_tokens": cached},
             },
         }
-
-    def _cached_prefix(self, body: dict[str, Any]) -> int:
-        """Prompt tokens served from the provider's prompt cache, as OpenAI counts them.
-
-        A prefix of at least ``cache_min_tokens`` seen before is cached in steps of 128 tokens;
-        here the prefix is the system message (the instructions and taxonomy), which every
-        request of one taxonomy shares.
-        """
-        messages = body.get("messages") or []
-        system = next(
-            (m for m in messages if isinstance(m, dict) and m.get("role") == "system"), None
-        )
-        if system is None:
-            return 0
-        tokens = replies.prompt_tokens({"messages": [system]})
-        key = hash(str(system.get("content")))
-        seen = key in self._prefixes
-        self._prefixes.add(key)
-        minimum = self.config.cache_min_tokens
-        if not seen or minimum <= 0 or tokens < minimum:
-            return 0
-        return tokens - tokens % 128
 
     def _limit_headers(self) -> dict[str, str]:
         """The limits and what is left of them, on every answer (as OpenAI sends them)."""
