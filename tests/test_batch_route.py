@@ -162,7 +162,7 @@ async def test_a_kill_at_each_step_resumes_the_same_batch(
     await db.conversation_set.insert_many([conversation(f"order {i} is late") for i in range(40)])
     await db.conversation_set.insert_one({"messages": ""})  # a DATA failure, marked at claim
     batch_dir = tmp_path / "b"
-    async with Simulator(SimulatorConfig(batch_delay=1.0, latency=0.0, jitter=0.0)) as provider:
+    async with Simulator(SimulatorConfig(batch_delay=0.5, latency=0.0, jitter=0.0)) as provider:
         command = worker_cli(
             mongo_uri, db_name, batch_dir, "--classifier", "llm", "--llm-base-url",
             provider.base_url, "--llm-route", "batch", "--batch-route-poll-seconds", "0.2",
@@ -192,7 +192,7 @@ async def test_a_kill_at_each_step_is_finished_by_a_second_worker(
 ) -> None:
     """SIGKILL, then a worker with an empty batch directory: it finishes the same batch."""
     await db.conversation_set.insert_many([conversation(f"parcel {i} lost") for i in range(30)])
-    async with Simulator(SimulatorConfig(batch_delay=1.0, latency=0.0, jitter=0.0)) as provider:
+    async with Simulator(SimulatorConfig(batch_delay=0.5, latency=0.0, jitter=0.0)) as provider:
         flags = (
             "--classifier", "llm", "--llm-base-url", provider.base_url, "--llm-route", "batch",
             "--batch-route-poll-seconds", "0.2", "--batch-route-poll-max-seconds", "0.2",

@@ -59,7 +59,16 @@ async def test_metrics_parse_and_match_the_database(db: Any, make_settings: Any)
             return int(await sources.count_documents(unfinished)) == 0
 
         await wait_until(all_ended, 30)
-        await asyncio.sleep(0.3)  # the job's end is recorded after its last write
+
+        async def job_ended() -> bool:  # the job's end is recorded after its last write
+            _, text = await http_get(port, "/metrics")
+            seen = samples(text)
+            return bool(
+                seen.get("batch_processor_documents_processed_total") == 32
+                and seen.get("batch_processor_last_success_timestamp_seconds", 0) > 0
+            )
+
+        await wait_until(job_ended, 30)
         status, text = await http_get(port, "/metrics")
         health, _ = await http_get(port, "/healthz")
         ready, _ = await http_get(port, "/readyz")
