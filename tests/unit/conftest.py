@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -75,8 +76,17 @@ async def _never(_seconds: float) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_real_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A unit test that really sleeps fails: time is injected (``InstantSleep``, fake clocks)."""
+def _in_process_and_no_real_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test that really sleeps or starts a process fails (``tests/`` has those).
+
+    Time is injected here (``InstantSleep``, fake clocks); MongoDB and workers are fakes.
+    """
+
+    def no_process(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("a unit test started a process: it belongs in tests/, not unit/")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", no_process)
     yielding = asyncio.sleep
 
     async def guarded(delay: float, result: Any = None) -> Any:
