@@ -5,8 +5,10 @@ chosen deterministically from the enums of the request's JSON schema (or the sch
 instructions), so any taxonomy works. Like a model told that labels describe the customer, it
 reads only the customer's turns: their sentiment from a small word list, the sentiment at the
 start and the end, and whether the issue looks resolved; ``wrong_label_rate`` of the
-conversations get a wrong sentiment (a real model is right only most of the time). It models
-a provider's limits and faults:
+conversations get a wrong sentiment (a real model is right only most of the time). Given a
+labelled file (``answers_file``), it answers the texts it knows with their labels instead, right
+for ``answers_accuracy`` of them: a stand-in for a strong model, to measure a classifier or the
+cascade against one (:mod:`.answers`). It models a provider's limits and faults:
 
 * latency ``latency ± jitter`` seconds (uniform);
 * ``max_concurrency``, ``rpm`` and ``tpm`` limits, answered with 429 and ``retry-after``,

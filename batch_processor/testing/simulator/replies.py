@@ -7,7 +7,10 @@ import json
 import random
 import re
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batch_processor.testing.simulator.answers import KnownAnswers
 
 INJECTION = re.compile(r"answer\s+(?:with\s+)?[\"']?([A-Za-z][A-Za-z_ -]{0,40}?)[\"'.!]", re.I)
 DEFAULT_ENUMS = {"category": ["general_inquiry"], "urgency": ["low"], "emotion": ["neutral"]}
@@ -39,7 +42,12 @@ def enums(body: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def classification_reply(
-    body: dict[str, Any], *, out_of_enum: bool, stats: Counter[str], wrong_rate: float = 0.0
+    body: dict[str, Any],
+    *,
+    out_of_enum: bool,
+    stats: Counter[str],
+    wrong_rate: float = 0.0,
+    known: KnownAnswers | None = None,
 ) -> dict[str, Any]:
     """A deterministic, schema-shaped classification of the request's conversation's customer.
 
@@ -47,7 +55,8 @@ def classification_reply(
     only: the sentiment from a small word list (right on plain cases, blind to sarcasm), the
     start and end from the first and last customer turns, ``resolved`` from the last one.
     ``wrong_rate`` of the conversations (chosen by their text, so a repeat gets the same
-    answer) get a wrong sentiment, as a real model's are right only most of the time.
+    answer) get a wrong sentiment, as a real model's are right only most of the time. Texts
+    ``known`` knows get its labels instead (see :mod:`.answers`).
     """
     users = [m for m in body.get("messages", []) if m.get("role") == "user"]
     raw = str(users[0].get("content", "")) if users else ""
@@ -74,7 +83,15 @@ def classification_reply(
     # A complaint is not undone by a closing courtesy: the most negative turn counts double.
     score = round(max(-1.0, min(1.0, (sum(scores) + min(scores)) / (len(scores) + 1))), 3)
     label = _label(score)
-    if (digest >> 48) % 1000 < wrong_rate * 1000:
+    answer = known.answer(turns, labels["category"]) if known is not None else None
+    if answer is not None:
+        stats["known_answered"] += 1
+        stats["known_wrong"] += not answer.right
+        label, score = answer.sentiment, KNOWN_SCORES[answer.sentiment]
+        category = answer.category if answer.category is not None and not out_of_enum else category
+        if len(scores) == 1:
+            scores = [score]
+    elif (digest >> 48) % 1000 < wrong_rate * 1000:
         stats["wrong_label"] += 1
         label = SENTIMENTS[(SENTIMENTS.index(label) + 1 + (digest >> 8) % 2) % 3]
     end = _label(scores[-1])
@@ -125,6 +142,8 @@ def _label(score: float) -> str:
 
 
 SENTIMENTS = ("negative", "neutral", "positive")
+#: The score given with a known answer's label.
+KNOWN_SCORES = {"negative": -0.8, "neutral": 0.0, "positive": 0.8}
 NEGATIVE_WORDS = frozenset(
     [
         "unacceptable",

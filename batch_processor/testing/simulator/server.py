@@ -10,12 +10,14 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from batch_processor.llm.governor import TokenBucket
 from batch_processor.testing.simulator import replies
+from batch_processor.testing.simulator.answers import KnownAnswers
 from batch_processor.testing.simulator.batches import BatchAPI
 
 
@@ -36,6 +38,10 @@ class SimulatorConfig:
     near_miss_rate: float = 0.0
     #: Share of conversations whose sentiment is answered wrong (a real model's error rate).
     wrong_label_rate: float = 0.0
+    #: A labelled file whose texts are answered with their labels (a strong model that knows
+    #: the answer), right for ``answers_accuracy`` of them; see :mod:`.answers`.
+    answers_file: str | None = None
+    answers_accuracy: float = 1.0
     api_key: str | None = None
     #: "user:password" a gateway in front of the API wants as HTTP basic auth (instead of a key).
     basic_auth: str | None = None
@@ -81,10 +87,17 @@ class Simulator:
     _tpm: TokenBucket | None = None
     _random: random.Random = field(default_factory=random.Random)
     _prefixes: set[int] = field(default_factory=set)
+    _known: KnownAnswers | None = field(init=False, default=None)
     batches: BatchAPI = field(init=False)
 
     def __post_init__(self) -> None:
         self.batches = BatchAPI(self)
+        if self.config.answers_file is not None:
+            self._known = KnownAnswers.load(
+                Path(self.config.answers_file),
+                accuracy=self.config.answers_accuracy,
+                seed=self.config.seed,
+            )
 
     @property
     def base_url(self) -> str:
@@ -266,6 +279,7 @@ class Simulator:
                 out_of_enum=out_of_enum,
                 stats=self.stats,
                 wrong_rate=config.wrong_label_rate,
+                known=self._known,
             )
             near_miss = forced == "near_miss" or (
                 forced is None and self.chance(config.near_miss_rate)
