@@ -3,6 +3,7 @@
     python -m bench.quality                       # the offline classifier, the VADER baseline
     python -m bench.quality --tweeteval DIR       # also TweetEval's sentiment val split
     python -m bench.quality --llm                 # also the LLM classifier (BATCH_LLM_* settings)
+    python -m bench.quality --simulated-llm 0.85  # also a simulated strong model, 85 % right
     python -m bench.quality --data mine.csv       # also your own labelled messages
     python -m bench.quality --patterns alone      # the messages alone, not in conversations
 
@@ -20,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from batch_processor.classifiers import Classifier, OfflineClassifier
 from batch_processor.classifiers.signals import Signals
 from batch_processor.conversation import Conversation
 from batch_processor.errors import BatchProcessorError, ConfigurationError
+from batch_processor.testing.simulator import Simulator, SimulatorConfig
 from bench.conversations import PATTERNS, conversations
 from bench.sentiment_data import DATA_DIR, Example, read_labelled, read_tsv, read_tweeteval
 
@@ -224,10 +228,45 @@ async def classify_patiently(
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every classifier on every source, print the reports, return the figures."""
     sources = load_sources(args.tweeteval, args.limit, args.data, dev_set=not args.no_dev_set)
+    async with contextlib.AsyncExitStack() as stack:
+        base_url, model = args.llm_base_url, args.llm_model
+        if args.simulated_llm is not None:
+            simulator = await stack.enter_async_context(
+                strong_model(sources, args.simulated_llm, stack)
+            )
+            base_url, model = simulator.base_url, "simulated-strong-model"
+        return await _run(args, sources, base_url, model)
+
+
+@contextlib.asynccontextmanager
+async def strong_model(
+    sources: dict[str, list[Example]], accuracy: float, stack: contextlib.AsyncExitStack
+) -> AsyncIterator[Simulator]:
+    """The simulator answering every loaded message's own labels, right for ``accuracy``."""
+    directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="bp-quality-"))
+    answers = Path(directory) / "answers.jsonl"
+    with answers.open("w", encoding="utf-8") as handle:
+        for examples in sources.values():
+            for example in examples:
+                row = {"text": example.text, "sentiment": example.sentiment}
+                handle.write(json.dumps(row | {"category": example.category}) + "\n")
+    config = SimulatorConfig(
+        latency=0.0, jitter=0.0, answers_file=str(answers), answers_accuracy=accuracy
+    )
+    async with Simulator(config) as simulator:
+        yield simulator
+
+
+async def _run(
+    args: argparse.Namespace,
+    sources: dict[str, list[Example]],
+    base_url: str | None,
+    model: str | None,
+) -> dict[str, Any]:
     offline = OfflineClassifier()
     contenders: dict[str, Any] = {"offline": offline, "vader-baseline": vader_baseline()}
-    if args.llm:
-        contenders["llm"] = build_llm(args.llm_base_url, args.llm_model)
+    if args.llm or args.simulated_llm is not None:
+        contenders["llm"] = build_llm(base_url, model)
     figures: dict[str, Any] = {}
     try:
         for source, examples in sources.items():
@@ -354,6 +393,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--llm-base-url", help="default: the llm_base_url setting")
     parser.add_argument("--llm-model", help="default: the llm_model setting")
     parser.add_argument("--llm-concurrency", type=int, default=8)
+    parser.add_argument(
+        "--simulated-llm",
+        type=float,
+        metavar="ACCURACY",
+        help="measure the LLM classifier against the simulator answering each message's own "
+        "labels, right for this share of them (a stand-in for a strong model; no key, no cost)",
+    )
     parser.add_argument(
         "--limit", type=int, help="at most this many messages per source, taken evenly"
     )

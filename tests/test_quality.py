@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,23 @@ async def test_the_quality_command_measures_the_llm_beside(tmp_path: Path) -> No
     assert process[0] == 0, process[2]
     assert process[1].count("--- llm: sentiment") == 3
     assert (tmp_path / "q.json").exists()
+
+
+@pytest.mark.parametrize(("accuracy", "low", "high"), [("1", 1.0, 1.0), ("0.8", 0.6, 0.9)])
+async def test_a_simulated_strong_model_is_measured_at_its_accuracy(
+    tmp_path: Path, accuracy: str, low: float, high: float
+) -> None:
+    """--simulated-llm: the LLM path against the messages' own labels, right as often as told."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    code, out, err = await asyncio_subprocess(
+        sys.executable, "-m", "bench.quality", "--limit", "60", "--patterns", "alone",
+        "--simulated-llm", accuracy, "--json", str(tmp_path / "q.json"), env=env,
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.count("--- llm: sentiment") == 3
+    figures = json.loads((tmp_path / "q.json").read_text())
+    for source in figures.values():
+        assert low <= source["llm"]["sentiment_macro_f1"] <= high, source["llm"]
 
 
 async def asyncio_subprocess(*command: str, env: dict[str, Any]) -> tuple[int, str, str]:
