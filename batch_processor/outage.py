@@ -127,7 +127,7 @@ class DatabaseCalls:
         try:
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
-                await _first(asyncio.shield(work), self._sleep(STOP_PATIENCE))
+                await first_of(asyncio.shield(work), self._sleep(STOP_PATIENCE))
         finally:
             stop.cancel()
             if not work.done():
@@ -138,7 +138,7 @@ class DatabaseCalls:
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         """The injected sleep, cut short by a stop."""
-        await _first(self._sleep(seconds), self._stop.wait())
+        await first_of(self._sleep(seconds), self._stop.wait())
 
     async def brief(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run ``operation`` with a few attempts (the caller has a fallback).
@@ -170,18 +170,20 @@ class DatabaseCalls:
         return result
 
 
-async def _first(*awaitables: Awaitable[object]) -> None:
-    """Wait until the first of ``awaitables`` is done; the others are cancelled and awaited."""
-    tasks = [asyncio.ensure_future(each) for each in awaitables]
+async def first_of(*awaitables: Awaitable[object]) -> None:
+    """Wait until the first of ``awaitables`` completes (re-raising its error).
+
+    The others are cancelled and awaited before it returns: nothing is left running.
+    """
+    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.wait(tasks)
-        for task in tasks:  # retrieved: the caller reads the outcome it needs elsewhere
-            if not task.cancelled():
-                task.exception()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 #: Calls cancelled and not waited for (kept referenced until they end, so that their outcome

@@ -228,33 +228,29 @@ async def classify_patiently(
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure every classifier on every source, print the reports, return the figures."""
     sources = load_sources(args.tweeteval, args.limit, args.data, dev_set=not args.no_dev_set)
-    async with contextlib.AsyncExitStack() as stack:
-        base_url, model = args.llm_base_url, args.llm_model
-        if args.simulated_llm is not None:
-            simulator = await stack.enter_async_context(
-                strong_model(sources, args.simulated_llm, stack)
-            )
-            base_url, model = simulator.base_url, "simulated-strong-model"
-        return await _run(args, sources, base_url, model)
+    if args.simulated_llm is None:
+        return await _run(args, sources, args.llm_base_url, args.llm_model)
+    async with strong_model(sources, args.simulated_llm) as simulator:
+        return await _run(args, sources, simulator.base_url, "simulated-strong-model")
 
 
 @contextlib.asynccontextmanager
 async def strong_model(
-    sources: dict[str, list[Example]], accuracy: float, stack: contextlib.AsyncExitStack
+    sources: dict[str, list[Example]], accuracy: float
 ) -> AsyncIterator[Simulator]:
     """The simulator answering every loaded message's own labels, right for ``accuracy``."""
-    directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="bp-quality-"))
-    answers = Path(directory) / "answers.jsonl"
-    with answers.open("w", encoding="utf-8") as handle:
-        for examples in sources.values():
-            for example in examples:
-                row = {"text": example.text, "sentiment": example.sentiment}
-                handle.write(json.dumps(row | {"category": example.category}) + "\n")
-    config = SimulatorConfig(
-        latency=0.0, jitter=0.0, answers_file=str(answers), answers_accuracy=accuracy
-    )
-    async with Simulator(config) as simulator:
-        yield simulator
+    with tempfile.TemporaryDirectory(prefix="bp-quality-") as directory:
+        answers = Path(directory) / "answers.jsonl"
+        with answers.open("w", encoding="utf-8") as handle:
+            for examples in sources.values():
+                for example in examples:
+                    row = {"text": example.text, "sentiment": example.sentiment}
+                    handle.write(json.dumps(row | {"category": example.category}) + "\n")
+        config = SimulatorConfig(
+            latency=0.0, jitter=0.0, answers_file=str(answers), answers_accuracy=accuracy
+        )
+        async with Simulator(config) as simulator:
+            yield simulator
 
 
 async def _run(

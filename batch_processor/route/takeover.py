@@ -20,7 +20,7 @@ from batch_processor.clock import Clock
 from batch_processor.documents.ports import Source
 from batch_processor.errors import BatchProcessorError, describe
 from batch_processor.files.provider_batches import SliceFiles
-from batch_processor.outage import DatabaseCalls
+from batch_processor.outage import DatabaseCalls, abandonable
 from batch_processor.route.options import RouteOptions, RouteStats
 from batch_processor.route.ports import SliceRecords
 from batch_processor.slice_record import NANOS_PER_USD, SliceRecord, Stage
@@ -159,7 +159,8 @@ class Takeover:
             if not ids:
                 continue
             try:
-                lost = await self._slices.renew(self.worker_id, ids, self.options.lease)
+                renewal = self._slices.renew(self.worker_id, ids, self.options.lease)
+                lost = await abandonable(renewal)  # cancelled when done: see abandonable
             except BatchProcessorError as exc:  # an outage: the next round tries again
                 log.warning("provider batch leases not renewed", error=describe(exc))
                 continue

@@ -9,14 +9,13 @@ and never overlaps two.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable
 
 import structlog
 
 from batch_processor.errors import BatchProcessorError, Interrupted, describe
+from batch_processor.outage import first_of
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.runtime.schedule import CronSchedule
 from batch_processor.service.jobs import RouteRun, Service, database_calls, run_one_job
@@ -158,7 +157,7 @@ async def _wait_for_work(service: Service) -> bool:
                 )
                 # A takeover of a dead worker's leases (the lease keeper) wakes us too.
                 released = service.fleet.released
-                if not await stopper.race(_first_of(idle, released.wait())):
+                if not await stopper.race(first_of(idle, released.wait())):
                     return False
                 if released.is_set():
                     released.clear()
@@ -167,16 +166,3 @@ async def _wait_for_work(service: Service) -> bool:
                 log.warning("change stream lost: polling only", error=describe(exc))
                 waiter = None
     return False
-
-
-async def _first_of(*awaitables: Awaitable[object]) -> None:
-    """Wait until the first of ``awaitables`` completes (re-raising its error); cancel the rest."""
-    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            task.result()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
