@@ -7,7 +7,6 @@ in canonical extended JSON (so it survives a trip through a batch file unchanged
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -193,6 +192,32 @@ class ModelPrice(BaseModel):
         return online * self.batch_discount if batch else online
 
 
+class Verdict(BaseModel):
+    """One tier's answer inside a cascade record: its sentiment, category and confidence."""
+
+    sentiment: SentimentLabel
+    category: str
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class CascadeRecord(BaseModel):
+    """How the confidence cascade answered one document (see :mod:`batch_processor.cascade`).
+
+    ``route``: ``offline`` (sure enough), ``llm`` (escalated: the LLM's answer is the result) or
+    ``audit`` (sure, sampled for the LLM to measure agreement: the offline answer is kept).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    route: Literal["offline", "llm", "audit"]
+    model: str
+    confidence: float = Field(ge=0.0, le=1.0, description="Offline, calibrated.")
+    threshold: float = Field(ge=0.0, le=1.0, description="Escalated below this confidence.")
+    offline: Verdict
+    llm: Verdict | None = None
+    second: Verdict | None = Field(default=None, description="The escalation model's answer.")
+
+
 class ClassifierOutput(BaseModel):
     """A classifier's answer for one text: the classification and what it cost to get it."""
 
@@ -208,29 +233,7 @@ class ClassifierOutput(BaseModel):
     repairs: tuple[str, ...] = Field(
         default=(), description="Reply fields repaired before validation (LLM near misses)."
     )
-
-
-def plain_id(doc_id: str) -> str:
-    """A document id for people (logs, tables): ``65f0...`` rather than ``{"$oid": "65f0..."}``.
-
-    ``doc_id`` is the canonical extended JSON the pipeline carries; ObjectIds and numbers show
-    their value, strings themselves, anything else (a compound ``_id``) its JSON.
-    """
-    try:
-        value = json.loads(doc_id)
-    except ValueError:
-        return doc_id
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and len(value) == 1:
-        ((key, inner),) = value.items()
-        if key in _PLAIN_WRAPPERS and isinstance(inner, str):
-            return inner
-    return doc_id
-
-
-#: Extended-JSON wrappers whose value is the id a person knows.
-_PLAIN_WRAPPERS = frozenset({"$oid", "$numberInt", "$numberLong", "$numberDouble", "$uuid"})
+    cascade: CascadeRecord | None = None
 
 
 class SourceDocument(BaseModel):
@@ -284,6 +287,7 @@ class ClassifiedDocument(BaseModel):
     replaced: tuple[str, ...] = Field(
         default=(), description="Fields besides the text whose invalid UTF-8 was replaced."
     )
+    cascade: CascadeRecord | None = None
 
     @classmethod
     def of(
@@ -322,6 +326,7 @@ class ClassifiedDocument(BaseModel):
             repairs=output.repairs,
             claim=claim,
             route=route,
+            cascade=output.cascade,
         )
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["AVAILABLE", "Classifier", "OfflineClassifier", "Taxonomy", "load_taxonomy"]
 
 #: Names accepted by the ``classifier`` setting.
-AVAILABLE = ("offline", "llm")
+AVAILABLE = ("offline", "llm", "cascade")
 
 
 def __getattr__(name: str) -> Any:

@@ -87,7 +87,9 @@ class OfflineClassifier(Classifier):
             )
         self.cues = cues
         self._signals = Signals(cues)
-        self._model = SentimentModel.load()
+        #: The sentiment model in use: the shipped one, or a version the cascade learnt and
+        #: promoted (swapped whole, so a classification in a thread reads one or the other).
+        self.sentiment_model = SentimentModel.load()
         # Loaded now, not on the first document (see language.py for the cache that makes
         # this fast).
         self._language_model = load_identifier()
@@ -114,12 +116,18 @@ class OfflineClassifier(Classifier):
         one (over ``INLINE_CHARS`` of customer text, or over ``INLINE_TURNS`` customer turns) in
         a worker thread, so the event loop never blocks on it.
         """
+        return (await self.weigh(conversation, metadata))[0]
+
+    async def weigh(
+        self, conversation: Conversation | str, metadata: Mapping[str, Any]
+    ) -> tuple[ClassifierOutput, Prediction]:
+        """:meth:`assess`, in place or in a worker thread as :meth:`classify` decides."""
         conversation = Conversation.of(conversation)
         customer = conversation.customer
         if len(customer) <= INLINE_TURNS and sum(len(t.text) for t in customer) <= INLINE_CHARS:
-            return self.classify_now(conversation, metadata)
+            return self.assess(conversation, metadata)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.classify_now, conversation, metadata)
+        return await loop.run_in_executor(self._pool, self.assess, conversation, metadata)
 
     def classify_now(
         self, conversation: Conversation | str, metadata: Mapping[str, Any]
@@ -132,12 +140,20 @@ class OfflineClassifier(Classifier):
         customer's words. A conversation with no customer turn has no customer sentiment to
         read: it is neutral, its topic read from the agents' words.
         """
+        return self.assess(conversation, metadata)[0]
+
+    def assess(
+        self, conversation: Conversation | str, metadata: Mapping[str, Any]
+    ) -> tuple[ClassifierOutput, Prediction]:
+        """:meth:`classify_now` and the sentiment model's verdict behind it (its probabilities).
+
+        The confidence cascade (:mod:`batch_processor.cascade`) reads how sure the verdict is.
+        """
         conversation = Conversation.of(conversation)
+        model = self.sentiment_model
         turns = _runs([_encodable(turn.text) for turn in conversation.customer])
         if turns:
-            predictions = [
-                self._model.predict(t, self._signals, self._signals.prior) for t in turns
-            ]
+            predictions = [model.predict(t, self._signals, self._signals.prior) for t in turns]
             weights = turn_weights(turns, predictions)
             overall, start, end = course(predictions, weights)
         else:
@@ -165,9 +181,15 @@ class OfflineClassifier(Classifier):
             sentiment_end=ends,
             trend=trend,
         )
-        return ClassifierOutput(
+        output = ClassifierOutput(
             classification=classification, taxonomy_version=self.taxonomy.version
         )
+        return output, overall
+
+    @property
+    def signals(self) -> Signals:
+        """The VADER scores and cue counts the sentiment model reads (shared with learning)."""
+        return self._signals
 
     def summary(self) -> dict[str, Any]:
         """Nothing to add to the run summary."""
@@ -238,6 +260,18 @@ class OfflineClassifier(Classifier):
             return "und"
         code, _ = self._language_model.classify(cleaned)
         return str(code) if re.fullmatch(r"[a-z]{2}", str(code)) else "und"
+
+
+def customer_verdict(model: SentimentModel, signals: Signals, turns: Sequence[str]) -> Prediction:
+    """The conversation's sentiment by ``model`` from its customer turns, as :meth:`assess` reads.
+
+    How the cascade's learning judges a model version on the same terms as the classifier.
+    """
+    texts = _runs([_encodable(turn) for turn in turns])
+    if not texts:
+        return Prediction("neutral", 0.0, (0.0, 1.0, 0.0))
+    predictions = [model.predict(t, signals, signals.prior) for t in texts]
+    return course(predictions, turn_weights(texts, predictions))[0]
 
 
 def turn_weights(turns: Sequence[str], predictions: Sequence[Prediction]) -> list[float]:

@@ -268,20 +268,64 @@ class SentimentModel:
         label's logit what the support domain knows and the training text did not say (see
         :meth:`batch_processor.classifiers.signals.Signals.prior`).
         """
-        words = tokens(text)
-        rows = sorted(word_features(words))
-        inputs = dense(text)
-        values = np.asarray(dense_features(inputs, words), dtype=np.float32)
-        logits = self._weights[rows].sum(axis=0) + self._bias + values @ self._weights[HASH_SIZE:]
-        if prior is not None:
-            logits = logits + np.asarray(prior(inputs), dtype=np.float32)
-        exp = np.exp(logits - logits.max())
-        probabilities = exp / exp.sum()
-        best = int(np.argmax(probabilities))
-        negative, neutral, positive = (float(p) for p in probabilities)
-        score = positive - negative
-        return Prediction(
-            label=LABELS[best],
-            score=0.0 if math.isnan(score) else round(score, 4),
-            probabilities=(round(negative, 4), round(neutral, 4), round(positive, 4)),
+        return verdict(self.logits(encode(text, dense, prior)))
+
+    def logits(self, encoded: Encoded) -> npt.NDArray[np.float32]:
+        """The label scores (before the softmax) of an :func:`encode`-d message."""
+        logits = (
+            self._weights[encoded.rows].sum(axis=0)
+            + self._bias
+            + encoded.dense @ self._weights[HASH_SIZE:]
         )
+        result: npt.NDArray[np.float32] = logits + encoded.prior
+        return result
+
+    def adjusted(
+        self, rows: npt.NDArray[np.int64], change: npt.NDArray[np.float32]
+    ) -> SentimentModel:
+        """A copy whose weights of ``rows`` (hashed words, then dense features) add ``change``.
+
+        How a learnt version is built: the shipped model plus what the LLM's answers taught.
+        """
+        weights = self._weights.copy()
+        weights[rows] += change.astype(np.float32)
+        return SentimentModel(weights, self._bias)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A message as the model reads it: its hashed word rows, dense values and domain prior."""
+
+    rows: list[int]
+    dense: npt.NDArray[np.float32]
+    prior: npt.NDArray[np.float32]
+
+
+def encode(
+    text: str,
+    dense: Callable[[str], DenseInputs],
+    prior: Callable[[DenseInputs], Sequence[float]] | None = None,
+) -> Encoded:
+    """``text``'s features, shared by prediction and the cascade's learning."""
+    words = tokens(text)
+    inputs = dense(text)
+    return Encoded(
+        rows=sorted(word_features(words)),
+        dense=np.asarray(dense_features(inputs, words), dtype=np.float32),
+        prior=np.asarray(prior(inputs) if prior is not None else (0.0,) * len(LABELS),
+                         dtype=np.float32),
+    )  # fmt: skip
+
+
+def verdict(logits: npt.NDArray[np.float32]) -> Prediction:
+    """The prediction of a message's label scores."""
+    exp = np.exp(logits - logits.max())
+    probabilities = exp / exp.sum()
+    best = int(np.argmax(probabilities))
+    negative, neutral, positive = (float(p) for p in probabilities)
+    score = positive - negative
+    return Prediction(
+        label=LABELS[best],
+        score=0.0 if math.isnan(score) else round(score, 4),
+        probabilities=(round(negative, 4), round(neutral, 4), round(positive, 4)),
+    )

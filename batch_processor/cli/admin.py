@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from batch_processor.cli.flags import add_setting_flags
+from batch_processor.cli.models import add_model_commands, cascade_tables, run_model
 from batch_processor.cli.queue import (
     QueueName,
     grouped_entries,
@@ -61,6 +62,7 @@ def add_admin_commands(commands: Any) -> None:
         # unused) so one set of flags serves every operator command.
         add_setting_flags(parser, only={"batch_dir", "mongodb_uri", "database"})
     add_result_commands(commands, _common)
+    add_model_commands(commands, _common)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +77,9 @@ async def run_admin(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "report":
         _print_report(await report(args, settings), args.json)
+        return 0
+    if args.command == "model":
+        _print(await run_model(args, settings), args.json, title=f"model {args.action}")
         return 0
     if args.command == "export":
         written = await export(args, settings)
@@ -200,6 +205,8 @@ def _print_report(found: dict[str, Any], as_json: bool) -> None:
             False,
             title="how conversations went (the customer spoke more than once), by category",
         )
+    for title, rows in cascade_tables(found):
+        _print(rows, False, title=title)
     failures = found["failures"]
     if failures:
         _print(failures, False, title="failures by category and reason")

@@ -35,7 +35,7 @@ from batch_processor.settings import Settings, load_settings, unknown_variables
 
 log = structlog.get_logger("batch_processor.cli.main")
 T = TypeVar("T")
-ADMIN_COMMANDS = ("status", "queue", "reclassify", "report", "export")
+ADMIN_COMMANDS = ("status", "queue", "reclassify", "report", "export", "model")
 COMMANDS = ("run", "demo", *ADMIN_COMMANDS)
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNFINISHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 

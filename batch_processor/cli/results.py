@@ -14,10 +14,12 @@ from typing import IO, Any
 
 from batch_processor.cli.flags import add_setting_flags
 from batch_processor.errors import ConfigurationError
-from batch_processor.models import Classification, plain_id
+from batch_processor.models import Classification
 from batch_processor.mongo.codec import json_safe
+from batch_processor.mongo.model_versions import MongoModelVersions
 from batch_processor.mongo.reports import Scope
 from batch_processor.mongo.requeue import Selection
+from batch_processor.plain_ids import plain_id
 from batch_processor.service.classifier_setup import classifier_identity
 from batch_processor.service.runner import open_store
 from batch_processor.settings import Settings
@@ -147,7 +149,8 @@ async def report(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
                 f"the source collection {store.source_name} does not exist: check --database "
                 "and --source-collection"
             )
-        return {
+        cascade = await store.reports.cascade(scope)
+        found = {
             "scope": {key: value for key, value in given.items() if value is not None} or "all",
             "totals": await store.reports.totals(scope),
             "routes": await store.reports.routes(scope),
@@ -155,6 +158,21 @@ async def report(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
             "courses": await store.reports.courses(scope),
             "failures": await store.reports.failures(scope),
         }
+        if cascade:
+            found["cascade"] = cascade
+            found["offline_model"] = await active_model(store.models)
+        return found
+
+
+async def active_model(models: MongoModelVersions) -> dict[str, Any]:
+    """The active offline model version and how it agreed with the LLM when it was promoted."""
+    name = await models.active()
+    stored = await models.version(name) if name != "shipped" else None
+    return {
+        "version": name,
+        "held_back_agreement": stored.get("agreement") if stored else None,
+        "trained_on": stored.get("trained_on") if stored else None,
+    }
 
 
 async def export(args: argparse.Namespace, settings: Settings) -> int:

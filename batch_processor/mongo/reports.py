@@ -139,6 +139,12 @@ class Reports:
             )
         return found
 
+    async def cascade(self, scope: Scope) -> list[dict[str, Any]]:
+        """The confidence cascade's figures per taxonomy version (see :mod:`.cascade_reports`)."""
+        from batch_processor.mongo.cascade_reports import cascade_report
+
+        return await cascade_report(self._target, scope)
+
     async def courses(self, scope: Scope) -> list[dict[str, Any]]:
         """How the conversations went, per category (the customer spoke more than once).
 

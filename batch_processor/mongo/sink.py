@@ -89,7 +89,7 @@ class MongoSink:
         pending = list(by_id)
         for _ in range(2):  # a concurrent-upsert E11000 succeeds as an update on the second pass
             ops = [
-                UpdateOne(_result_fence(by_id[i]), {"$set": _result_doc(by_id[i])}, upsert=True)
+                UpdateOne(_result_fence(by_id[i]), _result_update(by_id[i]), upsert=True)
                 for i in pending
             ]
             _, errors = await self._bulk(self._target, ops, "store results")
@@ -237,6 +237,14 @@ def _done_op(
     )
 
 
+def _result_update(result: ClassifiedDocument) -> Raw:
+    """The update that stores one result (a cascade record left by an earlier run goes)."""
+    update: Raw = {"$set": _result_doc(result)}
+    if result.cascade is None:
+        update["$unset"] = {"cascade": ""}
+    return update
+
+
 def _result_doc(result: ClassifiedDocument) -> Raw:
     """The target document for one result (``_id`` is the source ``_id``, set by the filter)."""
     return {
@@ -259,6 +267,7 @@ def _result_doc(result: ClassifiedDocument) -> Raw:
             "turns": result.turns,
             **({"invalid_utf8_replaced": list(result.replaced)} if result.replaced else {}),
         },
+        **({"cascade": result.cascade.model_dump(mode="json")} if result.cascade else {}),
         "schema_version": RESULT_SCHEMA_VERSION,
         "job_id": result.job_id,
         "claim": result.claim,

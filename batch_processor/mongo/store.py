@@ -25,6 +25,7 @@ from batch_processor.mongo.cache import MongoResultCache
 from batch_processor.mongo.codec import Raw
 from batch_processor.mongo.errors import first_line, translated
 from batch_processor.mongo.fleet import MongoFleet
+from batch_processor.mongo.model_versions import MongoModelVersions
 from batch_processor.mongo.reports import Reports
 from batch_processor.mongo.requeue import Reclassification
 from batch_processor.mongo.sink import MongoSink
@@ -62,6 +63,7 @@ class MongoStore:
         cache_collection: str,
         workers_collection: str,
         slices_collection: str,
+        models_collection: str,
         priority_field: str,
         lease_seconds: float,
         source_filter: Raw | None,
@@ -110,6 +112,9 @@ class MongoStore:
         )
         self.fleet = MongoFleet(db[workers_collection])
         self.slices = MongoSlices(db[slices_collection])
+        self.models = MongoModelVersions(
+            db[models_collection], self._source_collection, self._target_collection
+        )
 
     async def close(self, within: float = 1.0) -> None:
         """Close the client's connections, waiting at most ``within`` seconds.

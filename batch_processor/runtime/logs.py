@@ -17,7 +17,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 
-from batch_processor.models import plain_id
+from batch_processor.plain_ids import plain_id
 from batch_processor.redaction import MASK, redact_text, register_secret, register_url_secrets
 
 __all__ = ["MASK", "configure_logging", "redact", "register_secret", "register_url_secrets"]

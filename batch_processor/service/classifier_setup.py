@@ -17,6 +17,7 @@ from batch_processor.llm.governor import Governor
 from batch_processor.settings import Settings
 
 if TYPE_CHECKING:
+    from batch_processor.classifiers.offline import OfflineClassifier
     from batch_processor.llm.endpoint import LLMOptions
 
 
@@ -24,15 +25,23 @@ def build_classifier(settings: Settings) -> Classifier:
     """The classifier the settings name; raise ConfigurationError for an unusable setup."""
     taxonomy = load_taxonomy(settings.taxonomy_file)
     if settings.classifier == "offline":
-        from batch_processor.classifiers.offline import OfflineClassifier  # numpy, py3langid
-
-        return OfflineClassifier(taxonomy, _cues_beside(settings, taxonomy))
+        return offline_classifier(settings)
     if settings.classifier == "llm":
         return _llm_classifier(settings, taxonomy)
+    if settings.classifier == "cascade":
+        return _cascade(settings, taxonomy)
     raise ConfigurationError(
         f"invalid setting classifier (--classifier / BATCH_CLASSIFIER): unknown classifier "
         f"{settings.classifier!r}; available: {', '.join(AVAILABLE)}"
     )
+
+
+def offline_classifier(settings: Settings) -> OfflineClassifier:
+    """The offline classifier of the settings' taxonomy (and its cues)."""
+    from batch_processor.classifiers.offline import OfflineClassifier  # numpy, py3langid
+
+    taxonomy = load_taxonomy(settings.taxonomy_file)
+    return OfflineClassifier(taxonomy, _cues_beside(settings, taxonomy))
 
 
 def classifier_identity(settings: Settings) -> dict[str, str | None]:
@@ -42,14 +51,16 @@ def classifier_identity(settings: Settings) -> dict[str, str | None]:
     without opening a client.
     """
     taxonomy = load_taxonomy(settings.taxonomy_file)
-    if settings.classifier == "llm":
+    if settings.classifier in {"llm", "cascade"}:
         from batch_processor.llm.client import PROMPT_VERSION
-
+    if settings.classifier in {"offline", "cascade"}:
+        from batch_processor.classifiers.offline import OfflineClassifier
+    if settings.classifier == "llm":
         version, model = PROMPT_VERSION, settings.llm_model
     elif settings.classifier == "offline":
-        from batch_processor.classifiers.offline import OfflineClassifier
-
         version, model = OfflineClassifier.version, None
+    elif settings.classifier == "cascade":
+        version, model = f"{OfflineClassifier.version}+llm{PROMPT_VERSION}", settings.llm_model
     else:
         build_classifier(settings)  # raises the error naming the classifier setting
         raise AssertionError("unreachable")
@@ -69,6 +80,30 @@ def _cues_beside(settings: Settings, taxonomy: Taxonomy) -> Cues | None:
     if not path.exists():
         return None
     return load_cues(path, categories=taxonomy.categories, urgency=taxonomy.urgency)
+
+
+def _cascade(settings: Settings, taxonomy: Taxonomy) -> Classifier:
+    """The offline classifier, the LLM where it is unsure, and the optional second tier."""
+    from batch_processor.cascade.calibration import Calibration
+    from batch_processor.cascade.classifier import CascadeClassifier
+    from batch_processor.cascade.escalation import Escalation
+
+    second = None
+    if settings.llm_escalation_model is not None:
+        larger = settings.model_copy(update={"llm_model": settings.llm_escalation_model})
+        second = _llm_classifier(larger, taxonomy)
+    return CascadeClassifier(
+        offline=offline_classifier(settings),
+        llm=_llm_classifier(settings, taxonomy),
+        escalation=Escalation(
+            share=settings.cascade_llm_share,
+            audit_share=settings.cascade_audit_share,
+            confidence=settings.cascade_confidence,
+            calibration=Calibration.shipped(),
+        ),
+        second=second,
+        second_below=settings.llm_escalation_below,
+    )
 
 
 def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -30,6 +30,9 @@ from batch_processor.files.identity import worker_identity
 from batch_processor.files.layout import Layout
 from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.llm.dedupe import CachedClassifier
+
+if TYPE_CHECKING:
+    from batch_processor.cascade.classifier import CascadeClassifier
 from batch_processor.models import JobStatus
 from batch_processor.mongo.store import MongoStore
 from batch_processor.outage import Availability, DatabaseCalls
@@ -169,7 +172,7 @@ async def run_one_job(
     if progress is not None and pending is not None:
         todo = min(pending, settings.limit) if settings.limit is not None else pending
         _safely(progress.start, todo + files.count_documents())
-    cached = with_dedupe(settings, classifier, store)
+    cached = cached_for_jobs(settings, classifier, store)
     options = pipeline_options(settings)
     pipeline = Pipeline(
         source=store.source,
@@ -255,6 +258,23 @@ def _progress_hook(
             progress.update(stats)
 
     return on_progress
+
+
+def cached_for_jobs(
+    settings: Settings, classifier: Classifier, store: MongoStore
+) -> CachedClassifier | CascadeClassifier | None:
+    """:func:`with_dedupe` for the online jobs, where the classifier may be a cascade.
+
+    A cascade's answers depend on its threshold and model version, not only on the text: its
+    LLM tier is what is cached.
+    """
+    if classifier.name == "cascade":
+        from batch_processor.cascade.classifier import CascadeClassifier  # numpy: when chosen
+
+        assert isinstance(classifier, CascadeClassifier)
+        llm = with_dedupe(settings, classifier.llm, store)
+        return None if llm is None else classifier.with_llm(llm)
+    return with_dedupe(settings, classifier, store)
 
 
 def with_dedupe(

@@ -19,7 +19,8 @@ from batch_processor.documents.text import extract_text
 from batch_processor.errors import DataError
 from batch_processor.llm.cost import TYPICAL_REPLY_TOKENS, price_for
 from batch_processor.llm.messages import prompt_estimate
-from batch_processor.models import ModelPrice, TokenUsage, plain_id
+from batch_processor.models import ModelPrice, TokenUsage
+from batch_processor.plain_ids import plain_id
 from batch_processor.service.runner import open_store
 from batch_processor.settings import Settings
 

@@ -75,7 +75,7 @@ def build_route(service: Service) -> BatchRoute | None:
     if not isinstance(classifier, LLMClassifier):
         raise ConfigurationError(
             f"invalid setting llm_route (--llm-route / BATCH_LLM_ROUTE): {settings.llm_route} "
-            "needs the llm classifier (--classifier llm)"
+            "needs the llm classifier (--classifier llm); the cascade asks the LLM online"
         )
     batch_dir = ensure_dir(settings.batch_dir)
     options = RouteOptions.of(settings)

@@ -14,6 +14,7 @@ import functools
 import io
 import os
 from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -34,11 +35,16 @@ from batch_processor.service.classifier_setup import build_classifier
 from batch_processor.service.jobs import (
     ProgressSink,
     Service,
+    job_outcomes,
     outage_policy,
+    pipeline_options,
 )
 from batch_processor.service.modes import drive
 from batch_processor.service.preflight import SourceCheck, check_endpoint
 from batch_processor.settings import Mode, Settings
+
+if TYPE_CHECKING:
+    from batch_processor.service.model_keeper import ModelKeeper
 
 log = structlog.get_logger("batch_processor.service.runner")
 
@@ -76,6 +82,7 @@ async def open_store(
             cache_collection=settings.cache_collection,
             workers_collection=settings.workers_collection,
             slices_collection=settings.provider_batches_collection,
+            models_collection=settings.cascade_models_collection,
             priority_field=settings.priority_field,
             lease_seconds=settings.lease_seconds,
             source_filter=settings.source_filter,
@@ -204,6 +211,10 @@ async def _process_services(service: Service) -> AsyncIterator[None]:
                     mode = settings.mode.value
                     status = report_progress(notifier, lambda: progress.line(mode))
                     tasks.append(monitors.create_task(status, name="systemd-status"))
+                models = _model_keeper(service)
+                if models is not None:
+                    await models.follow_or_warn()  # the first page uses the active version
+                    tasks.append(monitors.create_task(models.run(), name="model-keeper"))
                 if notifier.watchdog_interval is not None:
                     watchdog = _watchdog(notifier, telemetry, settings.stall_seconds)
                     tasks.append(monitors.create_task(watchdog, name="systemd-watchdog"))
@@ -239,6 +250,26 @@ async def _cancel_monitors(tasks: list[asyncio.Task[None]]) -> None:
         log.error(
             "a monitor did not stop when cancelled", task=task.get_name(), stack=stack.getvalue()
         )
+
+
+def _model_keeper(service: Service) -> ModelKeeper | None:
+    """The cascade's model keeper, for a cascade worker."""
+    classifier = service.classifier
+    if classifier.name != "cascade":
+        return None
+    from batch_processor.cascade.classifier import CascadeClassifier  # numpy: when chosen
+    from batch_processor.service.model_keeper import ModelKeeper
+
+    assert isinstance(classifier, CascadeClassifier)
+    settings = service.settings
+    return ModelKeeper(
+        classifier,
+        service.store.models,
+        outcomes=job_outcomes(pipeline_options(settings), "model-keeper", classifier),
+        learn_every=settings.cascade_learn_every,
+        audit_share=settings.cascade_audit_share,
+        sleep=service.clock.sleep,
+    )
 
 
 def _progress_line(service: Service) -> ProgressLine:

@@ -225,7 +225,10 @@ class ProcessingSettings(BaseModel):
 
     batch_size: int = Field(default=100, ge=1, le=10_000, description="Documents per page/batch.")
     concurrent: int = Field(default=8, ge=1, le=1024, description="Classifications in flight.")
-    classifier: str = Field(default="offline", description="Classifier: offline or llm.")
+    classifier: str = Field(
+        default="offline",
+        description="Classifier: offline, llm or cascade (offline, the LLM where unsure).",
+    )
     retries: int = Field(default=3, ge=1, le=20, description="Attempts per classifier/DB call.")
     retry_base_delay: float = Field(
         default=0.5, ge=0, le=60, description="First backoff delay (s); doubles per attempt."

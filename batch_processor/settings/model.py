@@ -1,7 +1,7 @@
 """The Settings model: every setting of batch_processor, its type, default and meaning.
 
-The settings are declared by concern in :mod:`.groups` and :mod:`.llm`; this module composes
-them, says where their values come from, and checks the rules that span groups.
+The settings are declared by concern in :mod:`.groups`, :mod:`.llm` and :mod:`.cascade`; this
+module composes them, says where their values come from, and checks the rules that span groups.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from batch_processor.redaction import MASK, redact_text, register_secret, register_url_secrets
+from batch_processor.settings.cascade import CascadeSettings
 from batch_processor.settings.groups import (
     FileSettings,
     InputSettings,
@@ -41,6 +42,7 @@ ENV_PREFIX = "BATCH_"
 class Settings(
     LogSettings,
     FileSettings,
+    CascadeSettings,
     BatchRouteSettings,
     LLMSettings,
     ProcessingSettings,
