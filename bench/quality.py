@@ -312,7 +312,23 @@ async def report(
             placed = await measure(classifier, examples, concurrency, pattern)
             summary["patterns"][pattern] = pattern_figures(placed)
     print(pattern_table(summary["patterns"]))
+    if isinstance(classifier, OfflineClassifier):
+        summary["calibration_error"] = print_reliability(classifier, examples)
     return summary
+
+
+def print_reliability(offline: OfflineClassifier, examples: Sequence[Example]) -> float:
+    """The calibrated offline confidence against accuracy on these messages; the ECE."""
+    from batch_processor.cascade.calibration import Calibration, reliability, reliability_text
+    from bench.calibrate import sureness
+
+    calibration = Calibration.shipped()
+    raw, labels, right = sureness(offline, examples)
+    calibrated = [calibration(r, label) for r, label in zip(raw, labels, strict=True)]
+    table, error = reliability(calibrated, right)
+    print("\n--- offline: calibrated sentiment confidence (the cascade's), alone and in threads")
+    print(reliability_text(table, error))
+    return error
 
 
 def summarise(outcome: Outcome) -> dict[str, Any]:

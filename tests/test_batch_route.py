@@ -233,7 +233,7 @@ async def test_a_plain_restart_resumes_a_submitted_batch(
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--llm-route", "batch"], "needs the llm classifier"),
+        (["--llm-route", "batch"], "needs an LLM (--classifier llm or cascade)"),
         (["--llm-route", "batch", "--mode", "continuous", "--classifier", "llm"], "uses auto"),
     ],
 )

@@ -195,3 +195,28 @@ def _cli(*args: str, columns: int | None = None) -> subprocess.CompletedProcess[
     return subprocess.run(
         worker_command(*args), capture_output=True, text=True, timeout=60, env=env
     )
+
+
+async def test_a_cascade_backlog_sends_only_the_unsure_share_to_the_batch_api(
+    db: Any, cascade_settings: Any, strong_model: Simulator
+) -> None:
+    """With ``--llm-route batch`` the sure documents are stored offline, the rest batched."""
+    count = await seed(db)
+    fast = {"batch_route_poll_seconds": 0.1, "batch_route_poll_max_seconds": 0.2}
+    await run_job(cascade_settings(llm_route="batch", cascade_llm_share=0.3, **fast))
+
+    results = [doc async for doc in db.sentimental_analysis.find({})]
+    assert len(results) == count
+    routes = Counter((doc["cascade"]["route"], doc.get("route")) for doc in results)
+    batched = sum(n for (_, route), n in routes.items() if route == "batch")
+    assert routes[("offline", None)] + batched == count, routes
+    assert 0.15 * count <= batched <= 0.4 * count
+    api = strong_model.batches.stats
+    assert (api["uploads"], api["batches_created"]) == (1, 1)
+    assert strong_model.stats["requests"] == 0  # nothing online: every answer from the batch
+    for doc in results:
+        if doc.get("route") == "batch":
+            record = doc["cascade"]
+            assert record["route"] in {"llm", "audit"} and record["llm"] is not None
+            kept = record["llm"] if record["route"] == "llm" else record["offline"]
+            assert doc["classification"]["sentiment"]["label"] == kept["sentiment"]

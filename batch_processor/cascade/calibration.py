@@ -80,16 +80,29 @@ class Calibration:
 
 
 def fit(
-    sureness: Sequence[float], labels: Sequence[str], correct: Sequence[bool], source: str
+    sureness: Sequence[float],
+    labels: Sequence[str],
+    correct: Sequence[bool],
+    source: str,
+    weights: Sequence[float] | None = None,
 ) -> Calibration:
-    """The isotonic fits of ``correct`` on ``sureness``: per predicted label, and pooled."""
+    """The isotonic fits of ``correct`` on ``sureness``: per predicted label, and pooled.
+
+    ``weights`` (default 1 each) say how much each message counts: a small set of the
+    domain's own messages can weigh as much as a large general one.
+    """
     if not sureness:
         raise ValueError("cannot calibrate on no messages")
-    knots = {POOLED: _isotonic(sureness, correct)}
+    weights = weights if weights is not None else [1.0] * len(sureness)
+    knots = {POOLED: _isotonic(sureness, correct, weights)}
     for label in sorted(set(labels)):
         inside = [i for i, other in enumerate(labels) if other == label]
         if len(inside) >= MIN_PER_LABEL:
-            knots[label] = _isotonic([sureness[i] for i in inside], [correct[i] for i in inside])
+            knots[label] = _isotonic(
+                [sureness[i] for i in inside],
+                [correct[i] for i in inside],
+                [weights[i] for i in inside],
+            )
     calibration = Calibration(knots=knots, reference=(), source=source)
     calibrated = [calibration(r, label) for r, label in zip(sureness, labels, strict=True)]
     reference = np.quantile(np.asarray(calibrated), np.linspace(0.0, 1.0, 101))
@@ -99,16 +112,18 @@ def fit(
 
 
 def _isotonic(
-    sureness: Sequence[float], correct: Sequence[bool]
+    sureness: Sequence[float], correct: Sequence[bool], weights: Sequence[float]
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Pool-adjacent-violators: one knot per block of equal fitted value, at its mean sureness."""
     order = np.argsort(np.asarray(sureness, dtype=np.float64), kind="stable")
     xs = np.asarray(sureness, dtype=np.float64)[order]
     ys = np.asarray(correct, dtype=np.float64)[order]
-    # Each block: [sum of y, count, sum of x]; merged while a block is above the next.
+    ws = np.asarray(weights, dtype=np.float64)[order]
+    # Each block: [weighted sum of y, weight, weighted sum of x]; merged while a block is
+    # above the next.
     blocks: list[list[float]] = []
-    for x, y in zip(xs, ys, strict=True):
-        blocks.append([y, 1.0, x])
+    for x, y, w in zip(xs, ys, ws, strict=True):
+        blocks.append([w * y, w, w * x])
         while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
             y_sum, count, x_sum = blocks.pop()
             blocks[-1][0] += y_sum

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -34,6 +34,7 @@ log = structlog.get_logger("batch_processor.cascade")
 
 #: The offline model version before any learnt one is promoted.
 SHIPPED = "shipped"
+Route = Literal["offline", "llm", "audit"]
 
 
 @dataclass
@@ -93,36 +94,83 @@ class CascadeClassifier(Classifier):
     ) -> ClassifierOutput:
         """The offline answer when it is sure, else the LLM's (see the module docstring)."""
         conversation = Conversation.of(conversation)
+        settled = await self.triage(conversation, metadata)
+        if settled.cascade is not None and settled.cascade.route == "offline":
+            return settled
+        answer = await self.llm.classify(conversation, metadata)
+        return await self._answered(conversation, metadata, settled, answer)
+
+    async def triage(
+        self, conversation: Conversation | str, metadata: Mapping[str, Any]
+    ) -> ClassifierOutput:
+        """The offline answer with its cascade record; its ``route`` says if the LLM is asked.
+
+        Counts towards the LLM share: call it once per document (the Batch API route calls
+        it when it fills a slice, then :meth:`rejoin` with the batch's answer).
+        """
+        conversation = Conversation.of(conversation)
         output, prediction = await self.offline.weigh(conversation, metadata)
-        offline = output.classification
-        key = " ".join(conversation.customer_text.split()).casefold()
-        decision = self.escalation.decide(max(prediction.probabilities), prediction.label, key)
+        decision = self.escalation.decide(
+            max(prediction.probabilities), prediction.label, _key(conversation)
+        )
         self._log_threshold(decision.threshold)
+        return self._recorded(output, decision.route, decision.confidence, decision.threshold)
+
+    async def rejoin(
+        self,
+        conversation: Conversation | str,
+        metadata: Mapping[str, Any],
+        answer: ClassifierOutput,
+    ) -> ClassifierOutput:
+        """The cascade's result for a document the LLM answered after its :meth:`triage`.
+
+        The offline reading is made again (the same, unless a new model version came
+        meanwhile); the offline answer stands if it is now sure (an audit), else the LLM's.
+        """
+        conversation = Conversation.of(conversation)
+        output, prediction = await self.offline.weigh(conversation, metadata)
+        sureness = max(prediction.probabilities)
+        confidence, threshold, unsure = self.escalation.judge(sureness, prediction.label)
+        settled = self._recorded(output, "llm" if unsure else "audit", confidence, threshold)
+        return await self._answered(conversation, metadata, settled, answer)
+
+    def _recorded(
+        self, output: ClassifierOutput, route: Route, confidence: float, threshold: float
+    ) -> ClassifierOutput:
+        """The offline output with its cascade record."""
+        offline = output.classification
         record = CascadeRecord(
-            route=decision.route,
+            route=route,
             model=self.model_version,
-            confidence=decision.confidence,
-            threshold=decision.threshold,
+            confidence=confidence,
+            threshold=threshold,
             offline=Verdict(
-                sentiment=offline.sentiment.label,
-                category=offline.category,
-                confidence=decision.confidence,
+                sentiment=offline.sentiment.label, category=offline.category, confidence=confidence
             ),
         )
-        if decision.route == "offline":
-            return output.model_copy(update={"cascade": record})
-        answer = await self.llm.classify(conversation, metadata)
+        return output.model_copy(update={"cascade": record})
+
+    async def _answered(
+        self,
+        conversation: Conversation,
+        metadata: Mapping[str, Any],
+        settled: ClassifierOutput,
+        answer: ClassifierOutput,
+    ) -> ClassifierOutput:
+        """The result once the LLM answered: its answer (or the second tier's), or an audit."""
+        record = settled.cascade
+        assert record is not None
         record = record.model_copy(update={"llm": _verdict(answer)})
         self.state.llm_labels += 1
-        if decision.route == "llm" and self._second_wanted(answer):
+        if record.route == "llm" and self._second_wanted(answer):
             assert self.second is not None
             better = await self.second.classify(conversation, metadata)
             self.state.seconds_asked += 1
             record = record.model_copy(update={"second": _verdict(better)})
             answer = _spent(better, answer)
-        if decision.route == "audit":
+        if record.route == "audit":
             # The offline answer stands; the LLM's is kept to measure agreement, and paid.
-            return _spent(output, answer).model_copy(update={"cascade": record})
+            return _spent(settled, answer).model_copy(update={"cascade": record})
         return answer.model_copy(update={"cascade": record})
 
     def summary(self) -> dict[str, Any]:
@@ -184,6 +232,11 @@ class CascadeClassifier(Classifier):
                 fixed=self.escalation.fixed is not None,
                 model=self.model_version,
             )
+
+
+def _key(conversation: Conversation) -> str:
+    """The customer's words as the audit and the tie-break read them."""
+    return " ".join(conversation.customer_text.split()).casefold()
 
 
 def _verdict(output: ClassifierOutput) -> Verdict:

@@ -102,6 +102,17 @@ class Escalation:
         self.routes[route] += 1
         return Decision(route=route, confidence=confidence, threshold=self.threshold)
 
+    def judge(self, sureness: float, label: str) -> tuple[float, float, bool]:
+        """(calibrated confidence, threshold, whether it is below) now, without counting it.
+
+        For a document already counted by :meth:`decide` whose LLM answer came later.
+        """
+        confidence = self.calibration(sureness, label)
+        if self.fixed is not None:
+            return confidence, self.fixed, confidence < self.fixed
+        rank = confidence + sureness * 1e-6
+        return confidence, self.threshold, rank < self._threshold
+
     def _quantile(self) -> float:
         """The rank below which the escalated share of the window lies.
 

@@ -33,7 +33,7 @@ from batch_processor.outage import DatabaseCalls
 from batch_processor.retry import RetryPolicy
 from batch_processor.route.lines import read_result_line
 from batch_processor.route.options import RouteStats
-from batch_processor.route.ports import AnswerCache, BatchClassifier
+from batch_processor.route.ports import AnswerCache, BatchClassifier, Triage
 from batch_processor.slice_record import NANOS_PER_USD
 
 log = structlog.get_logger("batch_processor.route")
@@ -73,7 +73,9 @@ class AnswerReader:
         classify_policy: RetryPolicy,
         concurrent: int,
         stats: RouteStats,
+        triage: Triage | None = None,
     ) -> None:
+        self._triage = triage
         self._source = source
         self._sink = sink
         self._llm = llm
@@ -105,25 +107,7 @@ class AnswerReader:
                 key = self._cache.key(text.conversation) if self._cache is not None else doc.id
                 keyed[doc.id] = (doc, text, key)
         answers, problems = await self._answers(claim, keyed, lines)
-        results: list[ClassifiedDocument] = []
-        online: list[_Todo] = []
-        served: set[str] = set()
-        for number, (doc, text, key) in enumerate(keyed.values(), 1):
-            if number % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-            output = answers.get(key)
-            if output is None:
-                online.append((doc, text, problems.get(key, "no line in the result files")))
-                continue
-            if key in served:  # a repeated text: the first document paid for the answer
-                output = output.model_copy(update={"cached": True, "usage": None, "cost_usd": 0.0})
-            else:
-                served.add(key)
-                if self._cache is not None:
-                    self._cache.remember(text.conversation, output)
-            results.append(
-                self._outcomes.result(doc, text, output, attempts=1, claim=claim, route="batch")
-            )
+        results, online = await self._results(claim, keyed, answers, problems)
         stored = await self.store_outcomes(results, [])
         crash_at("half_stored")
         self._stats.stored_from_batch += stored
@@ -156,6 +140,37 @@ class AnswerReader:
             self._stats.lost_lease += len(done.lost)
             self._stats.failed.update(str(failure.category) for failure in done.failures)
         return stored
+
+    async def _results(
+        self,
+        claim: str,
+        keyed: dict[str, _Todo],
+        answers: dict[str, ClassifierOutput],
+        problems: dict[str, str],
+    ) -> tuple[list[ClassifiedDocument], list[_Todo]]:
+        """The results of the answered documents, and those to classify online (with why)."""
+        results: list[ClassifiedDocument] = []
+        online: list[_Todo] = []
+        served: set[str] = set()
+        for number, (doc, text, key) in enumerate(keyed.values(), 1):
+            if number % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            output = answers.get(key)
+            if output is None:
+                online.append((doc, text, problems.get(key, "no line in the result files")))
+                continue
+            if key in served:  # a repeated text: the first document paid for the answer
+                output = output.model_copy(update={"cached": True, "usage": None, "cost_usd": 0.0})
+            else:
+                served.add(key)
+                if self._cache is not None:
+                    self._cache.remember(text.conversation, output)
+            if self._triage is not None:
+                output = await self._triage.rejoin(text.conversation, doc.fields, output)
+            results.append(
+                self._outcomes.result(doc, text, output, attempts=1, claim=claim, route="batch")
+            )
+        return results, online
 
     async def _answers(
         self, claim: str, keyed: dict[str, _Todo], lines: Iterable[bytes]
@@ -197,6 +212,8 @@ class AnswerReader:
                     output, attempts = await self._policy.call(
                         lambda: self._online.classify(text.conversation, doc.fields)
                     )
+                    if self._triage is not None:
+                        output = await self._triage.rejoin(text.conversation, doc.fields, output)
                 except BudgetExhaustedError:
                     released.append(doc.id)
                     return

@@ -7,6 +7,7 @@ document lease (past the provider's window). Each is sorted into one of:
   the budget's worst case);
 - a document served by another's line (the same text: requested once, its answer serves all);
 - a result from the dedupe cache (stored at once);
+- with the confidence cascade, a sure offline answer (stored at once, like a cache hit);
 - a DATA failure (no usable text: marked at once, with the reason any route gives);
 - overflow: claimed, but past a limit: given back to pending at once.
 
@@ -30,7 +31,7 @@ from batch_processor.outage import DatabaseCalls
 from batch_processor.priority import Priority
 from batch_processor.route.lines import request_line
 from batch_processor.route.options import RouteOptions
-from batch_processor.route.ports import AnswerCache, BatchClassifier
+from batch_processor.route.ports import AnswerCache, BatchClassifier, Triage
 
 log = structlog.get_logger("batch_processor.route")
 
@@ -73,8 +74,10 @@ class SliceBuilder:
         outcomes: Outcomes,
         db: DatabaseCalls,
         worker_id: str,
+        triage: Triage | None = None,
     ) -> None:
         self._options = options
+        self._triage = triage
         self._source = source
         self._llm = llm
         self._cache = cache
@@ -131,9 +134,20 @@ class SliceBuilder:
             if built.full(self._options):
                 built.overflow.append(doc)
                 continue
+            if self._triage is not None and lookup:
+                settled = await self._triage.triage(text.conversation, doc.fields)
+                if settled.cascade is not None and settled.cascade.route == "offline":
+                    built.cached.append(
+                        self._outcomes.result(
+                            doc, text, settled, attempts=1, claim=built.claim, route=None
+                        )
+                    )
+                    continue
             key = self._cache.key(text.conversation) if self._cache is not None else doc.id
             hit = await self._cache.cached(key) if self._cache is not None and lookup else None
             if hit is not None:
+                if self._triage is not None:
+                    hit = await self._triage.rejoin(text.conversation, doc.fields, hit)
                 built.cached.append(
                     self._outcomes.result(doc, text, hit, attempts=1, claim=built.claim, route=None)
                 )

@@ -156,3 +156,26 @@ class AnswerCache(Classifier, Protocol):
     async def flush(self) -> None:
         """Save what was remembered."""
         ...
+
+
+class Triage(Protocol):
+    """The confidence cascade in front of the route (``--classifier cascade``).
+
+    Only the documents it is unsure of (or audits) are requested; the others are stored at
+    once with the offline answer, like dedupe hits.
+    """
+
+    async def triage(
+        self, conversation: Conversation | str, metadata: Mapping[str, Any]
+    ) -> ClassifierOutput:
+        """The offline answer; its ``cascade.route`` is ``offline`` when no request is needed."""
+        ...
+
+    async def rejoin(
+        self,
+        conversation: Conversation | str,
+        metadata: Mapping[str, Any],
+        answer: ClassifierOutput,
+    ) -> ClassifierOutput:
+        """The result of a document the LLM answered (the batch, or online after a failed line)."""
+        ...

@@ -23,6 +23,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -46,6 +47,10 @@ from batch_processor.service.jobs import (
 from batch_processor.service.jobs import with_dedupe as dedupe_for
 from batch_processor.settings import Mode, Route
 from batch_processor.slice_record import SliceRecord
+
+if TYPE_CHECKING:
+    from batch_processor.cascade.classifier import CascadeClassifier
+    from batch_processor.classifiers import Classifier
 
 log = structlog.get_logger("batch_processor.service.routing")
 
@@ -71,11 +76,18 @@ def build_route(service: Service) -> BatchRoute | None:
     settings = service.settings
     if settings.llm_route is Route.ONLINE:
         return None
-    classifier = service.classifier
+    classifier: Classifier = service.classifier
+    triage: CascadeClassifier | None = None
+    if classifier.name == "cascade":
+        from batch_processor.cascade.classifier import CascadeClassifier  # numpy: when chosen
+
+        assert isinstance(classifier, CascadeClassifier)
+        # Only what the cascade is unsure of goes to the Batch API; it keeps the rest.
+        triage, classifier = classifier, classifier.llm
     if not isinstance(classifier, LLMClassifier):
         raise ConfigurationError(
             f"invalid setting llm_route (--llm-route / BATCH_LLM_ROUTE): {settings.llm_route} "
-            "needs the llm classifier (--classifier llm); the cascade asks the LLM online"
+            "needs an LLM (--classifier llm or cascade)"
         )
     batch_dir = ensure_dir(settings.batch_dir)
     options = RouteOptions.of(settings)
@@ -84,7 +96,7 @@ def build_route(service: Service) -> BatchRoute | None:
     store, stopper = service.store, service.stopper
     cache = dedupe_for(settings, classifier, store)
     db = database_calls(service)
-    outcomes = job_outcomes(pipeline_options(settings), job_id, classifier)
+    outcomes = job_outcomes(pipeline_options(settings), job_id, triage or classifier)
     stats = RouteStats()
     route = BatchRoute(
         options=options,
@@ -94,12 +106,12 @@ def build_route(service: Service) -> BatchRoute | None:
         files=SliceFiles(batch_dir),
         builder=SliceBuilder(
             options=options, source=store.source, llm=classifier, cache=cache,
-            outcomes=outcomes, db=db, worker_id=worker_id,
+            outcomes=outcomes, db=db, worker_id=worker_id, triage=triage,
         ),
         answers=AnswerReader(
             source=store.source, sink=store.sink, llm=classifier, cache=cache,
             outcomes=outcomes, db=db, concurrent=settings.concurrent, stats=stats,
-            classify_policy=retry_policy(settings, rate_limits_apart=True),
+            classify_policy=retry_policy(settings, rate_limits_apart=True), triage=triage,
         ),
         stats=stats,
         worker_id=worker_id,
