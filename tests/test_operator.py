@@ -218,6 +218,12 @@ async def test_dry_run_counts_estimates_and_writes_nothing(
     assert record["llm_input_tokens"] > 40 * 100 and record["llm_cost_usd"] > 0
     assert record["llm_cost_usd"] < record["llm_cost_max_usd"]
     assert "my parcel 0 never arrived" in done.stdout
+    cascade = cli(*worker_cli(mongo_uri, db_name, batch_dir)[3:], "--dry-run", "--classifier",
+                  "cascade", "--llm-model", "gpt-4o-mini", "--limit", "40")  # fmt: skip
+    (estimate,) = [json.loads(x) for x in cascade.stderr.splitlines() if "dry run" in x]
+    # The cascade's estimate is for the share of documents it sends to the LLM.
+    assert estimate["cascade_llm_share"] == 0.35
+    assert estimate["llm_cost_usd"] == pytest.approx(0.35 * record["llm_cost_usd"], rel=0.01)
     assert await db.conversation_set.count_documents({"processing": {"$exists": 1}}) == 0
     assert "sentimental_analysis" not in await db.list_collection_names()
     assert [index["name"] async for index in await db.conversation_set.list_indexes()] == ["_id_"]

@@ -176,13 +176,13 @@ class CascadeClassifier(Classifier):
     def summary(self) -> dict[str, Any]:
         """The LLM tier's summary, with the cascade's routes, threshold and model version."""
         cascade: dict[str, Any] = {
-            "routes": dict(self.escalation.routes),
-            "threshold": self.escalation.threshold,
-            "model": self.model_version,
+            "cascade_routes": dict(self.escalation.routes),
+            "cascade_threshold": self.escalation.threshold,
+            "offline_model": self.model_version,
         }
         if self.second is not None:
-            cascade["second_asked"] = self.state.seconds_asked
-        return {**self.llm.summary(), "cascade": cascade}
+            cascade["second_tier_asked"] = self.state.seconds_asked
+        return {**self.llm.summary(), **cascade}
 
     async def aclose(self) -> None:
         """Close every tier."""

@@ -89,6 +89,21 @@ class _Collector(Collector):
         cost = CounterMetricFamily(f"{PREFIX}_llm_cost_usd", "USD spent by this process.")
         cost.add_metric([], summary.get("cost_usd") or 0.0)
         yield cost
+        routes = summary.get("cascade_routes")
+        if routes is not None:  # --classifier cascade
+            cascade = CounterMetricFamily(
+                f"{PREFIX}_cascade_documents",
+                "Documents by the cascade's route: offline, llm (escalated) or audit.",
+                labels=["route"],
+            )
+            for route, count in sorted(routes.items()):
+                cascade.add_metric([route], count)
+            yield cascade
+            yield _gauge(
+                "cascade_threshold",
+                "Calibrated offline confidence below which documents go to the LLM.",
+                summary.get("cascade_threshold") or 0.0,
+            )
 
     def _fleet_metrics(self, done: dict[str, int]) -> Iterator[Metric]:
         leases = self._t.leases

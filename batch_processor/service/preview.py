@@ -46,6 +46,8 @@ class Preview:
     budget_usd: float | None = None
     route: str = "online"
     route_min_docs: int = 0
+    #: The share of documents the LLM sees (the cascade's ``cascade_llm_share``; else all).
+    llm_share: float = 1.0
     examples: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -58,7 +60,7 @@ class Preview:
         if not self.usable:
             return TokenUsage()
         share = self.usable / self.sampled
-        documents = self.would_take * share
+        documents = self.would_take * share * self.llm_share
         prompt = self.prompt_tokens / self.usable
         return TokenUsage(
             input_tokens=round(prompt * documents), output_tokens=round(reply_tokens * documents)
@@ -86,6 +88,7 @@ class Preview:
             "truncated_in_sample": self.truncated,
             "mean_text_chars": round(self.text_chars / self.usable) if self.usable else 0,
             "llm_model": self.model,
+            **({"cascade_llm_share": self.llm_share} if self.classifier == "cascade" else {}),
             "llm_input_tokens": typical.input_tokens,
             "llm_output_tokens": typical.output_tokens,
             "llm_cost_usd": round(cost, 6) if cost is not None else None,
@@ -116,6 +119,7 @@ async def preview(settings: Settings, *, sample_size: int = 500) -> Preview:
         budget_usd=settings.budget_usd,
         route=settings.llm_route.value,
         route_min_docs=settings.batch_route_min_docs,
+        llm_share=settings.cascade_llm_share if settings.classifier == "cascade" else 1.0,
     )
     async with open_store(settings) as store:
         presence = await store.source_presence()

@@ -325,3 +325,20 @@ async def test_learn_version_with_no_labels_stores_nothing() -> None:
 
 async def _no_sleep(_: float) -> None:
     """The keeper's sleep, never called here."""
+
+
+def test_metrics_count_the_cascade_routes_and_show_the_threshold() -> None:
+    """``/metrics`` has the cascade's documents by route and its threshold."""
+    from prometheus_client import generate_latest
+
+    from batch_processor.pipeline.stats import RunStats
+    from batch_processor.runtime.metrics import registry_for
+    from batch_processor.runtime.telemetry import Telemetry
+
+    telemetry = Telemetry()
+    summary = {"cascade_routes": {"offline": 7, "llm": 3, "audit": 1}, "cascade_threshold": 0.62}
+    sizes = {"classify": 0, "store": 0, "dead": 0}
+    telemetry.job_started(RunStats(), classifier_summary=lambda: summary, queue_sizes=lambda: sizes)
+    text = generate_latest(registry_for(telemetry)).decode()
+    assert 'batch_processor_cascade_documents_total{route="llm"} 3.0' in text
+    assert "batch_processor_cascade_threshold 0.62" in text
