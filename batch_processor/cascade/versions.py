@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from batch_processor.cascade.calibration import Calibration
-from batch_processor.cascade.learning import Change, Labelled, Outcome, learn
+from batch_processor.cascade.learning import MAX_LABELS, Change, Labelled, Outcome, learn
 from batch_processor.classifiers.sentiment_model import SentimentModel
 from batch_processor.classifiers.signals import Signals
 from batch_processor.models import SourceDocument
@@ -165,7 +165,8 @@ async def learn_version(
 ) -> Learnt:
     """Train a version on every stored LLM label; store it; promote it if it is better."""
     shipped = SentimentModel.load()
-    labels = await store.labels(taxonomy_version)
+    # The latest labels by document id: those the training would keep (see learning.py).
+    labels = (await store.labels(taxonomy_version))[-MAX_LABELS:]
     replacing = await store.active()
     if not labels:
         return Learnt(None, None, False, replacing, 0)

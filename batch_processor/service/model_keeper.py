@@ -29,7 +29,7 @@ from batch_processor.classifiers.offline import OfflineClassifier
 from batch_processor.classifiers.sentiment_model import SentimentModel
 from batch_processor.documents.outcomes import Outcomes
 from batch_processor.documents.text import ExtractedText
-from batch_processor.errors import BatchProcessorError, describe
+from batch_processor.errors import describe
 from batch_processor.models import SourceDocument
 from batch_processor.settings import Settings
 
@@ -77,14 +77,14 @@ class ModelKeeper:
         try:
             await self.follow()
             await self.count_and_learn()
-        except (BatchProcessorError, LookupError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a bad version or an outage never stops work
             log.warning("model version check failed; trying again later", error=describe(exc))
 
     async def follow_or_warn(self) -> None:
         """:meth:`follow` once at start; if MongoDB cannot say, start with the shipped model."""
         try:
             await self.follow()
-        except (BatchProcessorError, LookupError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the shipped model is a sound fallback
             log.warning("active model version unknown; the shipped model is used until it is",
                         error=describe(exc))  # fmt: skip
 

@@ -342,3 +342,24 @@ def test_metrics_count_the_cascade_routes_and_show_the_threshold() -> None:
     text = generate_latest(registry_for(telemetry)).decode()
     assert 'batch_processor_cascade_documents_total{route="llm"} 3.0' in text
     assert "batch_processor_cascade_threshold 0.62" in text
+
+
+async def test_a_damaged_version_is_not_used_and_does_not_stop_the_worker() -> None:
+    """An active version whose weights cannot be read: a warning, the model in use stays."""
+    store = MemoryVersions([])
+    store.versions["v9"] = {"change": b"not an npz", "calibration": {}}
+    store.active_name = "v9"
+    cascade = CascadeClassifier(offline=OfflineClassifier(), llm=FakeLLM(),
+                                escalation=escalation(0.0))  # fmt: skip
+    keeper = ModelKeeper(
+        cascade,
+        store,
+        outcomes=job_outcomes(pipeline_options(Settings()), "test", cascade),
+        learn_every=0,
+        audit_share=0.02,
+        sleep=_no_sleep,
+    )
+    await keeper.check()
+    assert cascade.model_version == "shipped"
+    output = await cascade.classify("thank you, all sorted!", {})
+    assert output.cascade is not None and output.cascade.model == "shipped"
