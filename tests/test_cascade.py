@@ -9,12 +9,13 @@ import signal
 import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from batch_processor.service.runner import run_job
+from batch_processor.service.runner import open_store, run_job
 from batch_processor.testing.simulator import Simulator, SimulatorConfig
 
 from .conftest import conversation, worker_command
@@ -220,3 +221,34 @@ async def test_a_cascade_backlog_sends_only_the_unsure_share_to_the_batch_api(
             assert record["route"] in {"llm", "audit"} and record["llm"] is not None
             kept = record["llm"] if record["route"] == "llm" else record["offline"]
             assert doc["classification"]["sentiment"]["label"] == kept["sentiment"]
+
+
+async def test_the_version_store_counts_leases_and_promotes_by_compare_and_set(
+    db: Any, make_settings: Any
+) -> None:
+    """On a real server: labels add up across workers, one learner at a time, one promotion."""
+    async with open_store(make_settings()) as store:
+        models = store.models
+        assert await models.active() == "shipped"
+        assert (await models.add_labels(5), await models.add_labels(3)) == (5, 8)
+        minute = timedelta(minutes=1)
+        assert await models.claim_learning("a", minute, at_least=10) is None  # not enough yet
+        await models.add_labels(2)
+        assert await models.claim_learning("a", minute, at_least=10) == 10
+        assert await models.claim_learning("b", minute, at_least=10) is None  # a holds it
+        first = await models.add({"change": b"1", "calibration": {}, "agreement": 0.7})
+        assert first == "v1" and await models.promote("v1", replacing="shipped")
+        assert not await models.promote("v1", replacing="shipped")  # shipped is gone already
+        await models.end_learning("a", counted=10)
+        assert await models.add_labels(0) == 0
+        second = await models.add({"change": b"2", "calibration": {}, "agreement": 0.8})
+        assert second == "v2" and await models.promote("v2", replacing="v1")
+        assert (await models.version("v2") or {})["change"] == b"2"
+        assert [raw["_id"] for raw in await models.versions()] == ["v1", "v2"]
+        assert await models.roll_back() == "v1" and await models.active() == "v1"
+        assert await models.roll_back() == "shipped"
+        assert await models.roll_back() is None  # nothing before the shipped model
+        # A learner killed while holding the lease: it runs out, and another takes it.
+        await models.add_labels(10)
+        assert await models.claim_learning("dead", timedelta(seconds=-1), at_least=10) == 10
+        assert await models.claim_learning("b", minute, at_least=10) == 10
