@@ -66,19 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     classifier = OfflineClassifier()
-    examples = fitting_set(args.tweeteval)
-    raw, labels, right = sureness(classifier, examples)
-    # The support messages (the domain) weigh as much as the general sets together.
-    general = sum(1 for e in examples if e.source != "support_dev")
-    support = len(examples) - general
-    weight = {"support_dev": general / support if support else 1.0}
-    weights = [weight.get(e.source, 1.0) for _ in SHAPES for e in examples]
-    source = "bench/data: goemotions_test even rows, support_dev (weighing as much)" + (
+    raw, labels, right = sureness(classifier, fitting_set(args.tweeteval))
+    source = "bench/data: goemotions_test even rows, support_dev" + (
         ", tweeteval val" if args.tweeteval else ""
     )
-    calibration = fit(
-        raw, labels, right, source=f"{source}; shapes {', '.join(SHAPES)}", weights=weights
-    )
+    calibration = fit(raw, labels, right, source=f"{source}; shapes {', '.join(SHAPES)}")
     print(f"fitted on {len(raw)} readings, labels {', '.join(calibration.knots)}")
     test_raw, test_labels, test_right = sureness(classifier, measuring_set())
     print("\nraw sureness on the measuring set:")

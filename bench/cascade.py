@@ -93,19 +93,43 @@ def placed(examples: Sequence[Example]) -> list[tuple[Example, Conversation]]:
 async def run_over(
     classifier: Classifier, pairs: Sequence[tuple[Example, Conversation]], concurrency: int = 16
 ) -> tuple[Report, list[Any]]:
-    """Classify every conversation; the sentiment report and the cascade records."""
+    """Classify every conversation; the sentiment report and the cascade records.
+
+    The report's ``predicted`` and the records are in the order of ``pairs``.
+    """
     report = Report()
     records: list[Any] = [None] * len(pairs)
+    labels: list[str] = [""] * len(pairs)
     semaphore = asyncio.Semaphore(concurrency)
 
-    async def one(index: int, example: Example, conversation: Conversation) -> None:
+    async def one(index: int, conversation: Conversation) -> None:
         async with semaphore:
             output = await classifier.classify(conversation, {})
             records[index] = output.cascade
-            report.add(example.sentiment, output.classification.sentiment.label.value)
+            labels[index] = output.classification.sentiment.label.value
 
-    await asyncio.gather(*(one(i, e, c) for i, (e, c) in enumerate(pairs)))
+    await asyncio.gather(*(one(i, c) for i, (_, c) in enumerate(pairs)))
+    for (example, _), label in zip(pairs, labels, strict=True):
+        report.add(example.sentiment, label)
     return report, records
+
+
+def by_shape(
+    pairs: Sequence[tuple[Example, Conversation]], report: Report, records: Sequence[Any]
+) -> dict[str, tuple[float, float]]:
+    """Macro-F1 and LLM share per source and conversation shape (see :func:`placed`)."""
+    per_shape = len(pairs) // len(SHAPES)
+    groups: dict[str, list[int]] = {}
+    for index, (example, _) in enumerate(pairs):
+        groups.setdefault(f"{example.source} {SHAPES[index // per_shape]}", []).append(index)
+    figures = {}
+    for name, indices in groups.items():
+        part = Report()
+        for i in indices:
+            part.add(report.gold[i], report.predicted[i])
+        asked = sum(1 for i in indices if records[i] is not None and records[i].llm is not None)
+        figures[name] = (part.macro_f1(SENTIMENTS), asked / len(indices))
+    return figures
 
 
 def per_conversation(offline: OfflineClassifier, pairs: Sequence[tuple[Example, Any]]) -> float:
@@ -148,10 +172,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             return build_classifier(load_settings({**overrides, "classifier": name}))
 
         pairs = placed(measured)
+        shapes: dict[str, dict[str, tuple[float, float]]] = {}
         for name in ("offline", "llm", "cascade"):
             classifier = built(name)
             report, records = await run_over(classifier, pairs)
             rows.append(figures(name, report, len(pairs), classifier.summary()))
+            shapes[name] = by_shape(pairs, report, records)
             await classifier.aclose()
         cascade = built("cascade")
         assert isinstance(cascade, CascadeClassifier)
@@ -217,6 +243,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             f"{row['run']:<20}{row['macro_f1']:>10.3f}{row['macro_f1'] / all_llm_f1:>12.1%}"
             f"{row['llm_share']:>11.1%}{row['cost_per_1000']:>11.4f}{cost_share:>12.1%}"
         )
+    print("\nby source and shape: macro-F1 (cascade: and its LLM share)")
+    print("source and shape              offline      LLM   cascade  LLM share")
+    for group in shapes["offline"]:
+        f1, _ = shapes["cascade"][group]
+        print(f"{group:<28}{shapes['offline'][group][0]:>9.3f}{shapes['llm'][group][0]:>9.3f}"
+              f"{f1:>10.3f}{shapes['cascade'][group][1]:>11.1%}")  # fmt: skip
     checker = build_classifier(load_settings({**overrides, "classifier": "cascade"}))
     assert isinstance(checker, CascadeClassifier)
     confidence, right = [], []
@@ -229,7 +261,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     table, ece = reliability(confidence, right)
     print("\ncalibrated offline confidence on the measuring set:")
     print(reliability_text(table, ece))
-    return {"rows": rows, "ece": ece, "learnt": outcome.better}
+    return {"rows": rows, "ece": ece, "learnt": outcome.better, "shapes": shapes}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -157,6 +157,7 @@ def learn(
             [v.label for v in verdicts],
             right,
             source=f"held back: {len(held)} LLM labels",
+            weights=weights,  # an audited document stands for the sure ones
         )
         if held
         else Calibration.shipped()
