@@ -23,7 +23,7 @@ from batch_processor.cli.admin import add_admin_commands, run_admin
 from batch_processor.cli.demo import demo
 from batch_processor.cli.flags import add_setting_flags, setting_overrides
 from batch_processor.cli.preview import dry_run
-from batch_processor.cli.run import print_summary, run
+from batch_processor.cli.run import ended, print_summary, run
 from batch_processor.errors import (
     BatchProcessorError,
     ConfigurationError,
@@ -31,6 +31,7 @@ from batch_processor.errors import (
     describe,
 )
 from batch_processor.runtime.logs import configure_logging
+from batch_processor.runtime.shutdown import Stopper
 from batch_processor.settings import Settings, load_settings, unknown_variables
 
 log = structlog.get_logger("batch_processor.cli.main")
@@ -158,7 +159,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return run_bounded(demo(settings, count=args.count, seed=args.seed, reset=args.reset))
         if settings.dry_run:
             return run_bounded(dry_run(settings))
-        stats = run_bounded(run(settings))
+        stopper = Stopper()
+        stats = run_bounded(run(settings, stopper=stopper))
     except UnfinishedJobError as exc:
         log.error("unfinished job", error=exc.message)
         return EXIT_UNFINISHED
@@ -175,4 +177,4 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         log.error("run failed", error=describe(exc), exc_info=True)
         return EXIT_FAILED
     print_summary(stats)
-    return EXIT_OK
+    return ended(stopper)

@@ -13,9 +13,10 @@ import structlog
 from rich.console import Console
 from rich.table import Table
 
-from batch_processor.cli.run import print_summary, run
+from batch_processor.cli.run import ended, print_summary, run
 from batch_processor.mongo.reports import Scope
 from batch_processor.mongo.store import MongoStore
+from batch_processor.runtime.shutdown import Stopper
 from batch_processor.service.runner import open_store
 from batch_processor.settings import Settings
 from batch_processor.testing.samples import sample_conversations
@@ -26,7 +27,11 @@ SENTIMENTS = ("negative", "neutral", "positive")
 
 
 async def demo(settings: Settings, *, count: int, seed: int, reset: bool) -> int:
-    """Seed sample conversations (into an empty source collection), then run a job on them."""
+    """Seed sample conversations (into an empty source collection), then run a job on them.
+
+    The exit code: 0, or 130 when a Ctrl-C stopped the run (what was in flight is stored).
+    """
+    stopper = Stopper()
     async with open_store(settings) as store:
         if reset:
             await store.drop_collections()
@@ -41,10 +46,10 @@ async def demo(settings: Settings, *, count: int, seed: int, reset: bool) -> int
             )
         else:
             log.info("demo data already pending; not loading more", pending=pending)
-        stats = await run(settings, store)
+        stats = await run(settings, store, stopper)
         print_summary(stats, force=True)
         await print_labels(store)
-    return 0
+    return ended(stopper)
 
 
 async def print_labels(store: MongoStore) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -11,16 +12,30 @@ from rich.table import Table
 from batch_processor.mongo.store import MongoStore
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.runtime.progress import RichProgress, wanted
+from batch_processor.runtime.shutdown import Stopper
 from batch_processor.service.runner import run_job
 from batch_processor.settings import Mode, Settings
 
+#: The exit code of a run a Ctrl-C (SIGINT) stopped, after it stored what it could.
+EXIT_INTERRUPTED = 130
 
-async def run(settings: Settings, store: MongoStore | None = None) -> RunStats:
+
+async def run(
+    settings: Settings, store: MongoStore | None = None, stopper: Stopper | None = None
+) -> RunStats:
     """Run one job; a progress bar is shown to a person watching a batch run."""
     # The bar is for a person watching a batch run; service modes log instead.
     show = wanted(settings.progress) and settings.mode is Mode.BATCH
     progress = RichProgress() if show else None
-    return await run_job(settings, progress=progress, store=store)
+    return await run_job(settings, progress=progress, store=store, stopper=stopper)
+
+
+def ended(stopper: Stopper) -> int:
+    """The exit code of a run that ended by itself (0) or was interrupted by a Ctrl-C (130).
+
+    A SIGTERM (systemd, docker stop) is the service manager's stop, not a failure: 0.
+    """
+    return EXIT_INTERRUPTED if stopper.first_signal == signal.SIGINT else 0
 
 
 def print_summary(stats: RunStats, *, force: bool = False) -> None:

@@ -3,7 +3,10 @@
 Used when no MongoDB URI is configured, so the product runs on a fresh machine with nothing
 else installed. SecantusDB is GPL-2.0 and is never imported here: it is found with
 ``importlib.util.find_spec`` and run as ``python -m secantus`` in its own process, which dies
-with its parent (``PR_SET_PDEATHSIG``). Its data lives under the batch directory.
+with its parent (``PR_SET_PDEATHSIG``). It runs in a session of its own: a Ctrl-C at the
+terminal reaches the daemon alone, which stores what it can and then stops the server (in the
+daemon's process group, the server died first and the daemon waited for it). Its data lives
+under the batch directory.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ class EmbeddedServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
+                start_new_session=True,  # not in the terminal's process group: see above
                 cwd=self.data_dir,
             )
         finally:

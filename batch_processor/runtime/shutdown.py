@@ -88,6 +88,8 @@ class Stopper:
         self._target: Stoppable | None = None
         self._on_stop: list[Callable[[], None]] = []
         self.signals = 0
+        #: The first signal that asked for the stop (SIGINT: the run was interrupted), if any.
+        self.first_signal: int | None = None
 
     @property
     def stopped(self) -> bool:
@@ -151,6 +153,8 @@ class Stopper:
 
         def on_signal(signum: int) -> None:
             self.signals += 1
+            if self.first_signal is None:
+                self.first_signal = signum
             now = self.signals > 1
             backstops.append(_backstop(1.0 if now else grace + BACKSTOP_SECONDS, loop))
             log.warning(

@@ -65,7 +65,7 @@ def classifier_identity(settings: Settings) -> dict[str, str | None]:
         build_classifier(settings)  # raises the error naming the classifier setting
         raise AssertionError("unreachable")
     return {
-        "name": settings.classifier,
+        "name": settings.classifier.value,
         "version": version,
         "model": model,
         "taxonomy_version": taxonomy.version,

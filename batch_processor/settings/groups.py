@@ -70,6 +70,14 @@ class Mode(StrEnum):
     SCHEDULED = "scheduled"
 
 
+class ClassifierName(StrEnum):
+    """Which classifier labels the documents."""
+
+    OFFLINE = "offline"
+    LLM = "llm"
+    CASCADE = "cascade"
+
+
 class LogFormat(StrEnum):
     """Log rendering: JSON lines, a readable console, or chosen by whether stderr is a TTY."""
 
@@ -225,9 +233,10 @@ class ProcessingSettings(BaseModel):
 
     batch_size: int = Field(default=100, ge=1, le=10_000, description="Documents per page/batch.")
     concurrent: int = Field(default=8, ge=1, le=1024, description="Classifications in flight.")
-    classifier: str = Field(
-        default="offline",
-        description="Classifier: offline, llm or cascade (offline, the LLM where unsure).",
+    classifier: ClassifierName = Field(
+        default=ClassifierName.OFFLINE,
+        description="Which classifier labels the documents (cascade: offline first, the LLM where "
+        "it is unsure).",
     )
     retries: int = Field(default=3, ge=1, le=20, description="Attempts per classifier/DB call.")
     retry_base_delay: float = Field(

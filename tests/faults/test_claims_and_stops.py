@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
 
+from batch_processor.files.layout import Layout
+from batch_processor.runtime.embedded import EmbeddedServer
 from batch_processor.service.runner import run_job
 
-from ..conftest import conversation, worker_cli
-from .tools import poll_until
+from ..conftest import conversation, worker_cli, worker_command
+from .tools import WatchedLog, poll_until
 
 
 async def stored_at_least(db: Any, count: int) -> bool:
@@ -119,3 +124,38 @@ async def test_results_classified_before_a_kill_are_not_asked_again(
     # Each document is asked for once, plus at most the four in flight at the kill (without
     # the kept answers: 100 requests for 60 documents).
     assert asked_before >= 40 and asked <= 64
+
+
+@pytest.mark.timeout(90)
+async def test_ctrl_c_during_the_demo_stores_its_work_and_exits_130(tmp_path: Path) -> None:
+    """Ctrl-C in the demo (SIGINT to its group): exit 130 in 15 s, no traceback, none claimed."""
+    batch_dir = tmp_path / "demo"
+    process = await asyncio.create_subprocess_exec(
+        *worker_command("demo", "--count", "4000", "--batch-dir", str(batch_dir),
+                        "--log-format", "json"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # a terminal's foreground group: the Ctrl-C goes to all of it
+    )  # fmt: skip
+    log = WatchedLog(process)
+    await log.seen("batch finished")
+    os.killpg(process.pid, signal.SIGINT)
+    started = time.monotonic()
+    await asyncio.wait_for(process.wait(), 30)
+    took = time.monotonic() - started
+    logged = await log.text()
+
+    assert process.returncode == 130, logged[-2000:]
+    assert took < 15
+    assert "Traceback" not in logged
+    server = EmbeddedServer(Layout(batch_dir).embedded)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(await server.start())
+    try:
+        source = client["batch_processor_demo"]["conversation_set"]
+        assert await source.count_documents({"processing.status": "claimed"}) == 0
+        done = await source.count_documents({"processing.status": "done"})
+        stored = await client["batch_processor_demo"]["sentimental_analysis"].count_documents({})
+        assert 0 < done == stored < 4000  # stopped partway, everything it took stored
+    finally:
+        await client.close()
+        await server.stop()
