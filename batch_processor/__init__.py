@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from batch_processor.service.classifier_setup import build_classifier
     from batch_processor.settings import Settings, load_settings
 
+#: The package's version, written here alone (pyproject.toml reads it: [tool.hatch.version]).
 __version__ = "0.1.0"
 
 __all__ = [

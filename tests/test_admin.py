@@ -50,6 +50,8 @@ async def test_status_json_and_requeue_round_trip(
         assert "(+1 more: --json lists all)" in listing
         shown = json.loads(cli("queue", "show", group["keys"][0], *where).stdout)
         assert shown["found_in"] == "dead" and shown["key"] == group["keys"][0]
+        (document,) = shown["documents"]  # the id as a person knows it, not escaped JSON
+        assert len(document) == 24 and await sources_with_id(db, document) == 1
 
         requeued = cli("queue", "requeue", "--category", "DATA", "--json", *where)
         assert json.loads(requeued.stdout) == {"requeued": 6}
@@ -81,3 +83,10 @@ def test_status_exits_non_zero_when_the_database_cannot_be_read(tmp_path: Path) 
     assert done.returncode == 1, done.stderr
     report = json.loads(done.stdout)
     assert "database_error" in report and report["batch_dir"] == str(tmp_path)
+
+
+async def sources_with_id(db: Any, plain: str) -> int:
+    """How many source documents have the ObjectId ``plain``."""
+    from bson import ObjectId
+
+    return int(await db.conversation_set.count_documents({"_id": ObjectId(plain)}))

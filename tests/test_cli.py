@@ -126,6 +126,50 @@ def test_demo_classifies_sample_on_embedded_server(tmp_path: Path) -> None:
     assert summary["processed"] == 120 and summary["failed_by_category"] == {"DATA": 2}
     assert "run summary" in result.stdout
     assert (tmp_path / "batch_files" / "embedded" / "data").is_dir()
+    assert "batch-processor report\n" in result.stdout  # the next steps, ready to paste
+
+    # From the same folder, with no flags, the next commands read what the demo stored.
+    report = run_cli("report", "--json", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["totals"]["results"] == 118
+    exported = run_cli("export", "--format", "csv", cwd=tmp_path)
+    assert exported.returncode == 0 and len(exported.stdout.splitlines()) == 1 + 118
+    for command in (["report"], ["status"], ["queue", "list"]):
+        shown = run_cli(*command, env={"COLUMNS": "80"}, cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert lines and max(len(line) for line in lines) <= 80, shown.stdout
+        assert "None" not in shown.stdout and "{'" not in shown.stdout, shown.stdout
+
+
+def test_a_command_on_the_embedded_server_a_worker_holds_says_how_to_reach_it(
+    tmp_path: Path,
+) -> None:
+    """While the demo runs, ``report`` cannot open its data: one line, the address, exit 2."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
+    demo = subprocess.Popen(
+        worker_command("demo", "--count", "20000", "--log-format", "json"),
+        cwd=tmp_path,
+        env=base,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert demo.stderr is not None
+        for line in demo.stderr:
+            if "batch finished" in line:
+                break
+        result = run_cli("report", cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert "is running on the embedded server" in line
+        assert "--mongodb-uri 'mongodb://127.0.0.1:" in line
+    finally:
+        demo.terminate()
+        demo.wait(30)
+        if demo.stderr is not None:
+            demo.stderr.close()
 
 
 def test_secrets_directory_supplies_settings(tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ async def test_the_category_and_urgency_come_from_the_customers_words(
     await run_job(make_settings())
     result = (await stored(db))["hours"]["classification"]
     assert result["category"] == "general_inquiry"
-    assert "refund" not in result["themes"]
+    assert not any(theme.startswith("refund") for theme in result["themes"])
 
 
 async def test_unknown_roles_follow_the_rule_and_are_counted(db: Any, make_settings: Any) -> None:

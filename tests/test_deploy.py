@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from batch_processor.files.atomic import lock_holder
+
 ROOT = Path(__file__).parent.parent
 UNITS = sorted((ROOT / "systemd").glob("*.service")) + sorted((ROOT / "systemd").glob("*.timer"))
 ANALYZE = shutil.which("systemd-analyze")
@@ -103,3 +105,51 @@ def _name(requirement: str) -> str:
     """The normalised project name of a requirement line (``PyYAML[x]>=1`` -> ``pyyaml``)."""
     name = re.split(r"[\s\[<>=!~;@]", requirement.strip(), maxsplit=1)[0]
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_a_worker_under_a_pid_only_proc_is_seen_alive_from_outside(tmp_path: Path) -> None:
+    """A worker whose /proc is mounted ``subset=pid`` (``ProcSubset=pid``) reads alive in status.
+
+    The worker records its start time under the hardening; ``status`` reads it from a shell
+    that sees the whole /proc: the two must agree (psutil's needed /proc/stat, hidden there).
+    """
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare here")
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from batch_processor.files.atomic import exclusive_lock\n"
+        "assert not Path('/proc/stat').exists(), 'proc is not pid-only'\n"
+        "with exclusive_lock(Path(sys.argv[1])):\n"
+        "    print('locked', flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    inner = f'mount -t proc -o subset=pid proc /proc && exec {sys.executable} -c "$0" "$1"'
+    lock = tmp_path / "lock"
+    worker = subprocess.Popen(
+        ["unshare", "--mount", "sh", "-c", inner, script, str(lock)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None and worker.stderr is not None
+        said = worker.stdout.readline()
+        if said.strip() != "locked":
+            worker.wait(10)
+            pytest.skip(f"no pid-only proc mount here: {worker.stderr.read().strip()[:200]}")
+        holder = lock_holder(lock)
+        assert holder is not None and holder.alive
+    finally:
+        worker.communicate(timeout=10)
+
+
+def test_the_version_is_written_in_one_place() -> None:
+    """pyproject.toml reads the version from the package; the installed metadata agrees."""
+    import importlib.metadata
+
+    import batch_processor
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert importlib.metadata.version("batch-processor") == batch_processor.__version__

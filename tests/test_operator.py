@@ -224,6 +224,12 @@ async def test_dry_run_counts_estimates_and_writes_nothing(
     # The cascade's estimate is for the share of documents it sends to the LLM.
     assert estimate["cascade_llm_share"] == 0.35
     assert estimate["llm_cost_usd"] == pytest.approx(0.35 * record["llm_cost_usd"], rel=0.01)
+    offline = cli(*worker_cli(mongo_uri, db_name, batch_dir)[3:], "--dry-run", "--classifier",
+                  "offline", "--llm-model", "gpt-4o-mini", "--limit", "40")  # fmt: skip
+    (free,) = [json.loads(x) for x in offline.stderr.splitlines() if "dry run" in x]
+    # An offline run costs nothing; what an LLM run would cost is labelled as such.
+    assert free["cost_usd"] == 0.0 and "llm_cost_usd" not in free
+    assert free["an_llm_run_would_cost_usd"] == record["llm_cost_usd"]
     assert await db.conversation_set.count_documents({"processing": {"$exists": 1}}) == 0
     assert "sentimental_analysis" not in await db.list_collection_names()
     assert [index["name"] async for index in await db.conversation_set.list_indexes()] == ["_id_"]

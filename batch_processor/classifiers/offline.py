@@ -218,7 +218,7 @@ class OfflineClassifier(Classifier):
                 for category, weight in self._category_owners[phrase]:
                     if weight > 0:
                         scores[category] = scores.get(category, 0.0) + weight * share
-                        themes.append(phrase)
+                        themes.append(_theme(phrase, text))
         complaint = self.cues.complaint_category
         if complaint is not None:
             topics = {c: s for c, s in scores.items() if c != complaint}
@@ -347,6 +347,15 @@ def _encodable(text: str) -> str:
     if _SURROGATE.search(text):
         return text.encode("utf-8", "replace").decode("utf-8")
     return text
+
+
+def _theme(phrase: str, text: str) -> str:
+    """A theme as the customer wrote it: a cue stem (``compensat*``) becomes the word found."""
+    if not phrase.endswith("*"):
+        return phrase
+    stem = phrase[:-1]
+    found = re.search(rf"\b{re.escape(stem)}\w*", text, re.IGNORECASE)
+    return found.group(0).lower() if found else stem
 
 
 def _matcher(phrases: tuple[str, ...]) -> PhraseMatcher | None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from batch_processor.cli.display import shown
 from batch_processor.cli.flags import add_setting_flags
 from batch_processor.cli.models import add_model_commands, cascade_tables, run_model
 from batch_processor.cli.queue import (
@@ -30,6 +33,9 @@ from batch_processor.cli.status import (
     with_eta,
 )
 from batch_processor.errors import BatchProcessorError, ConfigurationError, describe
+from batch_processor.files.atomic import lock_holder
+from batch_processor.files.layout import Layout
+from batch_processor.runtime.embedded import running_address
 from batch_processor.service.runner import open_store
 from batch_processor.settings import Settings
 
@@ -72,6 +78,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 async def run_admin(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``status``, ``queue ...``, ``reclassify``, ``report`` or ``export``; the exit code."""
+    if args.command in {"reclassify", "report", "export", "model"}:
+        refuse_held_embedded(settings)
     if args.command == "reclassify":
         _print(await reclassify(args, settings), args.json, title="reclassify")
         return 0
@@ -95,6 +103,31 @@ async def run_admin(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "status":
         return await _status(args, settings)
     return _queue(args, settings.batch_dir)
+
+
+def refuse_held_embedded(settings: Settings) -> None:
+    """Refuse, in one line, to start an embedded server on data a running worker holds.
+
+    Without a MongoDB URI a command starts the embedded server on the batch directory's data;
+    while a worker (the demo, say) runs there, that server cannot open it. The worker's own
+    server is reachable: the line says how.
+    """
+    if settings.mongodb_uri is not None:
+        return
+    layout = Layout(settings.batch_dir)
+    holder = lock_holder(layout.lock)
+    if holder is None or not holder.alive:
+        return
+    address = running_address(layout.embedded)
+    reach = (
+        f"reach its server with --mongodb-uri 'mongodb://{address}/?directConnection=true'"
+        if address
+        else "give --mongodb-uri"
+    )
+    raise ConfigurationError(
+        f"a worker (pid {holder.pid}) is running on the embedded server of {settings.batch_dir}: "
+        f"wait for it to end, or {reach}"
+    )
 
 
 def _queue(args: argparse.Namespace, batch_dir: Path) -> int:
@@ -127,7 +160,8 @@ def _queue(args: argparse.Namespace, batch_dir: Path) -> int:
 
 
 def _grouped_text(groups: list[dict[str, Any]]) -> str:
-    """Grouped entries as text blocks: whole errors and keys read at any terminal width."""
+    """Grouped entries as text blocks, wrapped at the terminal's width (80 when piped)."""
+    width = shutil.get_terminal_size((80, 24)).columns
     blocks = []
     for group in groups:
         span = " to ".join(
@@ -139,8 +173,14 @@ def _grouped_text(groups: list[dict[str, Any]]) -> str:
             + ("attempt" if group["max_attempts"] == 1 else "attempts")
             + (f" · {span}" if span else "")
         )
-        keys = shown_keys(group["keys"]).replace("\n", "\n        ")
-        blocks.append(f"{head}\n  error: {group['error']}\n  keys: {keys}")
+        lines = textwrap.wrap(head, width, subsequent_indent="  ")
+        lines += textwrap.wrap(
+            f"error: {group['error']}", width, initial_indent="  ", subsequent_indent="    "
+        )
+        # Keys are whole (a person copies them): one per line, never broken.
+        keys = shown_keys(group["keys"]).splitlines()
+        lines += [f"  keys: {keys[0]}", *(f"        {key}" for key in keys[1:])]
+        blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
 
@@ -173,7 +213,14 @@ async def _status(args: argparse.Namespace, settings: Settings) -> int:
         if slices:
             _print(slices, False, title="provider batches (Batch API route)")
         if workers:
-            _print(workers, False, title="workers")
+            # What fits 80 columns; --json has every field.
+            compact = [
+                {"worker": w["worker"], "state": w["state"], "pid": w.get("pid"),
+                 "beat s ago": w.get("last_beat_seconds_ago"), "in flight": w.get("in_flight"),
+                 "claims": w.get("claims_in_db"), "done": w.get("done")}
+                for w in workers
+            ]  # fmt: skip
+            _print(compact, False, title="workers (--json: every field)")
     # The local part is shown either way; the exit code says the database was not read.
     if failed is None:
         return 0
@@ -187,9 +234,20 @@ def _print_report(found: dict[str, Any], as_json: bool) -> None:
         return
     _print({"scope": found["scope"], **found["totals"]}, False, title="results")
     if found.get("routes"):
-        _print(found["routes"], False, title="by route")
+        rows = [
+            {"route": r["route"].split(" (")[0], "results": r["results"],
+             "tokens in": r["input_tokens"], "tokens out": r["output_tokens"],
+             "USD": r["cost_usd"], "USD per 1,000": r["usd_per_1000"]}
+            for r in found["routes"]
+        ]  # fmt: skip
+        _print(rows, False, title="by route (none: offline or from the cache)")
     for name, counts in found["labels"].items():
-        total = sum(counts.values()) or 1
+        # Themes: a result may have several, so their share is of results, not of mentions.
+        total = (
+            (found["totals"].get("results") if name == "themes" else None)
+            or sum(counts.values())
+            or 1
+        )
         rows = [
             {name: label, "results": n, "share": f"{100 * n / total:.1f} %"}
             for label, n in list(counts.items())[:TOP_LABELS]
@@ -225,11 +283,11 @@ def _print(data: Any, as_json: bool, *, title: str) -> None:
         table.add_column("field")
         table.add_column("value")
         for key, value in data.items():
-            table.add_row(key.replace("_", " "), str(value))
+            table.add_row(key.replace("_", " "), shown(value))
     else:
         for key in keys:
             # Keys and ids are shown whole (wrapped, never cut with an ellipsis).
             table.add_column(key, overflow="fold")
         for row in rows:
-            table.add_row(*(str(row.get(key, "")) for key in keys))
+            table.add_row(*(shown(row.get(key)) for key in keys))
     Console().print(table)

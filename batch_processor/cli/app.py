@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import os
 import sys
@@ -39,7 +40,18 @@ T = TypeVar("T")
 ADMIN_COMMANDS = ("status", "queue", "reclassify", "report", "export", "model")
 COMMANDS = ("run", "demo", *ADMIN_COMMANDS)
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNFINISHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+#: The demo's database on a MongoDB of your own.
+DEMO_DATABASE = "batch_processor_demo"
 
+
+RUN_EXAMPLES = """examples:
+  batch-processor --mongodb-uri mongodb://localhost:27017 --database support
+  batch-processor --dry-run --classifier llm --llm-model gpt-4o-mini
+  batch-processor --classifier cascade --cascade-llm-share 0.3 --budget-usd 5
+  batch-processor --mode continuous --http-port 9464
+  batch-processor --mode scheduled --cron "*/15 * * * *"
+  batch-processor --recover          # finish an interrupted job first
+other commands: demo, status, queue, report, export, reclassify, model"""
 
 #: Seconds the tasks left at the end of a command get to finish once cancelled.
 TEARDOWN_SECONDS = 1.0
@@ -88,7 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command")
-    run = commands.add_parser("run", help="classify every unprocessed document (the default)")
+    run = commands.add_parser(
+        "run",
+        help="classify every unprocessed document (the default)",
+        usage="batch-processor [run] [options]  (grouped below; examples at the end)",
+        epilog=RUN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _run_flags(run)
     demo = commands.add_parser("demo", help="load sample conversations, then classify them")
     _run_flags(demo)
@@ -102,8 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-    """Parse ``argv``; with no subcommand, ``run`` is meant."""
+    """Parse ``argv``; with no subcommand, ``run`` is meant (flags alone are ``run``'s)."""
     args = list(argv)
+    if args and not args[0].startswith("-") and args[0] not in COMMANDS:
+        close = difflib.get_close_matches(args[0], COMMANDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        print(
+            f"batch-processor: unknown command {args[0]!r}{hint}; commands: {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_CONFIG)
     if not args or (args[0] not in COMMANDS and args[0] not in {"-h", "--help", "--version"}):
         args.insert(0, "run")
     return build_parser().parse_args(args)
@@ -111,9 +137,14 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = setting_overrides(args)
-    if args.command == "demo" and overrides.get("database") is None:
-        overrides["database"] = "batch_processor_demo"
-    return load_settings(overrides, config_file=args.config)
+    settings = load_settings(overrides, config_file=args.config)
+    if args.command == "demo" and overrides.get("database") is None and settings.mongodb_uri:
+        # On your own MongoDB the demo keeps out of the default database. On the embedded
+        # server (no URI) it uses the default one, so report, export and the rest, run from
+        # the same folder with no flags, read what the demo stored.
+        overrides["database"] = DEMO_DATABASE
+        settings = load_settings(overrides, config_file=args.config)
+    return settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:

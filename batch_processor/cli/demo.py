@@ -7,6 +7,7 @@ category) and how often the stored labels agree with the ones a person gave the 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -49,7 +50,21 @@ async def demo(settings: Settings, *, count: int, seed: int, reset: bool) -> int
         stats = await run(settings, store, stopper)
         print_summary(stats, force=True)
         await print_labels(store)
+    print_next_steps(settings)
     return ended(stopper)
+
+
+def print_next_steps(settings: Settings) -> None:
+    """The three commands to run next, ready to paste (from this folder)."""
+    flags = ""
+    if settings.mongodb_uri is not None:
+        flags = f' --mongodb-uri "$BATCH_MONGODB_URI" --database {settings.database}'
+    if settings.batch_dir != Path("batch_files"):
+        flags += f" --batch-dir {settings.batch_dir}"
+    print("\nnext, from this folder (labels and failures; every result; the last job):")
+    print(f"  batch-processor report{flags}")
+    print(f"  batch-processor export --format csv{flags} > results.csv")
+    print(f"  batch-processor status{flags}")
 
 
 async def print_labels(store: MongoStore) -> None:

@@ -17,9 +17,20 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from batch_processor.settings import ENV_PREFIX, Settings
+from batch_processor.settings.cascade import CascadeSettings
+from batch_processor.settings.groups import (
+    FileSettings,
+    InputSettings,
+    LogSettings,
+    MongoSettings,
+    ProcessingSettings,
+    ServiceSettings,
+)
+from batch_processor.settings.llm import BatchRouteSettings, LLMSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,19 +119,50 @@ def setting_flags() -> Iterator[SettingFlag]:
         )
 
 
+#: The help's groups: the settings' own groups (``settings/``), in the model's order.
+GROUPS: tuple[tuple[type[BaseModel], str], ...] = (
+    (MongoSettings, "MongoDB"),
+    (InputSettings, "source: what is read"),
+    (ServiceSettings, "service: modes, schedule, health, stopping"),
+    (ProcessingSettings, "processing: pages, concurrency, retries, the classifier"),
+    (LLMSettings, "LLM"),
+    (BatchRouteSettings, "LLM: the Batch API route"),
+    (CascadeSettings, "classifier: the confidence cascade"),
+    (FileSettings, "files: the batch directory, queues, recovery"),
+    (LogSettings, "output: logs and progress"),
+)
+
+
+def _group_of(name: str) -> str:
+    """The help group a setting is listed in."""
+    for model, title in GROUPS:
+        if name in model.model_fields:
+            return title
+    return "other settings"
+
+
 def add_setting_flags(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
-    """Add the settings' flags (or only those named) to ``parser``; unset flags stay None."""
-    group = parser.add_argument_group("settings (flags override BATCH_* variables and --config)")
+    """Add the settings' flags (or only those named) to ``parser``, in their groups.
+
+    Unset flags stay None (flags override ``BATCH_*`` variables and ``--config``). A
+    deprecated setting keeps its flag but is not listed.
+    """
+    groups: dict[str, argparse._ArgumentGroup] = {}
     for flag in setting_flags():
         if only is not None and flag.name not in only:
             continue
+        title = _group_of(flag.name)
+        if title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        group = groups[title]
+        shown = argparse.SUPPRESS if flag.help.startswith("Deprecated") else flag.help
         if flag.convert is None:
             group.add_argument(
                 *flag.flags,
                 dest=flag.name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=flag.help,
+                help=shown,
             )
         else:
             group.add_argument(
@@ -128,7 +170,7 @@ def add_setting_flags(parser: argparse.ArgumentParser, only: Collection[str] | N
                 dest=flag.name,
                 type=flag.convert,
                 metavar=flag.metavar,
-                help=flag.help,
+                help=shown,
             )
 
 

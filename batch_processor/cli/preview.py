@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from batch_processor.cli.display import shown
 from batch_processor.service.preview import preview
 from batch_processor.settings import Settings
 
@@ -23,10 +24,7 @@ async def dry_run(settings: Settings) -> int:
     console = Console(file=sys.stdout)
     table = Table(title="dry run: nothing was written", show_header=False)
     for key, value in summary.items():
-        shown = (
-            ", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict) else value
-        )
-        table.add_row(key.replace("_", " "), "-" if shown in (None, "") else str(shown))
+        table.add_row(key.replace("_", " "), shown(value))
     console.print(table)
     for doc_id, text in found.examples:
         # Text objects: a customer's "[...]" is shown as written, never read as markup.

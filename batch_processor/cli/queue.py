@@ -11,6 +11,7 @@ from batch_processor.files.atomic import exclusive_lock
 from batch_processor.files.layout import Layout
 from batch_processor.files.retry_queues import RetryQueues
 from batch_processor.models import ClassifyRetry, DeadLetter, StoreRetry
+from batch_processor.plain_ids import plain_id
 
 QueueName = Literal["classify", "store", "dead"]
 
@@ -101,10 +102,19 @@ def show_entry(batch_dir: Path, key: str) -> dict[str, Any] | None:
     queues = RetryQueues(batch_dir)
     for name, retry_queue in (("classify", queues.classify), ("store", queues.store)):
         if key in retry_queue.pending_keys():
-            return {"found_in": name, "key": key, **retry_queue.get(key).model_dump(mode="json")}
+            item = retry_queue.get(key)
+            ids = (
+                [item.doc.id]
+                if isinstance(item, ClassifyRetry)
+                else [r.doc_id for r in item.results] + [f.doc_id for f in item.failures]
+            )
+            return {"found_in": name, "key": key, "documents": [plain_id(i) for i in ids],
+                    **item.model_dump(mode="json")}  # fmt: skip
     for entry in queues.dead_letter.entries():
         if dead_key(entry) == key:
-            return {"found_in": "dead", "key": key, **entry.model_dump(mode="json")}
+            documents = [plain_id(i) for i in entry.doc_ids]
+            return {"found_in": "dead", "key": key, "documents": documents,
+                    **entry.model_dump(mode="json")}  # fmt: skip
     return None
 
 
@@ -150,6 +160,6 @@ def _row(
         "doc_ids": doc_ids[:5],
         "attempts": attempts,
         "category": str(category),
-        "error": error[:200],
+        "error": error if len(error) <= 200 else error[:199] + "…",
         "at": when.isoformat(),
     }

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from batch_processor.cli.display import shown
 from batch_processor.mongo.store import MongoStore
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.runtime.progress import RichProgress, wanted
@@ -45,10 +46,5 @@ def print_summary(stats: RunStats, *, force: bool = False) -> None:
     summary: dict[str, Any] = stats.summary()
     table = Table(title="batch_processor run summary", show_header=False)
     for key, value in summary.items():
-        shown = (
-            ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
-            if isinstance(value, dict)
-            else value
-        )
-        table.add_row(key.replace("_", " "), str(shown))
+        table.add_row(key.replace("_", " "), shown(value))
     Console().print(table)

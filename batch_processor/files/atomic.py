@@ -144,7 +144,20 @@ def lock_holder(path: Path) -> LockHolder | None:
 
 
 def _started(pid: int) -> float:
-    """When process ``pid`` started (epoch seconds), or -1 when it does not exist."""
+    """A token of when process ``pid`` started, or -1 when it does not exist.
+
+    On Linux: its start time in clock ticks since boot, from ``/proc/PID/stat``, which a unit
+    hardened with ``ProcSubset=pid`` still shows (psutil's ``create_time`` also needs
+    ``/proc/stat`` for the boot time: under that hardening it failed, and ``status`` called a
+    live worker dead). Elsewhere: psutil's creation time.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        # Fields after the command name (which may hold spaces and parentheses): the 22nd
+        # field of the line, starttime, is the 20th after it.
+        return float(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        pass
     try:
         return float(psutil.Process(pid).create_time())
     except (psutil.Error, OSError):

@@ -26,6 +26,9 @@ from batch_processor.errors import ConfigurationError, TransientError
 from batch_processor.files.atomic import ensure_dir
 
 MODULE = "secantus"
+#: Beside the data while the server runs: its address, for the commands that cannot start
+#: their own server on data a running worker holds.
+ADDRESS_FILE = "address"
 PR_SET_PDEATHSIG = 1
 START_TIMEOUT = 30.0
 
@@ -76,6 +79,7 @@ class EmbeddedServer:
                 self.port = free_port()
             self.process = self._spawn(config)
             if await self._wait_ready():
+                (self.data_dir / ADDRESS_FILE).write_text(f"127.0.0.1:{self.port}\n")
                 return self.uri
             if fixed_port:
                 break
@@ -129,6 +133,8 @@ class EmbeddedServer:
     async def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
         process, self.process = self.process, None
+        with contextlib.suppress(OSError):
+            (self.data_dir / ADDRESS_FILE).unlink(missing_ok=True)
         if process is None or process.poll() is not None:
             return
         process.terminate()
@@ -143,3 +149,11 @@ class EmbeddedServer:
         log = self.data_dir / "server.log"
         lines = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
         return " | ".join(lines) or "no output"
+
+
+def running_address(data_dir: Path) -> str | None:
+    """The address a running embedded server on ``data_dir`` listens on, if it said."""
+    try:
+        return (data_dir / ADDRESS_FILE).read_text().strip() or None
+    except OSError:
+        return None

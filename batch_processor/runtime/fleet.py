@@ -82,6 +82,20 @@ class LeaseKeeper:
         self._job, self._worker_id, self._job_id = job, worker_id, job_id
         self._attached.set()
 
+    async def job_ended(self, within: float = 5.0) -> None:
+        """A job ended by itself: beat once more, so ``status`` shows what it did.
+
+        A batch run often ends before its first tick's beat would have counted anything (its
+        worker showed ``done 0``). Bounded and best effort: a failure is only logged.
+        """
+        if self._worker_id is None:
+            return
+        try:
+            async with asyncio.timeout(within):
+                await self._beat(self._worker_id)
+        except (BatchProcessorError, TimeoutError) as exc:
+            log.warning("last heartbeat not written", error=describe(exc))
+
     async def run(self) -> None:
         """Tick from the first job's start on, forever (cancelled with the process's monitors).
 

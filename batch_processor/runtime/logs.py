@@ -9,6 +9,7 @@ URIs, bearer tokens, ``sk-`` keys, and any literal secret registered with :func:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import MutableMapping
@@ -78,6 +79,11 @@ class _StderrLogger:
     log = debug = info = warn = warning = error = critical = exception = msg
 
 
+def colours_wanted(tty: bool) -> bool:
+    """Colours on a terminal, unless ``NO_COLOR`` is set to anything (https://no-color.org)."""
+    return tty and not os.environ.get("NO_COLOR")
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog once for the process; ``fmt`` is auto, json or console."""
     tty = (stream or sys.stderr).isatty()
@@ -93,7 +99,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
             structlog.processors.format_exc_info,
             redact,
             structlog.dev.ConsoleRenderer(
-                colors=tty, exception_formatter=structlog.dev.plain_traceback
+                colors=colours_wanted(tty), exception_formatter=structlog.dev.plain_traceback
             ),
         ]
     else:

@@ -196,6 +196,8 @@ async def run_one_job(
     service.fleet.attach(pipeline, worker_id=worker_id, job_id=job_id)
     try:
         await pipeline.run(recover=recover)
+        if not service.stopper.stopped:
+            await service.fleet.job_ended()
     finally:
         service.stopper.attach(None)
         telemetry.job_ended(pipeline.stats)

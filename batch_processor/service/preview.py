@@ -99,6 +99,17 @@ class Preview:
             "llm_route": self._route(),
             "budget_usd": self.budget_usd,
         }
+        if self.classifier == "offline":
+            # Nothing here is spent by this run: the LLM figures say what an LLM run would
+            # cost, and are labelled so.
+            data = {key: value for key, value in data.items() if not key.startswith("llm_")}
+            data["cost_usd"] = 0.0
+            data["an_llm_run_would_cost_usd"] = round(cost, 6) if cost is not None else None
+            data["an_llm_run_would_cost_at_most_usd"] = (
+                round(self.price.cost(worst), 6) if self.price else None
+            )
+            data["llm_model_priced"] = self.model
+            data["budget_usd"] = self.budget_usd
         if not self.exists:
             data["problem"] = "the source collection does not exist"
         elif self.price is None:

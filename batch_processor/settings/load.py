@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,8 @@ def load_settings(
     try:
         effective = _Effective(**values)
     except ValidationError as exc:
-        raise ConfigurationError(_explain(exc)) from None
+        where = functools.partial(_source, values, env, toml, secrets_dir)
+        raise ConfigurationError(_explain(exc, where)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"config: {toml} is not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
@@ -80,14 +83,52 @@ def unknown_variables(
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper in known:
             continue
-        close = difflib.get_close_matches(upper, sorted(known), n=1)
+        # BATCH_SIZE means the setting batch_size (BATCH_BATCH_SIZE), not a typo of another:
+        # the prefix is the setting's own first word.
+        whole = f"{ENV_PREFIX}{upper}"
+        close = (
+            [whole]
+            if whole in known
+            else difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.8)
+        )
         hint = f" (did you mean {close[0]}?)" if close else ""
         warnings.append(f"unknown variable {name} in {where} is ignored{hint}")
     return warnings
 
 
-def _explain(exc: ValidationError) -> str:
-    """One line per invalid setting, naming it, its flag and its environment variable."""
+def _source(
+    flags: dict[str, Any], env: Any, toml: Path | None, secrets_dir: Path | None, name: str
+) -> str | None:
+    """Where the value of setting ``name`` came from, in the sources' order; None: a flag.
+
+    The first source that has it gave the value (flags, environment, ``.env``, secrets, TOML).
+    """
+    variable = f"{ENV_PREFIX}{name.upper()}"
+    if name in flags:
+        return None
+    if variable in env:
+        return f"the environment variable {variable}"
+    dotenv = Path(".env")
+    if dotenv.is_file():
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if variable in dotenv_values(dotenv):
+                return f"{dotenv}: {variable}"
+    if secrets_dir is not None and (secrets_dir / name).is_file():
+        return f"the secrets file {secrets_dir / name}"
+    if toml is not None:
+        with contextlib.suppress(OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            if name in tomllib.loads(toml.read_text(encoding="utf-8")):
+                return f"{toml}: key {name}"
+    return None
+
+
+def _explain(exc: ValidationError, where: Callable[[str], str | None] = lambda _: None) -> str:
+    """One line per invalid setting, naming it and where its value came from.
+
+    A value from a file names the file and the key; one from a flag or the environment, the
+    flag and the variable. An unknown key (a typo in a TOML file) is named with the setting
+    it most likely meant, never with a flag that does not exist.
+    """
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
         message = error["msg"].removeprefix("Value error, ")
@@ -95,9 +136,19 @@ def _explain(exc: ValidationError) -> str:
             lines.append(f"invalid settings: {message}")
             continue
         name = ".".join(str(part) for part in error["loc"])
-        field = Settings.model_fields.get(name)
-        extra = field.json_schema_extra if field is not None else None
+        top = str(error["loc"][0])
+        field = Settings.model_fields.get(top)
+        source = where(top)
+        if field is None:
+            close = difflib.get_close_matches(top, list(Settings.model_fields), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            lines.append(f"unknown setting {top} in {source or 'the settings'}{hint}")
+            continue
+        if source is not None:
+            lines.append(f"invalid setting {name} in {source}: {message}")
+            continue
+        extra = field.json_schema_extra
         flags = extra.get("flags") if isinstance(extra, dict) else None
-        flag = flags[0] if isinstance(flags, list) and flags else f"--{name.replace('_', '-')}"
-        lines.append(f"invalid setting {name} ({flag} / {ENV_PREFIX}{name.upper()}): {message}")
+        flag = flags[0] if isinstance(flags, list) and flags else f"--{top.replace('_', '-')}"
+        lines.append(f"invalid setting {name} ({flag} / {ENV_PREFIX}{top.upper()}): {message}")
     return "\n".join(lines)

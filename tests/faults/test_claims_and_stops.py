@@ -151,10 +151,10 @@ async def test_ctrl_c_during_the_demo_stores_its_work_and_exits_130(tmp_path: Pa
     server = EmbeddedServer(Layout(batch_dir).embedded)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(await server.start())
     try:
-        source = client["batch_processor_demo"]["conversation_set"]
+        source = client["batch_processor"]["conversation_set"]
         assert await source.count_documents({"processing.status": "claimed"}) == 0
         done = await source.count_documents({"processing.status": "done"})
-        stored = await client["batch_processor_demo"]["sentimental_analysis"].count_documents({})
+        stored = await client["batch_processor"]["sentimental_analysis"].count_documents({})
         assert 0 < done == stored < 4000  # stopped partway, everything it took stored
     finally:
         await client.close()

@@ -71,3 +71,13 @@ def test_standard_logging_records_are_one_json_line_each(
     assert record["event"] == "background task failed" and record["logger"] == "pymongo.client"
     assert record["exception"][0]["exc_type"] == "ConnectionError"
     assert "pa55word" not in lines[0]
+
+
+def test_no_color_turns_the_console_colours_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A terminal gets colours unless ``NO_COLOR`` is set (https://no-color.org)."""
+    from batch_processor.runtime.logs import colours_wanted
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert colours_wanted(tty=True) and not colours_wanted(tty=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not colours_wanted(tty=True)
