@@ -204,7 +204,7 @@ async def _status(args: argparse.Namespace, settings: Settings) -> int:
             report["database_error"] = describe(exc)
             failed = exc
     else:
-        report["database"] = "not queried: no MongoDB URI (the embedded server is the worker's)"
+        report["database"] = "not queried without a URI: report and export read the embedded one"
     if args.json:
         extra = {"workers": workers, "provider_batches": slices}
         _print(with_eta(report) | extra, True, title="")
