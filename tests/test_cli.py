@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -129,9 +130,6 @@ def test_demo_classifies_sample_on_embedded_server(tmp_path: Path) -> None:
     assert "batch-processor report\n" in result.stdout  # the next steps, ready to paste
 
     # From the same folder, with no flags, the next commands read what the demo stored.
-    report = run_cli("report", "--json", cwd=tmp_path)
-    assert report.returncode == 0, report.stderr
-    assert json.loads(report.stdout)["totals"]["results"] == 118
     exported = run_cli("export", "--format", "csv", cwd=tmp_path)
     assert exported.returncode == 0 and len(exported.stdout.splitlines()) == 1 + 118
     for command in (["report"], ["status"], ["queue", "list"]):
@@ -140,6 +138,8 @@ def test_demo_classifies_sample_on_embedded_server(tmp_path: Path) -> None:
         lines = shown.stdout.splitlines()
         assert lines and max(len(line) for line in lines) <= 80, shown.stdout
         assert "None" not in shown.stdout and "{'" not in shown.stdout, shown.stdout
+        if command == ["report"]:
+            assert re.search(r"│ results\s+│ 118\s+│", shown.stdout), shown.stdout
 
 
 def test_a_command_on_the_embedded_server_a_worker_holds_says_how_to_reach_it(
@@ -148,7 +148,7 @@ def test_a_command_on_the_embedded_server_a_worker_holds_says_how_to_reach_it(
     """While the demo runs, ``report`` cannot open its data: one line, the address, exit 2."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
     demo = subprocess.Popen(
-        worker_command("demo", "--count", "20000", "--log-format", "json"),
+        worker_command("demo", "--count", "2500", "--log-format", "json"),
         cwd=tmp_path,
         env=base,
         stdout=subprocess.DEVNULL,
@@ -166,7 +166,7 @@ def test_a_command_on_the_embedded_server_a_worker_holds_says_how_to_reach_it(
         assert "is running on the embedded server" in line
         assert "--mongodb-uri 'mongodb://127.0.0.1:" in line
     finally:
-        demo.terminate()
+        demo.kill()  # its server goes with it (PR_SET_PDEATHSIG)
         demo.wait(30)
         if demo.stderr is not None:
             demo.stderr.close()
