@@ -24,6 +24,7 @@ import structlog
 
 from batch_processor.cascade.calibration import Calibration
 from batch_processor.cascade.escalation import Escalation
+from batch_processor.cascade.versions import SHIPPED
 from batch_processor.classifiers.base import Classifier
 from batch_processor.classifiers.offline import OfflineClassifier
 from batch_processor.classifiers.sentiment_model import SentimentModel
@@ -32,8 +33,6 @@ from batch_processor.models import CascadeRecord, ClassifierOutput, TokenUsage, 
 
 log = structlog.get_logger("batch_processor.cascade")
 
-#: The offline model version before any learnt one is promoted.
-SHIPPED = "shipped"
 Route = Literal["offline", "llm", "audit"]
 
 
@@ -130,7 +129,9 @@ class CascadeClassifier(Classifier):
         conversation = Conversation.of(conversation)
         output, prediction = await self.offline.weigh(conversation, metadata)
         sureness = max(prediction.probabilities)
-        confidence, threshold, unsure = self.escalation.judge(sureness, prediction.label)
+        confidence, threshold, unsure = self.escalation.judge(
+            sureness, prediction.label, _key(conversation)
+        )
         settled = self._recorded(output, "llm" if unsure else "audit", confidence, threshold)
         return await self._answered(conversation, metadata, settled, answer)
 

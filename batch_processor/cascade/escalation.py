@@ -85,9 +85,7 @@ class Escalation:
         if self.fixed is not None:
             unsure = confidence < self.fixed
         else:
-            # Calibrated values come in steps: the raw sureness orders documents within one,
-            # and a hash of the text orders equally sure ones (a share of them must still go).
-            rank = confidence + sureness * 1e-6 + _unit(f"rank\x00{text_key}") * 1e-9
+            rank = _rank(confidence, sureness, text_key)
             self._window.append(rank)
             self._seen += 1
             if self._seen % RECOMPUTE_EVERY == 0:
@@ -102,16 +100,16 @@ class Escalation:
         self.routes[route] += 1
         return Decision(route=route, confidence=confidence, threshold=self.threshold)
 
-    def judge(self, sureness: float, label: str) -> tuple[float, float, bool]:
+    def judge(self, sureness: float, label: str, text_key: str) -> tuple[float, float, bool]:
         """(calibrated confidence, threshold, whether it is below) now, without counting it.
 
-        For a document already counted by :meth:`decide` whose LLM answer came later.
+        For a document already counted by :meth:`decide` whose LLM answer came later: ranked
+        as :meth:`decide` ranks it.
         """
         confidence = self.calibration(sureness, label)
         if self.fixed is not None:
             return confidence, self.fixed, confidence < self.fixed
-        rank = confidence + sureness * 1e-6
-        return confidence, self.threshold, rank < self._threshold
+        return confidence, self.threshold, _rank(confidence, sureness, text_key) < self._threshold
 
     def _quantile(self) -> float:
         """The rank below which the escalated share of the window lies.
@@ -138,6 +136,15 @@ def audited(text_key: str, share: float) -> bool:
     if share <= 0.0:
         return False
     return _unit(f"audit\x00{text_key}") < share
+
+
+def _rank(confidence: float, sureness: float, text_key: str) -> float:
+    """Where a document stands among others: its calibrated confidence, ties broken.
+
+    Calibrated values come in steps: the raw sureness orders documents within one, and a hash
+    of the text orders equally sure ones (a share of them must still go to the LLM).
+    """
+    return confidence + sureness * 1e-6 + _unit(f"rank\x00{text_key}") * 1e-9
 
 
 def _unit(text: str) -> float:

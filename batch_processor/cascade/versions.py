@@ -29,6 +29,7 @@ from batch_processor.models import SourceDocument
 
 log = structlog.get_logger("batch_processor.cascade")
 
+#: The offline model version before any learnt one is promoted (the package's own model).
 SHIPPED = "shipped"
 T = TypeVar("T")
 

@@ -17,6 +17,7 @@ from batch_processor.llm.governor import Governor
 from batch_processor.settings import Settings
 
 if TYPE_CHECKING:
+    from batch_processor.cascade.classifier import CascadeClassifier
     from batch_processor.classifiers.offline import OfflineClassifier
     from batch_processor.llm.endpoint import LLMOptions
 
@@ -34,6 +35,19 @@ def build_classifier(settings: Settings) -> Classifier:
         f"invalid setting classifier (--classifier / BATCH_CLASSIFIER): unknown classifier "
         f"{settings.classifier!r}; available: {', '.join(AVAILABLE)}"
     )
+
+
+def as_cascade(classifier: Classifier) -> CascadeClassifier | None:
+    """``classifier`` as the confidence cascade, or None for another classifier.
+
+    The cascade module (numpy) is imported only when the cascade is the one chosen.
+    """
+    if classifier.name != "cascade":
+        return None
+    from batch_processor.cascade.classifier import CascadeClassifier
+
+    assert isinstance(classifier, CascadeClassifier)
+    return classifier
 
 
 def offline_classifier(settings: Settings) -> OfflineClassifier:

@@ -44,6 +44,7 @@ from batch_processor.route.options import RouteStats
 from batch_processor.runtime.fleet import LeaseKeeper
 from batch_processor.runtime.shutdown import Stopper
 from batch_processor.runtime.telemetry import Telemetry
+from batch_processor.service.classifier_setup import as_cascade
 from batch_processor.service.preflight import SourceCheck
 from batch_processor.settings import Mode, Settings
 
@@ -270,12 +271,10 @@ def cached_for_jobs(
     A cascade's answers depend on its threshold and model version, not only on the text: its
     LLM tier is what is cached.
     """
-    if classifier.name == "cascade":
-        from batch_processor.cascade.classifier import CascadeClassifier  # numpy: when chosen
-
-        assert isinstance(classifier, CascadeClassifier)
-        llm = with_dedupe(settings, classifier.llm, store)
-        return None if llm is None else classifier.with_llm(llm)
+    cascade = as_cascade(classifier)
+    if cascade is not None:
+        llm = with_dedupe(settings, cascade.llm, store)
+        return None if llm is None else cascade.with_llm(llm)
     return with_dedupe(settings, classifier, store)
 
 

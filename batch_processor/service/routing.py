@@ -23,7 +23,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -35,6 +34,7 @@ from batch_processor.llm.batch_api import ProviderBatches
 from batch_processor.llm.client import LLMClassifier
 from batch_processor.pipeline.stats import RunStats
 from batch_processor.route import AnswerReader, BatchRoute, RouteOptions, RouteStats, SliceBuilder
+from batch_processor.service.classifier_setup import as_cascade
 from batch_processor.service.jobs import (
     RouteRun,
     Service,
@@ -47,10 +47,6 @@ from batch_processor.service.jobs import (
 from batch_processor.service.jobs import with_dedupe as dedupe_for
 from batch_processor.settings import Mode, Route
 from batch_processor.slice_record import SliceRecord
-
-if TYPE_CHECKING:
-    from batch_processor.cascade.classifier import CascadeClassifier
-    from batch_processor.classifiers import Classifier
 
 log = structlog.get_logger("batch_processor.service.routing")
 
@@ -76,14 +72,9 @@ def build_route(service: Service) -> BatchRoute | None:
     settings = service.settings
     if settings.llm_route is Route.ONLINE:
         return None
-    classifier: Classifier = service.classifier
-    triage: CascadeClassifier | None = None
-    if classifier.name == "cascade":
-        from batch_processor.cascade.classifier import CascadeClassifier  # numpy: when chosen
-
-        assert isinstance(classifier, CascadeClassifier)
-        # Only what the cascade is unsure of goes to the Batch API; it keeps the rest.
-        triage, classifier = classifier, classifier.llm
+    # With the cascade, only what it is unsure of goes to the Batch API; it keeps the rest.
+    triage = as_cascade(service.classifier)
+    classifier = triage.llm if triage is not None else service.classifier
     if not isinstance(classifier, LLMClassifier):
         raise ConfigurationError(
             f"invalid setting llm_route (--llm-route / BATCH_LLM_ROUTE): {settings.llm_route} "

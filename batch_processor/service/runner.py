@@ -31,7 +31,7 @@ from batch_processor.runtime.notify import ProgressLine, SystemdNotifier, report
 from batch_processor.runtime.schedule import CronSchedule
 from batch_processor.runtime.shutdown import Stopper
 from batch_processor.runtime.telemetry import Telemetry, watch_loop_lag
-from batch_processor.service.classifier_setup import build_classifier
+from batch_processor.service.classifier_setup import as_cascade, build_classifier
 from batch_processor.service.jobs import (
     ProgressSink,
     Service,
@@ -254,18 +254,16 @@ async def _cancel_monitors(tasks: list[asyncio.Task[None]]) -> None:
 
 def _model_keeper(service: Service) -> ModelKeeper | None:
     """The cascade's model keeper, for a cascade worker."""
-    classifier = service.classifier
-    if classifier.name != "cascade":
+    cascade = as_cascade(service.classifier)
+    if cascade is None:
         return None
-    from batch_processor.cascade.classifier import CascadeClassifier  # numpy: when chosen
-    from batch_processor.service.model_keeper import ModelKeeper
+    from batch_processor.service.model_keeper import ModelKeeper  # numpy: when chosen
 
-    assert isinstance(classifier, CascadeClassifier)
     settings = service.settings
     return ModelKeeper(
-        classifier,
+        cascade,
         service.store.models,
-        outcomes=job_outcomes(pipeline_options(settings), "model-keeper", classifier),
+        outcomes=job_outcomes(pipeline_options(settings), "model-keeper", cascade),
         learn_every=settings.cascade_learn_every,
         audit_share=settings.cascade_audit_share,
         sleep=service.clock.sleep,

@@ -283,14 +283,7 @@ async def test_the_keeper_learns_after_enough_labels_and_every_cascade_follows()
     store = MemoryVersions(jargon(300))
     cascade = CascadeClassifier(offline=OfflineClassifier(), llm=FakeLLM(),
                                 escalation=escalation(1.0))  # fmt: skip
-    keeper = ModelKeeper(
-        cascade,
-        store,
-        outcomes=job_outcomes(pipeline_options(Settings()), "test", cascade),
-        learn_every=250,
-        audit_share=0.02,
-        sleep=_no_sleep,
-    )
+    keeper = keeper_for(cascade, store, learn_every=250)
     for i in range(200):
         await cascade.classify(f"where is box {i}", {})
     await keeper.check()
@@ -305,8 +298,7 @@ async def test_the_keeper_learns_after_enough_labels_and_every_cascade_follows()
 
     other = CascadeClassifier(offline=OfflineClassifier(), llm=FakeLLM(),
                               escalation=escalation(0.0))  # fmt: skip
-    follower = ModelKeeper(other, store, outcomes=keeper.outcomes, learn_every=250,
-                           audit_share=0.02, sleep=_no_sleep)  # fmt: skip
+    follower = keeper_for(other, store, learn_every=250)
     await follower.check()
     assert other.model_version == "v1"  # another worker uses the promoted version
     output = await other.classify("the parcel is blorky again", {})
@@ -321,6 +313,15 @@ async def test_learn_version_with_no_labels_stores_nothing() -> None:
         text_field="messages", taxonomy_version=None, audit_share=0.02,
     )  # fmt: skip
     assert learnt.name is None and store.versions == {} and store.active_name == "shipped"
+
+
+def keeper_for(cascade: CascadeClassifier, store: MemoryVersions, learn_every: int) -> ModelKeeper:
+    """A model keeper of ``cascade`` on ``store`` with the default settings' text reader."""
+    outcomes = job_outcomes(pipeline_options(Settings()), "test", cascade)
+    return ModelKeeper(
+        cascade, store, outcomes=outcomes, learn_every=learn_every, audit_share=0.02,
+        sleep=_no_sleep,
+    )  # fmt: skip
 
 
 async def _no_sleep(_: float) -> None:
@@ -351,14 +352,7 @@ async def test_a_damaged_version_is_not_used_and_does_not_stop_the_worker() -> N
     store.active_name = "v9"
     cascade = CascadeClassifier(offline=OfflineClassifier(), llm=FakeLLM(),
                                 escalation=escalation(0.0))  # fmt: skip
-    keeper = ModelKeeper(
-        cascade,
-        store,
-        outcomes=job_outcomes(pipeline_options(Settings()), "test", cascade),
-        learn_every=0,
-        audit_share=0.02,
-        sleep=_no_sleep,
-    )
+    keeper = keeper_for(cascade, store, learn_every=0)
     await keeper.check()
     assert cascade.model_version == "shipped"
     output = await cascade.classify("thank you, all sorted!", {})
