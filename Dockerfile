@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # batch_processor as a container: continuous mode, health check on /healthz, metrics on :9464.
 #   docker build -t batch-processor .
-#   docker run -v bp-data:/data -e BATCH_MONGODB_URI=mongodb://db:27017 batch-processor
+#   docker run -v bp-data:/data -e BATCH_PROCESSOR_MONGODB_URI=mongodb://db:27017 batch-processor
 
 # --- build: a virtual environment with the package and its dependencies -------------------
 FROM python:3.12.8-slim-bookworm AS build
@@ -20,12 +20,12 @@ FROM python:3.12.8-slim-bookworm
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    BATCH_BATCH_DIR=/data \
-    BATCH_LOG_FORMAT=json \
-    BATCH_PROGRESS=false \
-    BATCH_HTTP=true \
-    BATCH_HTTP_HOST=0.0.0.0 \
-    BATCH_HTTP_PORT=9464
+    BATCH_PROCESSOR_BATCH_DIR=/data \
+    BATCH_PROCESSOR_LOG_FORMAT=json \
+    BATCH_PROCESSOR_PROGRESS=false \
+    BATCH_PROCESSOR_HTTP=true \
+    BATCH_PROCESSOR_HTTP_HOST=0.0.0.0 \
+    BATCH_PROCESSOR_HTTP_PORT=9464
 RUN mkdir /data && chown 10001:10001 /data
 USER 10001:10001
 WORKDIR /data

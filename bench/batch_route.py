@@ -72,7 +72,11 @@ async def _run(
     route: str, uri: str, db: Any, sim: SimulatorProcess, batch_dir: Path
 ) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
-    env |= {"BATCH_LOG_FORMAT": "json", "BATCH_LOG_LEVEL": "WARNING", "BATCH_LLM_API_KEY": "sk"}
+    env |= {
+        "BATCH_PROCESSOR_LOG_FORMAT": "json",
+        "BATCH_PROCESSOR_LOG_LEVEL": "WARNING",
+        "BATCH_PROCESSOR_LLM_API_KEY": "sk",
+    }
     command = daemon_command(
         uri=uri, database=db.name, batch_dir=batch_dir, classifier="llm",
         base_url=sim.base_url, concurrent=64,

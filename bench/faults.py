@@ -48,10 +48,10 @@ from tests.faults.tools import (
 
 Scenario = Callable[["Context"], Awaitable[dict[str, Any]]]
 FAST = {
-    "BATCH_SERVER_SELECTION_TIMEOUT": "2",
-    "BATCH_DB_SOCKET_TIMEOUT": "5",
-    "BATCH_RETRY_BASE_DELAY": "0.2",
-    "BATCH_RETRY_MAX_DELAY": "2",
+    "BATCH_PROCESSOR_SERVER_SELECTION_TIMEOUT": "2",
+    "BATCH_PROCESSOR_DB_SOCKET_TIMEOUT": "5",
+    "BATCH_PROCESSOR_RETRY_BASE_DELAY": "0.2",
+    "BATCH_PROCESSOR_RETRY_MAX_DELAY": "2",
 }
 
 
@@ -188,7 +188,7 @@ async def restart_continuous(ctx: Context) -> dict[str, Any]:
     """A continuous worker through an outage of ``--outage`` seconds, then more documents."""
     bad = await ctx.seed(ctx.args.count // 2)
     worker = await ctx.start(
-        ctx.command(None, "--mode", "continuous", "--interval", "2"), BATCH_HTTP="false"
+        ctx.command(None, "--mode", "continuous", "--interval", "2"), BATCH_PROCESSOR_HTTP="false"
     )
     await ctx.when_stored(ctx.args.count // 4)
     await ctx.server.stop()
@@ -250,7 +250,8 @@ async def disk_full(ctx: Context) -> dict[str, Any]:
             return {"skipped": "cannot mount a tmpfs here"}
         command = ctx.command(None, batch="small")
         command[command.index("--batch-size") + 1] = "200"
-        await ctx.finish(await ctx.start(command, BATCH_METADATA_FIELDS='["padding"]'), limit=600)
+        padded = await ctx.start(command, BATCH_PROCESSOR_METADATA_FIELDS='["padding"]')
+        await ctx.finish(padded, limit=600)
         checkpoint = json.loads((small / "checkpoint.json").read_text())["checkpoint"]
     await ctx.finish(await ctx.start(ctx.command(None, batch="roomy")))
     return {**await ctx.verdict(expected_failed=bad), "first_run": checkpoint["status"]}

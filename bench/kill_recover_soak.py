@@ -67,7 +67,7 @@ async def trial(
     env = dict(os.environ)
     if llm is not None:
         args += ["--classifier", "llm", "--llm-base-url", llm, "--no-dedupe"]
-        env["BATCH_LLM_API_KEY"] = "sk-soak"
+        env["BATCH_PROCESSOR_LLM_API_KEY"] = "sk-soak"
     most = rng.randint(1, 3) if llm is not None else None
     kills = 0
     while True:

@@ -2,7 +2,7 @@
 
     python -m bench.quality                       # the offline classifier, the VADER baseline
     python -m bench.quality --tweeteval DIR       # also TweetEval's sentiment val split
-    python -m bench.quality --llm                 # also the LLM classifier (BATCH_LLM_* settings)
+    python -m bench.quality --llm                 # also the LLM (BATCH_PROCESSOR_LLM_* settings)
     python -m bench.quality --simulated-llm 0.85  # also a simulated strong model, 85 % right
     python -m bench.quality --data mine.csv       # also your own labelled messages
     python -m bench.quality --patterns alone      # the messages alone, not in conversations
@@ -196,7 +196,7 @@ def spread(rows: list[Example], limit: int | None) -> list[Example]:
 
 
 def build_llm(base_url: str | None, model: str | None) -> Classifier:
-    """The LLM classifier as the ``BATCH_LLM_*`` settings (and the flags) configure it."""
+    """The LLM classifier as the ``BATCH_PROCESSOR_LLM_*`` settings (and the flags) configure it."""
     from batch_processor.service.classifier_setup import build_classifier
     from batch_processor.settings import load_settings
 

@@ -138,7 +138,11 @@ class Bench:
         target = self.client[database].sentimental_analysis
         port = free_port()
         commands, extra = [], None
-        env = {**os.environ, "BATCH_LOG_LEVEL": "WARNING", "BATCH_LOG_FORMAT": "json"}
+        env = {
+            **os.environ,
+            "BATCH_PROCESSOR_LOG_LEVEL": "WARNING",
+            "BATCH_PROCESSOR_LOG_FORMAT": "json",
+        }
         if contender == "baseline":
             # The daemon as it was at --baseline-tree (a worktree), in the same run.
             env["PYTHONPATH"] = str(self.args.baseline_tree)

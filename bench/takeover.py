@@ -56,7 +56,11 @@ async def _run(
     args: argparse.Namespace, uri: str, db: Any, sim: SimulatorProcess, tmp: Path
 ) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
-    env |= {"BATCH_LOG_FORMAT": "json", "BATCH_LOG_LEVEL": "WARNING", "BATCH_HTTP_PORT": "0"}
+    env |= {
+        "BATCH_PROCESSOR_LOG_FORMAT": "json",
+        "BATCH_PROCESSOR_LOG_LEVEL": "WARNING",
+        "BATCH_PROCESSOR_HTTP_PORT": "0",
+    }
     started = time.monotonic()
     workers = []
     for index in range(3):

@@ -76,7 +76,7 @@ def test_purge_needs_confirmation(tmp_path: Path) -> None:
 def test_status_exits_non_zero_when_the_database_cannot_be_read(tmp_path: Path) -> None:
     """`status` with an unreachable MongoDB still shows the local state, and exits 1."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
-    env["BATCH_SERVER_SELECTION_TIMEOUT"] = "1"
+    env["BATCH_PROCESSOR_SERVER_SELECTION_TIMEOUT"] = "1"
     command = worker_command("status", "--json", "--batch-dir", str(tmp_path),
                              "--mongodb-uri", "mongodb://127.0.0.1:9/")  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, check=False)

@@ -168,7 +168,7 @@ async def test_a_kill_at_each_step_resumes_the_same_batch(
             provider.base_url, "--llm-route", "batch", "--batch-route-poll-seconds", "0.2",
             "--batch-route-poll-max-seconds", "0.2", "--flush-size", "10",
         )  # fmt: skip
-        killed = await _run(command, {"BATCH_FAILPOINTS": step})
+        killed = await _run(command, {"BATCH_PROCESSOR_FAILPOINTS": step})
         assert killed.returncode == -9, killed.stderr[-2000:]
         again = await _run([*command, "--recover"], {})
         assert again.returncode == 0, again.stderr[-2000:]
@@ -199,7 +199,7 @@ async def test_a_kill_at_each_step_is_finished_by_a_second_worker(
             "--lease-seconds", "3",
         )  # fmt: skip
         first = worker_cli(mongo_uri, db_name, tmp_path / "first", *flags)
-        assert (await _run(first, {"BATCH_FAILPOINTS": step})).returncode == -9
+        assert (await _run(first, {"BATCH_PROCESSOR_FAILPOINTS": step})).returncode == -9
         second = await _run(worker_cli(mongo_uri, db_name, tmp_path / "second", *flags), {})
         api = provider.batches
 
@@ -223,7 +223,9 @@ async def test_a_plain_restart_resumes_a_submitted_batch(
             mongo_uri, db_name, tmp_path / "b", "--classifier", "llm", "--llm-base-url",
             provider.base_url, "--llm-route", "batch", "--batch-route-poll-seconds", "0.2",
         )  # fmt: skip
-        assert (await _run(command, {"BATCH_FAILPOINTS": "after_create"})).returncode == -9
+        assert (
+            await _run(command, {"BATCH_PROCESSOR_FAILPOINTS": "after_create"})
+        ).returncode == -9
         assert (await _run(command, {})).returncode == 0
         created = provider.batches.stats["batches_created"]
 
@@ -247,7 +249,7 @@ async def test_a_route_that_cannot_work_is_refused_in_one_line(
 
 async def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run a worker to its end (or its death) without blocking the simulator's event loop."""
-    environ = {**os.environ, "BATCH_LLM_API_KEY": "sk-test", **env}
+    environ = {**os.environ, "BATCH_PROCESSOR_LLM_API_KEY": "sk-test", **env}
     process = await asyncio.create_subprocess_exec(
         *command, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )

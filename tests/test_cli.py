@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -46,7 +45,7 @@ def test_password_never_appears_in_logs_or_tracebacks(tmp_path: Path, log_format
         "1",
         "--log-format",
         log_format,
-        env={"BATCH_SERVER_SELECTION_TIMEOUT": "0.3"},
+        env={"BATCH_PROCESSOR_SERVER_SELECTION_TIMEOUT": "0.3"},
         cwd=tmp_path,
     )
     output = result.stdout + result.stderr
@@ -60,7 +59,11 @@ def test_print_config_masks_secrets(tmp_path: Path) -> None:
     """--print-config shows the effective settings with the URI masked."""
     uri = f"mongodb://admin:{PASSWORD}@db.example:27017/"
     result = run_cli(
-        "--print-config", "--batch-size", "7", env={"BATCH_MONGODB_URI": uri}, cwd=tmp_path
+        "--print-config",
+        "--batch-size",
+        "7",
+        env={"BATCH_PROCESSOR_MONGODB_URI": uri},
+        cwd=tmp_path,
     )
     assert result.returncode == 0
     config = json.loads(result.stdout)
@@ -73,7 +76,7 @@ def test_print_config_masks_secrets(tmp_path: Path) -> None:
     [
         (["--batch-size", "0"], {}, "batch_size"),
         (["--concurrent", "-3"], {}, "concurrent"),
-        ([], {"BATCH_RETRIES": "many"}, "retries"),
+        ([], {"BATCH_PROCESSOR_RETRIES": "many"}, "retries"),
         (["--classifier", "psychic"], {}, "classifier"),
         (["--config", "missing.toml"], {}, "config"),
     ],
@@ -90,7 +93,7 @@ def test_invalid_settings_exit_2_naming_the_setting(
         str(tmp_path),
         "--log-format",
         "json",
-        env={"BATCH_SERVER_SELECTION_TIMEOUT": "0.3", **env},
+        env={"BATCH_PROCESSOR_SERVER_SELECTION_TIMEOUT": "0.3", **env},
         cwd=tmp_path,
     )
     assert result.returncode == 2, result.stdout + result.stderr
@@ -107,7 +110,7 @@ def test_flags_override_env_which_overrides_toml(tmp_path: Path) -> None:
         str(toml),
         "--concurrent",
         "9",
-        env={"BATCH_RETRIES": "7"},
+        env={"BATCH_PROCESSOR_RETRIES": "7"},
         cwd=tmp_path,
     )
     config = json.loads(result.stdout)
@@ -116,36 +119,10 @@ def test_flags_override_env_which_overrides_toml(tmp_path: Path) -> None:
     assert config["target_collection"] == "sentimental_analysis"
 
 
-def test_demo_classifies_sample_on_embedded_server(tmp_path: Path) -> None:
-    """`demo` with no URI starts the embedded server, loads samples, classifies them all."""
-    result = run_cli("demo", "--count", "120", "--log-format", "json", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-    assert "embedded SecantusDB" in events[0]["event"]
-    assert sum(e["event"] == "embedded server ready" for e in events) == 1
-    summary = next(e for e in events if e["event"] == "run finished")
-    assert summary["processed"] == 120 and summary["failed_by_category"] == {"DATA": 2}
-    assert "run summary" in result.stdout
-    assert (tmp_path / "batch_files" / "embedded" / "data").is_dir()
-    assert "batch-processor report\n" in result.stdout  # the next steps, ready to paste
-
-    # From the same folder, with no flags, the next commands read what the demo stored.
-    exported = run_cli("export", "--format", "csv", cwd=tmp_path)
-    assert exported.returncode == 0 and len(exported.stdout.splitlines()) == 1 + 118
-    for command in (["report"], ["status"], ["queue", "list"]):
-        shown = run_cli(*command, env={"COLUMNS": "80"}, cwd=tmp_path)
-        assert shown.returncode == 0, shown.stderr
-        lines = shown.stdout.splitlines()
-        assert lines and max(len(line) for line in lines) <= 80, shown.stdout
-        assert "None" not in shown.stdout and "{'" not in shown.stdout, shown.stdout
-        if command == ["report"]:
-            assert re.search(r"│ results\s+│ 118\s+│", shown.stdout), shown.stdout
-
-
 def test_a_command_on_the_embedded_server_a_worker_holds_says_how_to_reach_it(
     tmp_path: Path,
 ) -> None:
-    """While the demo runs, ``report`` cannot open its data: one line, the address, exit 2."""
+    """While the demo runs ``report`` says how to reach its server (exit 2); ``status`` does."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
     demo = subprocess.Popen(
         worker_command("demo", "--count", "2500", "--log-format", "json"),
@@ -165,6 +142,13 @@ def test_a_command_on_the_embedded_server_a_worker_holds_says_how_to_reach_it(
         (line,) = result.stderr.strip().splitlines()
         assert "is running on the embedded server" in line
         assert "--mongodb-uri 'mongodb://127.0.0.1:" in line
+
+        # status is what a person runs during a run: it reads the worker's own server.
+        status = run_cli("status", "--json", cwd=tmp_path)
+        assert status.returncode == 0, status.stderr
+        shown = json.loads(status.stdout)
+        assert shown["database"].startswith(f"the embedded server of worker pid {demo.pid} (")
+        assert shown["total"] == 2500 and [w["state"] for w in shown["workers"]] == ["alive"]
     finally:
         demo.kill()  # its server goes with it (PR_SET_PDEATHSIG)
         demo.wait(30)
@@ -173,7 +157,7 @@ def test_a_command_on_the_embedded_server_a_worker_holds_says_how_to_reach_it(
 
 
 def test_secrets_directory_supplies_settings(tmp_path: Path) -> None:
-    """A file per setting in BATCH_SECRETS_DIR (or systemd's credentials dir) is read."""
+    """A file per setting in BATCH_PROCESSOR_SECRETS_DIR (or systemd's credentials dir) is read."""
     secrets_dir = tmp_path / "creds"
     secrets_dir.mkdir()
     (secrets_dir / "mongodb_uri").write_text(f"mongodb://app:{PASSWORD}@db:27017/")

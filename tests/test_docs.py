@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batch_processor.settings import Settings
+from batch_processor.settings import ENV_PREFIX, Settings
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
 
 def test_every_setting_is_in_the_readme_table() -> None:
-    """Each setting appears with its BATCH_ environment variable."""
-    missing = [name for name in Settings.model_fields if f"`BATCH_{name.upper()}`" not in README]
+    """Each setting appears with its BATCH_PROCESSOR_ environment variable."""
+    missing = [
+        name for name in Settings.model_fields if f"`{ENV_PREFIX}{name.upper()}`" not in README
+    ]
     assert missing == []
 
 

@@ -344,17 +344,17 @@ async def test_cli_bad_key_exits_2_and_no_key_ever_appears_in_logs(
     wrong = "sk-wrong-Another-Secret-987654"
     args = ["--mongodb-uri", mongo_uri, "--database", db_name, "--batch-dir", str(tmp_path)]
     env = {
-        "BATCH_CLASSIFIER": "llm",
-        "BATCH_LLM_BASE_URL": simulator.base_url,
-        "BATCH_LOG_LEVEL": "DEBUG",
-        "BATCH_LOG_FORMAT": "json",
+        "BATCH_PROCESSOR_CLASSIFIER": "llm",
+        "BATCH_PROCESSOR_LLM_BASE_URL": simulator.base_url,
+        "BATCH_PROCESSOR_LOG_LEVEL": "DEBUG",
+        "BATCH_PROCESSOR_LOG_FORMAT": "json",
     }
 
-    code, output = await run_cli_async(*args, env={**env, "BATCH_LLM_API_KEY": wrong})
+    code, output = await run_cli_async(*args, env={**env, "BATCH_PROCESSOR_LLM_API_KEY": wrong})
     assert code == 2, output
     assert "401" in output and "llm_api_key" in output and wrong not in output
 
-    code, output = await run_cli_async(*args, env={**env, "BATCH_LLM_API_KEY": KEY})
+    code, output = await run_cli_async(*args, env={**env, "BATCH_PROCESSOR_LLM_API_KEY": KEY})
     assert code == 0, output
     assert KEY not in output and "run finished" in output
     assert await db.sentimental_analysis.count_documents({}) == 5

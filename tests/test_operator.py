@@ -23,7 +23,7 @@ from .faults.tools import poll_until, quiet_worker
 def cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     """Run the command line (no BATCH_* from the outside, JSON logs)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
-    environ |= {"BATCH_LOG_FORMAT": "json", **env}
+    environ |= {"BATCH_PROCESSOR_LOG_FORMAT": "json", **env}
     return subprocess.run(
         worker_command(*args),
         capture_output=True,
@@ -89,7 +89,7 @@ def test_admin_commands_say_a_batch_dir_does_not_exist(command: list[str], tmp_p
 
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"batch-processor: invalid setting batch_dir (--batch-dir / BATCH_BATCH_DIR): "
+        f"batch-processor: invalid setting batch_dir (--batch-dir / BATCH_PROCESSOR_BATCH_DIR): "
         f"{missing} does not exist"
     ]
     assert not missing.exists()
@@ -121,17 +121,19 @@ def test_a_batch_dir_that_cannot_be_written_exits_2_with_one_line(tmp_path: Path
 
 def test_unknown_batch_variables_are_named(tmp_path: Path) -> None:
     """A typo in .env or the environment is warned about by name, with the likely meaning."""
-    (tmp_path / ".env").write_text("BATCH_BATCH_SIZ=5\n")
+    (tmp_path / ".env").write_text("BATCH_PROCESSOR_BATCH_SIZ=5\n")
     (tmp_path / "b").mkdir()
-    done = cli("status", "--batch-dir", str(tmp_path / "b"), cwd=tmp_path, BATCH_CONCURENT="4")
+    done = cli(
+        "status", "--batch-dir", str(tmp_path / "b"), cwd=tmp_path, BATCH_PROCESSOR_CONCURENT="4"
+    )
 
     assert done.returncode == 0, done.stderr
     assert (
-        "unknown variable BATCH_BATCH_SIZ in .env is ignored (did you mean BATCH_BATCH_SIZE?)"
-        in (done.stderr)
+        "unknown variable BATCH_PROCESSOR_BATCH_SIZ in .env is ignored "
+        "(did you mean BATCH_PROCESSOR_BATCH_SIZE?)" in done.stderr
     )
-    assert "unknown variable BATCH_CONCURENT in the environment" in done.stderr
-    assert "BATCH_CONCURRENT" in done.stderr
+    assert "unknown variable BATCH_PROCESSOR_CONCURENT in the environment" in done.stderr
+    assert "BATCH_PROCESSOR_CONCURRENT" in done.stderr
 
 
 def test_a_six_field_cron_is_refused_as_ambiguous(tmp_path: Path) -> None:

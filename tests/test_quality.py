@@ -69,7 +69,7 @@ async def test_the_quality_command_measures_the_llm_beside(tmp_path: Path) -> No
     config = SimulatorConfig(latency=0.005, jitter=0.0, api_key="sk-test-quality-key-000111")
     async with Simulator(config) as simulator:
         env: dict[str, Any] = {
-            "BATCH_LLM_API_KEY": "sk-test-quality-key-000111",
+            "BATCH_PROCESSOR_LLM_API_KEY": "sk-test-quality-key-000111",
             "PATH": "/usr/bin:/bin",
             "HOME": str(tmp_path),
         }
@@ -174,7 +174,7 @@ async def test_the_quality_command_names_a_wrong_llm_key_and_exits_2(tmp_path: P
     config = SimulatorConfig(latency=0.0, jitter=0.0, api_key="sk-test-the-right-key-000111")
     async with Simulator(config) as simulator:
         env: dict[str, Any] = {
-            "BATCH_LLM_API_KEY": "sk-test-a-wrong-key-999999",
+            "BATCH_PROCESSOR_LLM_API_KEY": "sk-test-a-wrong-key-999999",
             "PATH": "/usr/bin:/bin",
             "HOME": str(tmp_path),
         }

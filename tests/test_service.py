@@ -92,7 +92,7 @@ async def start_worker(
 ) -> asyncio.subprocess.Process:
     """A worker classifying through the slow provider, 4 requests at a time."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
-    base["BATCH_HTTP_PORT"] = "0"
+    base["BATCH_PROCESSOR_HTTP_PORT"] = "0"
     args = [
         "--mongodb-uri", mongo_uri, "--database", db_name, "--batch-dir", str(batch_dir),
         "--classifier", "llm", "--llm-base-url", simulator.base_url, "--concurrent", "4",

@@ -99,7 +99,7 @@ async def test_systemd_notify_protocol(
     listener.bind(address)
     listener.setblocking(False)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
-    env |= {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000", "BATCH_HTTP_PORT": "0"}
+    env |= {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000", "BATCH_PROCESSOR_HTTP_PORT": "0"}
     args = ["--mongodb-uri", mongo_uri, "--database", db_name, "--batch-dir", str(tmp_path / "b")]
     worker = await asyncio.create_subprocess_exec(
         *worker_command(*args, "--mode", "continuous", "--log-format", "json"),

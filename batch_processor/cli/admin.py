@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
@@ -47,7 +48,7 @@ def add_admin_commands(commands: Any) -> None:
     """Add ``status`` and ``queue`` to the CLI's subparsers."""
     status = commands.add_parser("status", help="progress of the current or last job")
     _common(status)
-    # status reads MongoDB only when a URI is given; otherwise the batch directory alone.
+    # Without a URI status reads the embedded server's data (the demo's) beside the files.
     add_setting_flags(status, only={"batch_dir", "mongodb_uri", "database", "source_collection"})
     queue = commands.add_parser("queue", help="list, show, requeue or purge failed work")
     actions = queue.add_subparsers(dest="action", required=True)
@@ -97,8 +98,8 @@ async def run_admin(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.batch_dir.is_dir():
         # A mistyped --batch-dir must not read as "nothing queued" (nor be created).
         raise ConfigurationError(
-            f"invalid setting batch_dir (--batch-dir / BATCH_BATCH_DIR): {settings.batch_dir} "
-            "does not exist"
+            f"invalid setting batch_dir (--batch-dir / BATCH_PROCESSOR_BATCH_DIR): "
+            f"{settings.batch_dir} does not exist"
         )
     if args.command == "status":
         return await _status(args, settings)
@@ -128,6 +129,29 @@ def refuse_held_embedded(settings: Settings) -> None:
         f"a worker (pid {holder.pid}) is running on the embedded server of {settings.batch_dir}: "
         f"wait for it to end, or {reach}"
     )
+
+
+def _status_database(settings: Settings) -> tuple[Settings | None, str | None]:
+    """The settings ``status`` reads the database with, and what to say of it.
+
+    With a URI, that database. Without one, the embedded server's data of the batch
+    directory: through the running worker's own server while one holds it (status is what
+    a person runs during a run), else a server of its own; nothing when there is no data.
+    """
+    if settings.mongodb_uri is not None:
+        return settings, None
+    layout = Layout(settings.batch_dir)
+    holder = lock_holder(layout.lock)
+    address = running_address(layout.embedded)
+    if holder is not None and holder.alive and address:
+        uri = SecretStr(f"mongodb://{address}/?directConnection=true")
+        running = settings.model_copy(update={"mongodb_uri": uri})
+        return running, f"the embedded server of worker pid {holder.pid} ({address})"
+    if holder is not None and holder.alive:
+        return None, "not read: a worker holds the embedded server (give --mongodb-uri)"
+    if not (layout.embedded / "data").is_dir():
+        return None, "none yet: no MongoDB URI, and the embedded server has no data here"
+    return settings, "the embedded server's data in this batch directory"
 
 
 def _queue(args: argparse.Namespace, batch_dir: Path) -> int:
@@ -194,17 +218,18 @@ async def _status(args: argparse.Namespace, settings: Settings) -> int:
     workers: list[dict[str, Any]] = []
     slices: list[dict[str, Any]] = []
     failed: BatchProcessorError | None = None
-    if settings.mongodb_uri is not None:
+    reading, where = _status_database(settings)
+    if where is not None:
+        report["database"] = where
+    if reading is not None:
         try:
-            async with open_store(settings) as store:
+            async with open_store(reading) as store:
                 report |= await database_status(store)
                 workers = await fleet_status(store)
                 slices = await provider_batches(store)
         except BatchProcessorError as exc:
             report["database_error"] = describe(exc)
             failed = exc
-    else:
-        report["database"] = "not queried without a URI: report and export read the embedded one"
     if args.json:
         extra = {"workers": workers, "provider_batches": slices}
         _print(with_eta(report) | extra, True, title="")

@@ -24,7 +24,7 @@ from batch_processor.cli.admin import add_admin_commands, run_admin
 from batch_processor.cli.demo import demo
 from batch_processor.cli.flags import add_setting_flags, setting_overrides
 from batch_processor.cli.preview import dry_run
-from batch_processor.cli.run import ended, print_summary, run
+from batch_processor.cli.run import ended, print_summary, run, shows_a_bar
 from batch_processor.errors import (
     BatchProcessorError,
     ConfigurationError,
@@ -177,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"batch-processor: warning: {warning}", file=sys.stderr)
         print(json.dumps(settings.masked(), indent=2, default=str))
         return EXIT_OK
-    configure_logging(settings.log_level, settings.log_format.value)
+    bar = not settings.dry_run and shows_a_bar(settings)
+    configure_logging(settings.log_level, settings.log_format.value, beside_a_bar=bar)
     for warning in unknown:
         log.warning(warning)
     return _run(args, settings)

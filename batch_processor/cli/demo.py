@@ -6,6 +6,9 @@ category) and how often the stored labels agree with the ones a person gave the 
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -56,15 +59,31 @@ async def demo(settings: Settings, *, count: int, seed: int, reset: bool) -> int
 
 def print_next_steps(settings: Settings) -> None:
     """The three commands to run next, ready to paste (from this folder)."""
+    command = invoked_as()
     flags = ""
     if settings.mongodb_uri is not None:
-        flags = f' --mongodb-uri "$BATCH_MONGODB_URI" --database {settings.database}'
+        flags = f' --mongodb-uri "$BATCH_PROCESSOR_MONGODB_URI" --database {settings.database}'
     if settings.batch_dir != Path("batch_files"):
         flags += f" --batch-dir {settings.batch_dir}"
     print("\nnext, from this folder (labels and failures; every result; the last job):")
-    print(f"  batch-processor report{flags}")
-    print(f"  batch-processor export --format csv{flags} > results.csv")
-    print(f"  batch-processor status{flags}")
+    print(f"  {command} report{flags}")
+    print(f"  {command} export --format csv{flags} > results.csv")
+    print(f"  {command} status{flags}")
+
+
+def invoked_as() -> str:
+    """How to type this command again: ``.venv/bin/batch-processor`` if it was typed so.
+
+    The README's demo runs ``.venv/bin/batch-processor demo``; a bare ``batch-processor``
+    works only with the venv on the ``PATH``.
+    """
+    typed = sys.argv[0]
+    if Path(typed).name != "batch-processor":
+        return "batch-processor"  # python -m batch_processor, or a test
+    found = shutil.which("batch-processor")
+    if found is not None and Path(found).resolve() == Path(typed).resolve():
+        return "batch-processor"
+    return shlex.quote(typed)
 
 
 async def print_labels(store: MongoStore) -> None:

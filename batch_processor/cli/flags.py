@@ -144,7 +144,7 @@ def _group_of(name: str) -> str:
 def add_setting_flags(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
     """Add the settings' flags (or only those named) to ``parser``, in their groups.
 
-    Unset flags stay None (flags override ``BATCH_*`` variables and ``--config``). A
+    Unset flags stay None (flags override ``BATCH_PROCESSOR_*`` variables and ``--config``). A
     deprecated setting keeps its flag but is not listed.
     """
     groups: dict[str, argparse._ArgumentGroup] = {}

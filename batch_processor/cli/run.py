@@ -25,10 +25,14 @@ async def run(
     settings: Settings, store: MongoStore | None = None, stopper: Stopper | None = None
 ) -> RunStats:
     """Run one job; a progress bar is shown to a person watching a batch run."""
-    # The bar is for a person watching a batch run; service modes log instead.
-    show = wanted(settings.progress) and settings.mode is Mode.BATCH
-    progress = RichProgress() if show else None
+    progress = RichProgress() if shows_a_bar(settings) else None
     return await run_job(settings, progress=progress, store=store, stopper=stopper)
+
+
+def shows_a_bar(settings: Settings) -> bool:
+    """Whether a run draws a progress bar: a batch run a person watches at a terminal."""
+    # Service modes log instead: nobody watches a bar in the journal.
+    return wanted(settings.progress) and settings.mode is Mode.BATCH
 
 
 def ended(stopper: Stopper) -> int:

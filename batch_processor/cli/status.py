@@ -109,8 +109,9 @@ async def fleet_status(store: MongoStore, now: datetime | None = None) -> list[d
     """The workers on this database: their heartbeats and claims; alive or dead.
 
     A worker is dead when it has not beaten for a lease period: by then its leases have
-    expired and any live worker takes its documents over. Claims of a worker without a
-    heartbeat (a version before heartbeats) are listed too.
+    expired and any live worker takes its documents over. A batch worker whose job ended
+    says so in its last beat: ``ended``. Claims of a worker without a heartbeat (a version
+    before heartbeats) are listed too.
     """
     now = now or utcnow()
     claims = await store.source.claims_by_worker()
@@ -123,7 +124,7 @@ async def fleet_status(store: MongoStore, now: datetime | None = None) -> list[d
         rows.append(
             {
                 "worker": worker,
-                "state": "alive" if age is not None and age <= lease else "dead",
+                "state": _state(beat, age, lease),
                 "host": beat.get("host"),
                 "pid": beat.get("pid"),
                 "mode": beat.get("mode"),
@@ -143,6 +144,14 @@ async def fleet_status(store: MongoStore, now: datetime | None = None) -> list[d
             {"worker": worker, "state": "dead" if expired else "unknown", "claims_in_db": claimed}
         )
     return rows
+
+
+def _state(beat: dict[str, Any], age: float | None, lease: float) -> str:
+    """``ended`` (its last beat said so), ``alive`` (beating) or ``dead`` (silent a lease)."""
+    ended = beat.get("ended_at")
+    if ended is not None and ended >= beat.get("beat_at", ended):
+        return "ended"
+    return "alive" if age is not None and age <= lease else "dead"
 
 
 def with_eta(report: dict[str, Any]) -> dict[str, Any]:

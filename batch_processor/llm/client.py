@@ -68,7 +68,7 @@ class LLMClassifier(Classifier):
     ) -> None:
         if options.api_key is None and options.base_url is None:
             raise ConfigurationError(
-                "invalid setting llm_api_key (BATCH_LLM_API_KEY, or a secrets file named "
+                "invalid setting llm_api_key (BATCH_PROCESSOR_LLM_API_KEY, or a secrets file named "
                 "llm_api_key): the llm classifier needs an API key for OpenAI; set "
                 "llm_base_url for a local server that needs none"
             )

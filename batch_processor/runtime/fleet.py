@@ -86,13 +86,15 @@ class LeaseKeeper:
         """A job ended by itself: beat once more, so ``status`` shows what it did.
 
         A batch run often ends before its first tick's beat would have counted anything (its
-        worker showed ``done 0``). Bounded and best effort: a failure is only logged.
+        worker showed ``done 0``). A batch worker's process ends with its job: the beat says
+        so (``ended_at``), and ``status`` shows it ended, not alive for a lease more.
+        Bounded and best effort: a failure is only logged.
         """
         if self._worker_id is None:
             return
         try:
             async with asyncio.timeout(within):
-                await self._beat(self._worker_id)
+                await self._beat(self._worker_id, last=self._mode == "batch")
         except (BatchProcessorError, TimeoutError) as exc:
             log.warning("last heartbeat not written", error=describe(exc))
 
@@ -145,17 +147,19 @@ class LeaseKeeper:
             self._job.refresh()
         self.released.set()
 
-    async def _beat(self, worker_id: str) -> None:
+    async def _beat(self, worker_id: str, *, last: bool = False) -> None:
         totals, _ = self._telemetry.totals()
+        now = utcnow()
         beat = self._store.fleet.beat(
             worker_id,
             {
+                **({"ended_at": now} if last else {}),
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "job_id": self._job_id,
                 "mode": self._mode,
                 "started_at": self._started,
-                "beat_at": utcnow(),
+                "beat_at": now,
                 "beat_interval": self._interval,
                 "lease_seconds": self._store.source.lease.total_seconds(),
                 "in_flight": self.counters.held,

@@ -260,8 +260,8 @@ class HealthServer:
             )
         except OSError as exc:
             raise ConfigurationError(
-                f"invalid setting http_port (BATCH_HTTP_PORT): cannot listen on {host}:{port}: "
-                f"{exc.strerror or exc}"
+                f"invalid setting http_port (BATCH_PROCESSOR_HTTP_PORT): cannot listen on "
+                f"{host}:{port}: {exc.strerror or exc}"
             ) from None
         bound = int(server.sockets[0].getsockname()[1])
         log.info("health and metrics endpoint listening", address=f"http://{host}:{bound}")

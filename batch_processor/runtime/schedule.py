@@ -33,7 +33,7 @@ class CronSchedule:
     @classmethod
     def parse(cls, expression: str | None, timezone: str) -> CronSchedule:
         """Validate ``expression`` and ``timezone``; raise ConfigurationError naming the setting."""
-        setting = "invalid setting cron (--cron / BATCH_CRON)"
+        setting = "invalid setting cron (--cron / BATCH_PROCESSOR_CRON)"
         fields = (expression or "").split()
         if len(fields) == 6:
             raise ConfigurationError(
@@ -52,7 +52,8 @@ class CronSchedule:
             zone = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigurationError(
-                f"invalid setting timezone (--timezone / BATCH_TIMEZONE): unknown zone {timezone!r}"
+                f"invalid setting timezone (--timezone / BATCH_PROCESSOR_TIMEZONE): "
+                f"unknown zone {timezone!r}"
             ) from None
         return cls(expression, zone)
 

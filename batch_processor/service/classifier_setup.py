@@ -32,8 +32,8 @@ def build_classifier(settings: Settings) -> Classifier:
     if settings.classifier == "cascade":
         return _cascade(settings, taxonomy)
     raise ConfigurationError(
-        f"invalid setting classifier (--classifier / BATCH_CLASSIFIER): unknown classifier "
-        f"{settings.classifier!r}; available: {', '.join(AVAILABLE)}"
+        f"invalid setting classifier (--classifier / BATCH_PROCESSOR_CLASSIFIER): unknown "
+        f"classifier {settings.classifier!r}; available: {', '.join(AVAILABLE)}"
     )
 
 
@@ -128,8 +128,8 @@ def _llm_classifier(settings: Settings, taxonomy: Taxonomy) -> Classifier:
     price = price_for(settings.llm_model, settings.llm_prices)
     if settings.budget_usd is not None and price is None:
         raise ConfigurationError(
-            f"invalid setting budget_usd (--budget-usd / BATCH_BUDGET_USD): no price is known "
-            f"for model {settings.llm_model!r}; add it to llm_prices"
+            f"invalid setting budget_usd (--budget-usd / BATCH_PROCESSOR_BUDGET_USD): no price is "
+            f"known for model {settings.llm_model!r}; add it to llm_prices"
         )
     options = llm_options(settings)
     governor = Governor(

@@ -77,8 +77,8 @@ def build_route(service: Service) -> BatchRoute | None:
     classifier = triage.llm if triage is not None else service.classifier
     if not isinstance(classifier, LLMClassifier):
         raise ConfigurationError(
-            f"invalid setting llm_route (--llm-route / BATCH_LLM_ROUTE): {settings.llm_route} "
-            "needs an LLM (--classifier llm or cascade)"
+            f"invalid setting llm_route (--llm-route / BATCH_PROCESSOR_LLM_ROUTE): "
+            f"{settings.llm_route} needs an LLM (--classifier llm or cascade)"
         )
     batch_dir = ensure_dir(settings.batch_dir)
     options = RouteOptions.of(settings)

@@ -136,7 +136,7 @@ async def run_job(
     if settings.claim_ttl is not None:
         log.warning(
             "claim_ttl is deprecated and will be removed in the next release: "
-            "use lease_seconds (BATCH_LEASE_SECONDS, --lease-seconds)",
+            "use lease_seconds (BATCH_PROCESSOR_LEASE_SECONDS, --lease-seconds)",
             lease_seconds=settings.lease_seconds,
         )
     stopper = stopper or Stopper()

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from batch_processor.errors import ConfigurationError
-from batch_processor.settings.model import ENV_PREFIX, Settings
+from batch_processor.settings.model import ENV_PREFIX, LEGACY_ENV_PREFIX, Settings
 
 
 def load_settings(
@@ -29,15 +29,16 @@ def load_settings(
 
     Args:
         overrides: values from command-line flags (``None`` values are ignored).
-        config_file: a TOML file; ``BATCH_CONFIG`` is used when not given.
+        config_file: a TOML file; ``BATCH_PROCESSOR_CONFIG`` is used when not given.
         environ: the environment to read bootstrap variables from (default ``os.environ``).
 
     """
     env = os.environ if environ is None else environ
-    toml = config_file or (Path(env["BATCH_CONFIG"]) if env.get("BATCH_CONFIG") else None)
+    named = _bootstrap(env, "CONFIG")
+    toml = config_file or (Path(named) if named else None)
     if toml is not None and not toml.is_file():
         raise ConfigurationError(f"config: the TOML file {toml} does not exist")
-    secrets = env.get("BATCH_SECRETS_DIR") or env.get("CREDENTIALS_DIRECTORY")
+    secrets = _bootstrap(env, "SECRETS_DIR") or env.get("CREDENTIALS_DIRECTORY")
     secrets_dir = Path(secrets) if secrets and Path(secrets).is_dir() else None
 
     class _Effective(Settings):
@@ -62,37 +63,52 @@ def load_settings(
 
 
 #: Variables with the prefix that are not settings: read before the settings, or by the tests.
-BOOTSTRAP_VARIABLES = frozenset({"BATCH_CONFIG", "BATCH_SECRETS_DIR", "BATCH_TEST_MONGODB_URI"})
+BOOTSTRAP_NAMES = ("CONFIG", "SECRETS_DIR", "FAILPOINTS")
+
+
+def _bootstrap(env: Any, name: str) -> str | None:
+    """A variable read before the settings, by its new name or else its legacy one."""
+    value = env.get(f"{ENV_PREFIX}{name}") or env.get(f"{LEGACY_ENV_PREFIX}{name}")
+    return str(value) if value else None
 
 
 def unknown_variables(
     environ: dict[str, str] | None = None, env_file: Path = Path(".env")
 ) -> list[str]:
-    """One warning per ``BATCH_*`` variable (environment or ``.env``) that names no setting.
+    """One warning per variable (environment or ``.env``) that will not do what it seems to.
 
-    A typo (``BATCH_BATCH_SIZ``) would otherwise be ignored silently and the default used.
+    A ``BATCH_PROCESSOR_*`` name that is no setting (a typo: ``BATCH_PROCESSOR_BATCH_SIZ``)
+    would otherwise be ignored silently and the default used; a legacy ``BATCH_*`` name of a
+    setting works for this release but should be renamed (or is ignored, when the new name is
+    set too). Other ``BATCH_*`` names are left alone: they may belong to another program.
     """
-    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | BOOTSTRAP_VARIABLES
+    names = [name.upper() for name in Settings.model_fields] + list(BOOTSTRAP_NAMES)
+    known = {f"{ENV_PREFIX}{name}" for name in names}
     env = os.environ if environ is None else environ
     found = [(name, "the environment") for name in env]
     if env_file.is_file():
         with contextlib.suppress(OSError, UnicodeDecodeError):
             found += [(name, str(env_file)) for name in dotenv_values(env_file)]
+    present = {name.upper() for name, _ in found}
     warnings = []
     for name, where in found:
         upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper in known:
-            continue
-        # BATCH_SIZE means the setting batch_size (BATCH_BATCH_SIZE), not a typo of another:
-        # the prefix is the setting's own first word.
-        whole = f"{ENV_PREFIX}{upper}"
-        close = (
-            [whole]
-            if whole in known
-            else difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.8)
-        )
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        warnings.append(f"unknown variable {name} in {where} is ignored{hint}")
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            # Compared without the prefix, which would make every pair of names look alike.
+            close = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), names, 1, 0.7)
+            hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+            warnings.append(f"unknown variable {name} in {where} is ignored{hint}")
+        elif upper.startswith(LEGACY_ENV_PREFIX) and not upper.startswith(ENV_PREFIX):
+            new = f"{ENV_PREFIX}{upper.removeprefix(LEGACY_ENV_PREFIX)}"
+            if new not in known:
+                continue
+            if new in present:
+                warnings.append(f"variable {name} in {where} is ignored: {new} is set")
+            else:
+                warnings.append(
+                    f"variable {name} in {where} is deprecated: rename it {new} "
+                    f"(the {LEGACY_ENV_PREFIX} prefix will not be read after this release)"
+                )
     return warnings
 
 
@@ -101,18 +117,22 @@ def _source(
 ) -> str | None:
     """Where the value of setting ``name`` came from, in the sources' order; None: a flag.
 
-    The first source that has it gave the value (flags, environment, ``.env``, secrets, TOML).
+    The first source that has it gave the value (flags, environment, ``.env``, the same two
+    under the legacy prefix, secrets, TOML).
     """
-    variable = f"{ENV_PREFIX}{name.upper()}"
     if name in flags:
         return None
-    if variable in env:
-        return f"the environment variable {variable}"
     dotenv = Path(".env")
+    in_dotenv: dict[str, str | None] = {}
     if dotenv.is_file():
         with contextlib.suppress(OSError, UnicodeDecodeError):
-            if variable in dotenv_values(dotenv):
-                return f"{dotenv}: {variable}"
+            in_dotenv = dotenv_values(dotenv)
+    for prefix in (ENV_PREFIX, LEGACY_ENV_PREFIX):
+        variable = f"{prefix}{name.upper()}"
+        if variable in env:
+            return f"the environment variable {variable}"
+        if variable in in_dotenv:
+            return f"{dotenv}: {variable}"
     if secrets_dir is not None and (secrets_dir / name).is_file():
         return f"the secrets file {secrets_dir / name}"
     if toml is not None:

@@ -12,6 +12,8 @@ from typing import Any
 from pydantic import model_validator
 from pydantic_settings import (
     BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SecretsSettingsSource,
     SettingsConfigDict,
@@ -32,9 +34,14 @@ from batch_processor.settings.groups import (
 )
 from batch_processor.settings.llm import BatchRouteSettings, LLMSettings, Route
 
-__all__ = ["ENV_PREFIX", "LogFormat", "Mode", "Route", "Settings"]
+__all__ = ["ENV_PREFIX", "LEGACY_ENV_PREFIX", "LogFormat", "Mode", "Route", "Settings"]
 
-ENV_PREFIX = "BATCH_"
+#: The prefix of every environment variable (and ``.env`` name) of batch_processor.
+ENV_PREFIX = "BATCH_PROCESSOR_"
+#: The prefix of releases up to 0.1: still read, below the new one, with a deprecation
+#: warning; to be removed in the next release. Too generic to warn about names it does not
+#: know (``BATCH_SIZE`` may belong to another program).
+LEGACY_ENV_PREFIX = "BATCH_"
 
 
 # pydantic collects the fields of the last base first: the groups are listed last to first,
@@ -72,15 +79,23 @@ class Settings(
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Secrets files are named like the setting (``mongodb_uri``); TOML comes last."""
+        """Secrets files are named like the setting (``mongodb_uri``); TOML comes last.
+
+        The legacy ``BATCH_`` names come after every ``BATCH_PROCESSOR_`` name, so a variable
+        renamed in one place and not yet in another takes the new value.
+        """
         # Unprefixed file names match systemd's LoadCredential=mongodb_uri:... naming.
         secrets = SecretsSettingsSource(
             settings_cls, secrets_dir=settings_cls.model_config.get("secrets_dir"), env_prefix=""
         )
+        legacy_env = EnvSettingsSource(settings_cls, env_prefix=LEGACY_ENV_PREFIX)
+        legacy_dotenv = DotEnvSettingsSource(settings_cls, env_prefix=LEGACY_ENV_PREFIX)
         return (
             init_settings,
             env_settings,
             dotenv_settings,
+            legacy_env,
+            legacy_dotenv,
             secrets,
             TomlConfigSettingsSource(settings_cls),
         )

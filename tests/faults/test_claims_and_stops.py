@@ -97,7 +97,11 @@ async def test_results_classified_before_a_kill_are_not_asked_again(
     async with Simulator(SimulatorConfig(latency=0.05, jitter=0.0)) as provider:
         flags = ("--classifier", "llm", "--llm-base-url", provider.base_url, "--no-dedupe",
                  "--concurrent", "4")  # fmt: skip
-        env = {**os.environ, "BATCH_LLM_API_KEY": "sk-test", "BATCH_HTTP": "false"}
+        env = {
+            **os.environ,
+            "BATCH_PROCESSOR_LLM_API_KEY": "sk-test",
+            "BATCH_PROCESSOR_HTTP": "false",
+        }
         # Results wait in the writer (a long flush interval) when the worker is killed.
         slow_writes = ("--flush-size", "1000", "--flush-interval", "60")
         first = await asyncio.create_subprocess_exec(

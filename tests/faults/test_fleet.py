@@ -43,7 +43,7 @@ async def start(
 ) -> asyncio.subprocess.Process:
     """A continuous worker with a 3 s lease, polling every second, 4 requests at a time."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
-    env["BATCH_HTTP_PORT"] = "0"
+    env["BATCH_PROCESSOR_HTTP_PORT"] = "0"
     args = worker_cli(
         mongo_uri, db_name, batch_dir,
         "--mode", "continuous", "--interval", str(POLL), "--lease-seconds", str(LEASE),
@@ -292,7 +292,7 @@ async def test_an_idle_continuous_worker_takes_over_expired_leases(
 
 
 async def test_the_old_claim_ttl_name_still_sets_the_lease(make_settings: Any) -> None:
-    """BATCH_CLAIM_TTL is deprecated but works for one release: it sets lease_seconds."""
+    """BATCH_PROCESSOR_CLAIM_TTL is deprecated but works for one release: it sets lease_seconds."""
     assert make_settings(claim_ttl=8).lease_seconds == 8
     assert make_settings(claim_ttl=8, lease_seconds=30).lease_seconds == 30
     assert make_settings().lease_seconds == 60

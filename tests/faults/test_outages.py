@@ -37,10 +37,10 @@ def fast_env(**extra: str) -> dict[str, str]:
     """Short timeouts, so an outage is noticed in seconds, not minutes."""
     return {
         **os.environ,
-        "BATCH_SERVER_SELECTION_TIMEOUT": "1",
-        "BATCH_DB_SOCKET_TIMEOUT": "2",
-        "BATCH_RETRY_BASE_DELAY": "0.2",
-        "BATCH_RETRY_MAX_DELAY": "1",
+        "BATCH_PROCESSOR_SERVER_SELECTION_TIMEOUT": "1",
+        "BATCH_PROCESSOR_DB_SOCKET_TIMEOUT": "2",
+        "BATCH_PROCESSOR_RETRY_BASE_DELAY": "0.2",
+        "BATCH_PROCESSOR_RETRY_MAX_DELAY": "1",
         **extra,
     }
 
@@ -107,7 +107,7 @@ async def test_continuous_service_outlives_an_outage_longer_than_its_retries(
             *worker(
                 server.uri, name, tmp_path / "batch", "--mode", "continuous", "--interval", "1"
             ),
-            env=fast_env(BATCH_RETRIES="2", BATCH_HTTP_PORT=str(port)),
+            env=fast_env(BATCH_PROCESSOR_RETRIES="2", BATCH_PROCESSOR_HTTP_PORT=str(port)),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -141,7 +141,7 @@ async def test_sigterm_during_an_outage_stops_the_service_at_once(tmp_path: Path
         await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(200)])
         process = await asyncio.create_subprocess_exec(
             *worker(server.uri, name, tmp_path / "batch", "--mode", "continuous"),
-            env=fast_env(BATCH_HTTP="false"),
+            env=fast_env(BATCH_PROCESSOR_HTTP="false"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -177,7 +177,7 @@ async def _stopped_in_an_outage(
         await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(600)])
         process = await asyncio.create_subprocess_exec(
             *worker(server.uri, name, tmp_path / "batch", *extra),
-            env={**os.environ, "BATCH_HTTP": "false"},  # default timeouts, as deployed
+            env={**os.environ, "BATCH_PROCESSOR_HTTP": "false"},  # default timeouts, as deployed
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -259,7 +259,7 @@ async def test_batch_run_gives_up_after_the_outage_grace(tmp_path: Path, grace: 
         await db.conversation_set.insert_many([conversation(f"refund {i}") for i in range(200)])
         process = await asyncio.create_subprocess_exec(
             *worker(server.uri, name, tmp_path / "batch"),
-            env=fast_env(BATCH_DB_OUTAGE_GRACE=grace),
+            env=fast_env(BATCH_PROCESSOR_DB_OUTAGE_GRACE=grace),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

@@ -8,6 +8,7 @@ import psutil
 import pytest
 
 from batch_processor.cli.app import parse
+from batch_processor.errors import ConfigurationError
 from batch_processor.files.atomic import exclusive_lock, lock_holder
 
 
@@ -47,20 +48,64 @@ def test_tables_show_values_as_a_person_reads_them() -> None:
     assert shown(["a", "b"]) == "a, b" and shown(True) == "yes" and shown(0) == "0"
 
 
-def test_a_variable_named_like_a_setting_gets_the_right_name() -> None:
-    """``BATCH_SIZE`` means ``batch_size`` (``BATCH_BATCH_SIZE``); far names get no guess."""
+def test_a_mistyped_variable_is_named_with_the_setting_it_meant() -> None:
+    """A ``BATCH_PROCESSOR_`` typo gets the closest real name; a far one gets no guess."""
     from batch_processor.settings import unknown_variables
 
-    warnings = unknown_variables(
-        {"BATCH_SIZE": "10", "BATCH_CONCURENT": "3", "BATCH_PATH": "/x"}, env_file=Path("/none")
-    )
-    assert warnings == [
-        "unknown variable BATCH_SIZE in the environment is ignored "
-        "(did you mean BATCH_BATCH_SIZE?)",
-        "unknown variable BATCH_CONCURENT in the environment is ignored "
-        "(did you mean BATCH_CONCURRENT?)",
-        "unknown variable BATCH_PATH in the environment is ignored",
+    environ = {
+        "BATCH_PROCESSOR_BATCHSIZE": "10",
+        "BATCH_PROCESSOR_CONCURENT": "3",
+        "BATCH_PROCESSOR_PATH": "/x",
+    }
+    assert unknown_variables(environ, env_file=Path("/none")) == [
+        "unknown variable BATCH_PROCESSOR_BATCHSIZE in the environment is ignored "
+        "(did you mean BATCH_PROCESSOR_BATCH_SIZE?)",
+        "unknown variable BATCH_PROCESSOR_CONCURENT in the environment is ignored "
+        "(did you mean BATCH_PROCESSOR_CONCURRENT?)",
+        "unknown variable BATCH_PROCESSOR_PATH in the environment is ignored",
     ]
+
+
+def test_another_programs_batch_variables_are_left_alone() -> None:
+    """``BATCH_SIZE`` or ``BATCH_JOB_ID`` (another tool's) draw no warning: not our prefix."""
+    from batch_processor.settings import unknown_variables
+
+    environ = {"BATCH_SIZE": "10", "BATCH_JOB_ID": "7", "BATCH_TEST_MONGODB_URI": "mongodb://x"}
+    assert unknown_variables(environ, env_file=Path("/none")) == []
+
+
+def test_the_legacy_prefix_is_read_with_a_deprecation_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``BATCH_CONCURRENT`` still works for a release, named with its new name; new wins."""
+    from batch_processor.settings import load_settings, unknown_variables
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("BATCH_RETRIES=7\nBATCH_PROCESSOR_RETRIES=4\n")
+    monkeypatch.setenv("BATCH_CONCURRENT", "9")
+    monkeypatch.setenv("BATCH_CONFIG", str(tmp_path / "none.toml"))
+
+    with pytest.raises(ConfigurationError, match=r"none\.toml does not exist"):
+        load_settings()  # the legacy name of the config file is read too
+    monkeypatch.delenv("BATCH_CONFIG")
+    settings = load_settings()
+
+    assert (settings.concurrent, settings.retries) == (9, 4)
+    assert unknown_variables({"BATCH_CONCURRENT": "9"}, env_file=Path(".env")) == [
+        "variable BATCH_CONCURRENT in the environment is deprecated: rename it "
+        "BATCH_PROCESSOR_CONCURRENT (the BATCH_ prefix will not be read after this release)",
+        "variable BATCH_RETRIES in .env is ignored: BATCH_PROCESSOR_RETRIES is set",
+    ]
+
+
+def test_a_bad_legacy_value_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad value under the old name is reported under the name the user wrote."""
+    from batch_processor.settings import load_settings
+
+    monkeypatch.setenv("BATCH_CONCURRENT", "many")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    assert "concurrent in the environment variable BATCH_CONCURRENT:" in raised.value.message
 
 
 def test_run_help_is_grouped_with_examples_and_fits_80_columns(
@@ -82,7 +127,6 @@ def test_a_bad_value_names_the_file_and_key_or_the_variable_it_came_from(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """TOML: the file and the key (an unknown key with the setting it meant); env: its name."""
-    from batch_processor.errors import ConfigurationError
     from batch_processor.settings import load_settings
 
     toml = tmp_path / "batch.toml"
@@ -94,7 +138,50 @@ def test_a_bad_value_names_the_file_and_key_or_the_variable_it_came_from(
         "integer, unable to parse string as an integer",
         f"unknown setting concurent in {toml}: key concurent (did you mean concurrent?)",
     ]
-    monkeypatch.setenv("BATCH_CONCURRENT", "many")
+    monkeypatch.setenv("BATCH_PROCESSOR_CONCURRENT", "many")
     with pytest.raises(ConfigurationError) as raised:
         load_settings()
-    assert "concurrent in the environment variable BATCH_CONCURRENT:" in raised.value.message
+    assert (
+        "concurrent in the environment variable BATCH_PROCESSOR_CONCURRENT:" in raised.value.message
+    )
+
+
+@pytest.mark.parametrize("beside_a_bar", [True, False])
+def test_a_console_log_beside_the_bar_leaves_the_routine_lines_to_it(
+    capsys: pytest.CaptureFixture[str], beside_a_bar: bool
+) -> None:
+    """Beside a progress bar no ``batch finished`` lines; warnings stay; without a bar, all."""
+    import structlog
+
+    from batch_processor.runtime.logs import configure_logging
+
+    configure_logging("INFO", "console", beside_a_bar=beside_a_bar)
+    try:
+        log = structlog.get_logger()
+        log.info("batch finished", documents=100)
+        log.warning("document failed", category="DATA")
+        log.info("run finished", processed=100)
+    finally:
+        configure_logging("INFO", "json")
+    text = capsys.readouterr().err
+    assert "document failed" in text and "run finished" in text
+    assert ("batch finished" in text) is not beside_a_bar
+
+
+def test_the_next_steps_are_typed_as_the_demo_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``.venv/bin/batch-processor demo`` gets ``.venv/bin/batch-processor report`` back."""
+    from batch_processor.cli.demo import invoked_as
+
+    script = tmp_path / "venv dir" / "bin" / "batch-processor"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr("sys.argv", [str(script), "demo"])
+    assert invoked_as() == f"'{script}'"  # quoted: it has a space
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin")
+    assert invoked_as() == "batch-processor"  # on the PATH: the bare name works
+    monkeypatch.setattr("sys.argv", ["/x/batch_processor/__main__.py", "demo"])
+    assert invoked_as() == "batch-processor"
