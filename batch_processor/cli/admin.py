@@ -27,6 +27,7 @@ from batch_processor.cli.queue import (
 )
 from batch_processor.cli.results import add_result_commands, export, reclassify, report
 from batch_processor.cli.status import (
+    as_this_directory_knows,
     database_status,
     fleet_status,
     job_status,
@@ -226,6 +227,7 @@ async def _status(args: argparse.Namespace, settings: Settings) -> int:
             async with open_store(reading) as store:
                 report |= await database_status(store)
                 workers = await fleet_status(store)
+                as_this_directory_knows(workers, settings.batch_dir)
                 slices = await provider_batches(store)
         except BatchProcessorError as exc:
             report["database_error"] = describe(exc)

@@ -38,6 +38,10 @@ async def provider_batches(store: MongoStore) -> list[dict[str, Any]]:
     ]
 
 
+#: The checkpoint's counters of documents that ended.
+PROCESSED = ("succeeded", "already_stored", "failed")
+
+
 def job_status(batch_dir: Path, now: datetime | None = None) -> dict[str, Any]:
     """What the batch directory says about the current or last job."""
     now = now or utcnow()
@@ -62,7 +66,7 @@ def job_status(batch_dir: Path, now: datetime | None = None) -> dict[str, Any]:
     if checkpoint is None:
         return report
     counters = checkpoint.counters
-    processed = sum(counters.get(k, 0) for k in ("succeeded", "already_stored", "failed"))
+    processed = sum(counters.get(k, 0) for k in PROCESSED)
     seconds = max((checkpoint.updated_at - checkpoint.started_at).total_seconds(), 1e-9)
     job_status = checkpoint.status.value
     if job_status == "running" and not (holder is not None and holder.alive):
@@ -144,6 +148,25 @@ async def fleet_status(store: MongoStore, now: datetime | None = None) -> list[d
             {"worker": worker, "state": "dead" if expired else "unknown", "claims_in_db": claimed}
         )
     return rows
+
+
+def as_this_directory_knows(rows: list[dict[str, Any]], batch_dir: Path) -> None:
+    """Correct the state of this batch directory's own worker by its lock: the local truth.
+
+    A heartbeat says ``alive`` for a lease after the last one; the lock file knows at once
+    that the process is gone (a Ctrl-C, a kill). Gone: ``ended`` if it left no claims, else
+    ``dead`` (they wait for their leases to expire and another worker to take them). A stop
+    by a signal skips the last beat (a stop is bounded): the checkpoint has the count.
+    """
+    checkpoint = CheckpointStore(batch_dir).load().checkpoint
+    holder = lock_holder(Layout(batch_dir).lock)
+    if checkpoint is None or checkpoint.worker_id is None or (holder and holder.alive):
+        return
+    for row in rows:
+        if row["worker"] == checkpoint.worker_id and row["state"] == "alive":
+            row["state"] = "dead" if row.get("claims_in_db") else "ended"
+            processed = sum(checkpoint.counters.get(k, 0) for k in PROCESSED)
+            row["done"] = max(row.get("done") or 0, processed)
 
 
 def _state(beat: dict[str, Any], age: float | None, lease: float) -> str:

@@ -185,3 +185,31 @@ def test_the_next_steps_are_typed_as_the_demo_was(
     assert invoked_as() == "batch-processor"  # on the PATH: the bare name works
     monkeypatch.setattr("sys.argv", ["/x/batch_processor/__main__.py", "demo"])
     assert invoked_as() == "batch-processor"
+
+
+def test_status_knows_its_own_worker_is_gone_before_its_heartbeat_expires(tmp_path: Path) -> None:
+    """After a Ctrl-C the directory's worker is ``ended`` with its count, at once; others stay."""
+    from batch_processor.cli.status import as_this_directory_knows
+    from batch_processor.files.checkpoints import CheckpointStore
+    from batch_processor.files.layout import Layout
+    from batch_processor.models import Checkpoint, JobStatus, utcnow
+
+    CheckpointStore(tmp_path).save(
+        Checkpoint(job_id="j", status=JobStatus.FINISHED, worker_id="mine", started_at=utcnow(),
+                   counters={"succeeded": 1095, "failed": 5})
+    )  # fmt: skip
+
+    def rows(claims: int) -> list[dict[str, object]]:
+        return [
+            {"worker": "mine", "state": "alive", "done": 0, "claims_in_db": claims},
+            {"worker": "other", "state": "alive", "done": 3, "claims_in_db": 2},
+        ]
+
+    gone, killed, running = rows(0), rows(4), rows(0)
+    as_this_directory_knows(gone, tmp_path)
+    as_this_directory_knows(killed, tmp_path)
+    with exclusive_lock(Layout(tmp_path).lock):
+        as_this_directory_knows(running, tmp_path)
+    assert [(r["state"], r["done"]) for r in gone] == [("ended", 1100), ("alive", 3)]
+    assert [r["state"] for r in killed] == ["dead", "alive"]  # its claims wait for takeover
+    assert running == rows(0)  # it holds the directory: its heartbeat says the truth
