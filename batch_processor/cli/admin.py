@@ -189,16 +189,17 @@ def _grouped_text(groups: list[dict[str, Any]]) -> str:
     width = shutil.get_terminal_size((80, 24)).columns
     blocks = []
     for group in groups:
-        span = " to ".join(
+        times = list(
             dict.fromkeys(_seconds(group[end]) for end in ("first_at", "last_at") if group[end])
         )
         head = (
             f"{group['queue']} · {group['category']} · {group['entries']} entries, "
             f"{group['documents']} documents, at most {group['max_attempts']} "
             + ("attempt" if group["max_attempts"] == 1 else "attempts")
-            + (f" · {span}" if span else "")
         )
         lines = textwrap.wrap(head, width, subsequent_indent="  ")
+        # A time on a line of its own: wrapped, it broke between the date and the hour.
+        lines += [f"  {'from ' if len(times) > 1 else 'at '}{' to '.join(times)}"] if times else []
         lines += textwrap.wrap(
             f"error: {group['error']}", width, initial_indent="  ", subsequent_indent="    "
         )

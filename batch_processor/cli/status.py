@@ -163,7 +163,7 @@ def as_this_directory_knows(rows: list[dict[str, Any]], batch_dir: Path) -> None
     if checkpoint is None or checkpoint.worker_id is None or (holder and holder.alive):
         return
     for row in rows:
-        if row["worker"] == checkpoint.worker_id and row["state"] == "alive":
+        if row["worker"] == checkpoint.worker_id and row["state"] != "ended":
             row["state"] = "dead" if row.get("claims_in_db") else "ended"
             processed = sum(checkpoint.counters.get(k, 0) for k in PROCESSED)
             row["done"] = max(row.get("done") or 0, processed)

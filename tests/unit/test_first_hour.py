@@ -199,17 +199,19 @@ def test_status_knows_its_own_worker_is_gone_before_its_heartbeat_expires(tmp_pa
                    counters={"succeeded": 1095, "failed": 5})
     )  # fmt: skip
 
-    def rows(claims: int) -> list[dict[str, object]]:
+    def rows(claims: int, state: str = "alive") -> list[dict[str, object]]:
         return [
-            {"worker": "mine", "state": "alive", "done": 0, "claims_in_db": claims},
+            {"worker": "mine", "state": state, "done": 0, "claims_in_db": claims},
             {"worker": "other", "state": "alive", "done": 3, "claims_in_db": 2},
         ]
 
-    gone, killed, running = rows(0), rows(4), rows(0)
+    gone, killed, running, silent = rows(0), rows(4), rows(0), rows(0, "dead")
     as_this_directory_knows(gone, tmp_path)
+    as_this_directory_knows(silent, tmp_path)
     as_this_directory_knows(killed, tmp_path)
     with exclusive_lock(Layout(tmp_path).lock):
         as_this_directory_knows(running, tmp_path)
     assert [(r["state"], r["done"]) for r in gone] == [("ended", 1100), ("alive", 3)]
     assert [r["state"] for r in killed] == ["dead", "alive"]  # its claims wait for takeover
+    assert silent[0]["state"] == "ended"  # silent for a lease, but it left nothing behind
     assert running == rows(0)  # it holds the directory: its heartbeat says the truth
