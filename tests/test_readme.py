@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shlex
 import subprocess
 from pathlib import Path
 
-from .conftest import worker_command
+from .test_cli import run_cli
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 MARKER = "<!-- tests/test_readme.py runs these"
@@ -42,16 +41,7 @@ def the_demo() -> list[str]:
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """One command from a fresh folder at 80 columns, piped, nothing of ours in the env."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("BATCH_")}
-    return subprocess.run(
-        worker_command(*args),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**base, "COLUMNS": "80", **env},
-        cwd=cwd,
-        check=False,
-    )
+    return run_cli(*args, env={"COLUMNS": "80", **env}, cwd=cwd)
 
 
 def test_the_readme_demo_and_its_next_steps_run_from_a_fresh_folder(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import structlog
+
 from batch_processor.errors import ConfigurationError, TransientError
 from batch_processor.files.atomic import ensure_dir
 
@@ -31,6 +33,13 @@ MODULE = "secantus"
 ADDRESS_FILE = "address"
 PR_SET_PDEATHSIG = 1
 START_TIMEOUT = 30.0
+#: How long a start waits for another command's server (``status``, ``report``: a few
+#: seconds each) to let go of the same data directory.
+BUSY_WAIT = 20.0
+#: What the server logs when another server has the data directory open.
+_BUSY = "resource busy"
+
+log = structlog.get_logger("batch_processor.runtime.embedded")
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -74,16 +83,43 @@ class EmbeddedServer:
         config = self.data_dir / "secantusd.toml"
         config.touch()  # an empty config: never pick up ./secantusd.toml or /etc/secantus
         fixed_port = self.port != 0
-        for _ in range(1 if fixed_port else 5):
+        clashes, waited = 0, False
+        busy_until = time.monotonic() + BUSY_WAIT
+        while True:
             if not fixed_port:
                 self.port = free_port()
+            logged = self._log_size()
             self.process = self._spawn(config)
             if await self._wait_ready():
                 (self.data_dir / ADDRESS_FILE).write_text(f"127.0.0.1:{self.port}\n")
                 return self.uri
-            if fixed_port:
+            if _BUSY in self._log_since(logged) and time.monotonic() < busy_until:
+                # Another command's server (a status, a report) has the data open: it ends
+                # within seconds. Without the wait a worker started beside it failed.
+                if not waited:
+                    log.info("the embedded server's data is in use by another command: waiting")
+                waited = True
+                await asyncio.sleep(0.5)
+                continue
+            clashes += 1
+            if fixed_port or clashes >= 5:
                 break
         raise TransientError(f"the embedded server did not start: {self._log_tail()}")
+
+    def _log_size(self) -> int:
+        try:
+            return (self.data_dir / "server.log").stat().st_size
+        except OSError:
+            return 0
+
+    def _log_since(self, offset: int) -> str:
+        """What the server logged after ``offset``: why the last start ended."""
+        try:
+            with (self.data_dir / "server.log").open("rb") as handle:
+                handle.seek(offset)
+                return handle.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def _spawn(self, config: Path) -> subprocess.Popen[bytes]:
         log = (self.data_dir / "server.log").open("ab")
