@@ -9,6 +9,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from .test_cli import run_cli
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
@@ -44,6 +46,7 @@ def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[s
     return run_cli(*args, env={"COLUMNS": "80", **env}, cwd=cwd)
 
 
+@pytest.mark.timeout(120)  # six processes, each its own embedded server: slow under load
 def test_the_readme_demo_and_its_next_steps_run_from_a_fresh_folder(tmp_path: Path) -> None:
     """The demo, then every next step with no flags: exit 0, the demo's data, 80 columns."""
     demo = run(the_demo(), tmp_path, BATCH_PROCESSOR_LOG_FORMAT="json")
