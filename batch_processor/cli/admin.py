@@ -37,7 +37,7 @@ from batch_processor.cli.status import (
 from batch_processor.errors import BatchProcessorError, ConfigurationError, describe
 from batch_processor.files.atomic import lock_holder
 from batch_processor.files.layout import Layout
-from batch_processor.runtime.embedded import running_address
+from batch_processor.runtime.embedded import running_address, uri_of
 from batch_processor.service.runner import open_store
 from batch_processor.settings import Settings
 
@@ -114,22 +114,34 @@ def refuse_held_embedded(settings: Settings) -> None:
     while a worker (the demo, say) runs there, that server cannot open it. The worker's own
     server is reachable: the line says how.
     """
-    if settings.mongodb_uri is not None:
+    worker = _embedded_worker(settings)
+    if worker is None:
         return
-    layout = Layout(settings.batch_dir)
-    holder = lock_holder(layout.lock)
-    if holder is None or not holder.alive:
-        return
-    address = running_address(layout.embedded)
+    pid, address = worker
     reach = (
-        f"reach its server with --mongodb-uri 'mongodb://{address}/?directConnection=true'"
+        f"reach its server with --mongodb-uri '{uri_of(address)}'"
         if address
         else "give --mongodb-uri"
     )
     raise ConfigurationError(
-        f"a worker (pid {holder.pid}) is running on the embedded server of {settings.batch_dir}: "
+        f"a worker (pid {pid}) is running on the embedded server of {settings.batch_dir}: "
         f"wait for it to end, or {reach}"
     )
+
+
+def _embedded_worker(settings: Settings) -> tuple[int, str | None] | None:
+    """The worker running on the batch directory's embedded server: its pid, its address.
+
+    None with a MongoDB URI, or when no live process holds the directory; the address is
+    None if the worker's server has not said it (yet).
+    """
+    if settings.mongodb_uri is not None:
+        return None
+    layout = Layout(settings.batch_dir)
+    holder = lock_holder(layout.lock)
+    if holder is None or not holder.alive:
+        return None
+    return holder.pid, running_address(layout.embedded)
 
 
 def _status_database(settings: Settings) -> tuple[Settings | None, str | None]:
@@ -141,16 +153,14 @@ def _status_database(settings: Settings) -> tuple[Settings | None, str | None]:
     """
     if settings.mongodb_uri is not None:
         return settings, None
-    layout = Layout(settings.batch_dir)
-    holder = lock_holder(layout.lock)
-    address = running_address(layout.embedded)
-    if holder is not None and holder.alive and address:
-        uri = SecretStr(f"mongodb://{address}/?directConnection=true")
-        running = settings.model_copy(update={"mongodb_uri": uri})
-        return running, f"the embedded server of worker pid {holder.pid} ({address})"
-    if holder is not None and holder.alive:
-        return None, "not read: a worker holds the embedded server (give --mongodb-uri)"
-    if not (layout.embedded / "data").is_dir():
+    worker = _embedded_worker(settings)
+    if worker is not None:
+        pid, address = worker
+        if address is None:
+            return None, "not read: a worker holds the embedded server (give --mongodb-uri)"
+        running = settings.model_copy(update={"mongodb_uri": SecretStr(uri_of(address))})
+        return running, f"the embedded server of worker pid {pid} ({address})"
+    if not (Layout(settings.batch_dir).embedded / "data").is_dir():
         return None, "none yet: no MongoDB URI, and the embedded server has no data here"
     return settings, "the embedded server's data in this batch directory"
 

@@ -70,7 +70,7 @@ class EmbeddedServer:
     @property
     def uri(self) -> str:
         """The connection string of the running server."""
-        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+        return uri_of(f"127.0.0.1:{self.port}")
 
     async def start(self) -> str:
         """Start the server and wait until it accepts connections; return its URI."""
@@ -185,6 +185,11 @@ class EmbeddedServer:
         log = self.data_dir / "server.log"
         lines = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
         return " | ".join(lines) or "no output"
+
+
+def uri_of(address: str) -> str:
+    """The connection string of an embedded server at ``address`` (``host:port``)."""
+    return f"mongodb://{address}/?directConnection=true"
 
 
 def running_address(data_dir: Path) -> str | None:
